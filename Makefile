@@ -1,0 +1,36 @@
+# medmaas_nb: `make run` and `make test` work on a fresh clone with Python 3.11.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install run test test-notebooks test-sync test-py clean-runs
+
+$(STAMP): setup.py settings.ini
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## run every task whose data is available (full runs) and say where the reports are
+run: install
+	$(BIN)/medmaas run --all
+
+## the whole check: export/clean in sync, notebook tests, pytest (unit, HTTP, CLI, quick pipeline runs of every task)
+test: install test-sync test-notebooks test-py
+
+test-sync: install
+	$(BIN)/python tests/check_notebooks.py
+
+test-notebooks: install
+	$(BIN)/nbdev_test --n_workers 2
+
+test-py: install
+	$(BIN)/python -m pytest tests -ra
+
+clean-runs:
+	rm -rf runs registry mlruns

@@ -1,0 +1,46 @@
+"Shared fixtures: every test writes runs, registry, MLflow store and cache under a temporary folder."
+import os, socket, sys, threading, functools
+from http.server import ThreadingHTTPServer, SimpleHTTPRequestHandler
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get('MEDMAAS_DATA_DIR') or ROOT.parent/'shared'/'data')
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    "Point runs, registry, MLflow and the download cache at a temporary folder; returns it."
+    monkeypatch.setenv('MEDMAAS_RUNS_DIR', str(tmp_path/'runs'))
+    monkeypatch.setenv('MEDMAAS_REGISTRY_DIR', str(tmp_path/'registry'))
+    monkeypatch.setenv('MEDMAAS_CACHE_DIR', str(tmp_path/'cache'))
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', f"sqlite:///{tmp_path/'mlruns'/'mlflow.db'}")
+    return tmp_path
+
+@pytest.fixture(scope='session')
+def session_dirs(tmp_path_factory):
+    "Session-wide isolated folders (for the quick pipeline runs shared by several tests)."
+    d = tmp_path_factory.mktemp('medmaas')
+    env = {'MEDMAAS_RUNS_DIR': str(d/'runs'), 'MEDMAAS_REGISTRY_DIR': str(d/'registry'),
+           'MEDMAAS_CACHE_DIR': str(d/'cache'), 'MLFLOW_TRACKING_URI': f"sqlite:///{d/'mlruns'/'mlflow.db'}"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield d
+    for k, v in old.items():
+        if v is None: os.environ.pop(k, None)
+        else: os.environ[k] = v
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+
+@pytest.fixture
+def http_server(tmp_path):
+    "A real HTTP server on 127.0.0.1 serving a temporary folder; yields (base_url, folder)."
+    root = tmp_path/'www'; root.mkdir()
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(_Quiet, directory=str(root)))
+    t = threading.Thread(target=srv.serve_forever, daemon=True); t.start()
+    yield f'http://127.0.0.1:{srv.server_address[1]}/', root
+    srv.shutdown(); srv.server_close()
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]

@@ -1,0 +1,39 @@
+"The `medmaas` command line: listings, and clear errors before any notebook runs."
+import os, subprocess, sys
+from pathlib import Path
+import pytest
+
+BIN = Path(sys.executable).parent/'medmaas'
+
+def medmaas(*args, env=None):
+    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+
+def test_tasks_lists_family_kind_dataset():
+    r = medmaas('tasks')
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith('diabetes-progression'))
+    assert 'clinical' in line and 'regression' in line and 'diabetes' in line
+
+def test_data_list_shows_license_and_availability():
+    r = medmaas('data', 'list')
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith('diabetes '))
+    assert 'package' in line and 'BSD' in line
+
+@pytest.mark.parametrize('args,message', [
+    (['run', 'no-such-task'], "Unknown task 'no-such-task'"),
+    (['run', 'diabetes-progression', '-p', 'n_estimator', '5'], "Unknown parameter(s) ['n_estimator']"),
+    (['run', 'diabetes-progression', '-p', 'n_estimators', 'many'], "'n_estimators' expects int"),
+    (['run', 'diabetes-progression', '-p', 'seed', '1.5'], "'seed' expects int"),
+    (['data', 'fetch', 'no-such-data'], "Unknown dataset 'no-such-data'"),
+])
+def test_bad_input_fails_before_running(isolated, args, message):
+    r = medmaas(*args)
+    assert r.returncode == 2
+    assert message in r.stderr and 'Traceback' not in r.stderr
+    assert not (isolated/'runs').exists()  # nothing ran
+
+def test_missing_dataset_names_where_it_looked(isolated):
+    r = medmaas('data', 'fetch', 'promoters', env={'MEDMAAS_DATA_DIR': str(isolated/'empty')})
+    assert r.returncode == 2
+    assert 'Looked in' in r.stderr and 'medmaas data fetch promoters' in r.stderr and 'Traceback' not in r.stderr

@@ -1,0 +1,78 @@
+"The download path of the data layer, against a real HTTP server on 127.0.0.1."
+import hashlib, shutil, zipfile
+from pathlib import Path
+import pytest
+from medmaas_nb.data import (DataFile, DatasetEntry, resolve, get_entry, ChecksumMismatch, DatasetUnavailable,
+                             dataset_checksum, load_manifest)
+from conftest import SHARED_DATA, free_port
+
+needs_mirror = pytest.mark.skipif(not (SHARED_DATA/'breastmnist').exists(), reason='shared data mirror not present')
+
+def _entry(name, url, sha, **kw):
+    return DatasetEntry(name=name, title=name, kind='files', source='https://example.org', license='CC0', citation='-',
+                        files=[DataFile(name=Path(url.split('#')[0]).name if '#' not in url else url.split('#')[1], url=url, sha256=[sha])], **kw)
+
+@needs_mirror
+def test_download_verifies_and_caches(isolated, http_server):
+    base, www = http_server
+    shutil.copy(SHARED_DATA/'breastmnist'/'breastmnist.npz', www/'breastmnist.npz')
+    entry = get_entry('breastmnist')
+    entry.files[0].url = base + 'breastmnist.npz'  # the official source, played by a local server
+    paths = resolve('breastmnist', data_dir=isolated/'empty', entry=entry)
+    p = paths['breastmnist.npz']
+    assert p == isolated/'cache'/'breastmnist'/'breastmnist.npz'
+    assert hashlib.sha256(p.read_bytes()).hexdigest() == entry.files[0].sha256[0]
+    assert [q.name for q in p.parent.iterdir()] == ['breastmnist.npz']  # no temporary files left
+    (www/'breastmnist.npz').unlink()  # second resolve comes from the cache, not the network
+    assert resolve('breastmnist', data_dir=isolated/'empty', entry=entry)['breastmnist.npz'] == p
+
+def test_corrupt_download_is_refused_and_nothing_is_cached(isolated, http_server):
+    base, www = http_server
+    (www/'a.csv').write_bytes(b'x,y\n1,2\n')
+    good = hashlib.sha256(b'x,y\n1,2\n').hexdigest()
+    (www/'a.csv').write_bytes(b'x,y\n1,3\n')  # the server sends different bytes
+    entry = _entry('toy', base + 'a.csv', good)
+    with pytest.raises(ChecksumMismatch, match='matches none of the manifest'):
+        resolve('toy', data_dir=None, entry=entry)
+    assert not (isolated/'cache'/'toy').exists() or not any((isolated/'cache'/'toy').iterdir())
+
+def test_unreachable_source_gives_one_clear_error(isolated):
+    entry = _entry('toy', f'http://127.0.0.1:{free_port()}/a.csv', '0'*64)
+    with pytest.raises(DatasetUnavailable) as e:
+        resolve('toy', data_dir=isolated/'nowhere', entry=entry)
+    msg = str(e.value)
+    assert 'Looked in' in msg and str(isolated/'nowhere') in msg and 'medmaas data fetch toy' in msg and 'Could not download' in msg
+    assert not (isolated/'cache'/'toy'/'a.csv').exists()
+
+def test_zip_member_download(isolated, http_server):
+    base, www = http_server
+    payload = b'id\trating\n1\t9\n'
+    with zipfile.ZipFile(www/'bundle.zip', 'w') as z: z.writestr('folder/data.tsv', payload)
+    entry = _entry('toy', base + 'bundle.zip#data.tsv', hashlib.sha256(payload).hexdigest())
+    p = resolve('toy', data_dir=None, entry=entry)['data.tsv']
+    assert p.read_bytes() == payload
+
+def test_listed_files_are_each_verified(isolated, http_server):
+    base, www = http_server
+    (www/'d').mkdir(); (www/'d'/'q1.xml').write_text('<a/>'); (www/'d'/'q2.xml').write_text('<b/>')
+    sums = ''.join(f"{hashlib.sha256((www/'d'/n).read_bytes()).hexdigest()}  d/{n}\n" for n in ('q1.xml', 'q2.xml'))
+    (www/'SHA256SUMS').write_text(sums)
+    entry = _entry('toy', base + 'SHA256SUMS', hashlib.sha256(sums.encode()).hexdigest(), base_url=base)
+    entry.files[0].lists_files = True
+    paths = resolve('toy', data_dir=None, entry=entry)
+    assert set(paths) == {'SHA256SUMS', 'd/q1.xml', 'd/q2.xml'}
+    (www/'d'/'q2.xml').write_text('<tampered/>'); shutil.rmtree(isolated/'cache'/'toy'/'d')
+    with pytest.raises(ChecksumMismatch): resolve('toy', data_dir=None, entry=entry)
+
+@needs_mirror
+def test_mirror_files_match_the_manifest(isolated):
+    "Every file dataset in the manifest resolves from the mirror with its recorded digest."
+    for name, e in load_manifest().items():
+        paths = resolve(name, data_dir=SHARED_DATA, download=False)
+        assert paths and len(dataset_checksum(name, paths)) == 64
+
+def test_tampered_file_in_data_dir_is_refused(isolated):
+    d = isolated/'data'/'uci-promoters'; d.mkdir(parents=True)
+    (d/'promoters.data').write_text('+,X,\t\taaaa\n')
+    with pytest.raises(ChecksumMismatch, match='does not match the manifest checksum'):
+        resolve('promoters', data_dir=isolated/'data', download=False)

@@ -1,0 +1,73 @@
+"Quick runs of all four steps of every task whose data is available, through papermill, into an isolated runs folder."
+import json, os, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+from medmaas_nb.tasks import all_tasks, get_task
+from medmaas_nb.data import availability
+from medmaas_nb.pipeline import run_task, STEPS, StepFailed
+from medmaas_nb.registry import Registry
+
+TASKS = [t for t in all_tasks() if availability(all_tasks()[t].dataset) != 'missing']
+_runs = {}
+
+def quick_run(name):
+    if name not in _runs: _runs[name] = run_task(name, quick=True, progress=lambda *_: None)
+    return _runs[name]
+
+@pytest.mark.parametrize('name', TASKS)
+def test_quick_run_leaves_reports_metrics_and_a_registered_model(session_dirs, name):
+    res = quick_run(name)
+    d = res.run_dir
+    assert d.parent == session_dirs/'runs'/name
+    for s in STEPS:
+        assert (d/f'{s}.ipynb').exists() and (d/f'{s}.html').stat().st_size > 1000, s
+    m = json.loads((d/'metrics.json').read_text())
+    t = get_task(name)
+    assert m['task'] == name and m['params']['quick'] is True and m['params']['seed'] == 0
+    for split in ('cv', 'test'):
+        v = m[split][t.primary_metric]
+        assert np.isfinite(v['value']) and v['ci_low'] <= v['value'] <= v['ci_high'], (split, v)
+    assert m['anchors'] == [vars(a) for a in t.anchors]
+    mv = Registry().get(name, res.registered['version'])
+    card = mv.card
+    for k in ('task', 'dataset', 'model', 'input', 'params', 'metrics', 'anchors', 'report', 'code_version', 'intended_use'):
+        assert card.get(k) not in (None, '', {}), k
+    assert card['dataset']['checksum_sha256'] == m['dataset_sha256']
+    assert 'production' not in Registry().aliases(name)  # quick runs are never promoted
+    mv.verify()
+    serve = json.loads((d/'serve.json').read_text())
+    assert serve['predictions_equal'] is True and serve['version'] == mv.version
+
+def test_run_is_tracked_in_mlflow(session_dirs):
+    res = quick_run('diabetes-progression')
+    from mlflow.tracking import MlflowClient
+    import mlflow
+    mlflow.set_tracking_uri(os.environ['MLFLOW_TRACKING_URI'])
+    run = MlflowClient().get_run(res.registered['mlflow_run_id'])
+    assert run.data.params['quick'] == 'True'
+    assert 'test.r2.value' in run.data.metrics
+    versions = MlflowClient().search_model_versions("name='diabetes-progression'")
+    assert any(v.run_id == run.info.run_id for v in versions)
+    arts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, 'reports')}
+    assert 'reports/30_evaluate.html' in arts
+
+def test_parameters_are_injected_into_the_notebooks(session_dirs):
+    "papermill must really replace the defaults: a different seed gives a different split."
+    a = quick_run('diabetes-progression')
+    b = run_task('diabetes-progression', quick=True, params={'seed': '1'}, steps=('10_data',), progress=lambda *_: None, track=False)
+    fa = json.loads((a.run_dir/'data.json').read_text())['fingerprint']
+    fb = json.loads((b.run_dir/'data.json').read_text())['fingerprint']
+    assert fa != fb
+    nb = json.loads((b.run_dir/'10_data.ipynb').read_text())
+    assert any('injected-parameters' in c['metadata'].get('tags', []) for c in nb['cells'])
+
+def test_failing_step_names_the_step_and_cell_and_registers_nothing(isolated):
+    before = Registry().versions('diabetes-progression')
+    r = subprocess.run([str(Path(sys.executable).parent/'medmaas'), 'run', 'diabetes-progression', '--quick', '-p', 'test_size', '1.5'],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert 'step 10_data failed in cell' in r.stderr and 'test_size' in r.stderr
+    run_dir = next((isolated/'runs'/'diabetes-progression').iterdir())
+    assert (run_dir/'10_data.ipynb').exists() and not (run_dir/'20_train.ipynb').exists()
+    assert Registry().versions('diabetes-progression') == before == []
