@@ -15,7 +15,7 @@ from .evaluate import KINDS, Anchor, default_scores, select_model
 __all__ = ['COMMON_PARAMS', 'FAMILY_MODULES', 'InvalidInput', 'Feature', 'InputSpec', 'Param', 'Task', 'TrainResult', 'fit_task',
            'UnknownTask', 'register_task', 'all_tasks', 'get_task', 'tasks_table']
 
-# %% ../nbs/03_tasks.ipynb #a974c2ac
+# %% ../nbs/03_tasks.ipynb #5594cf0c
 class InvalidInput(ValueError):
     "An input that does not fit the task's input spec; `field` names the offending field."
     def __init__(self, message:str, field:str|None=None):
@@ -100,6 +100,16 @@ class InputSpec:
         "Model input from v2 request tensors, validated like `validate`."
         if set(tensors) != {'input'}: raise InvalidInput(f"Expected one input tensor named 'input', got {sorted(tensors)}.", 'inputs')
         return self.validate_array(tensors['input'])
+
+    def to_records(self, X # model inputs, as `validate` returns them
+                  )->list:
+        "JSON-able records for the plain API, one per input (the inverse of `validate`)."
+        return [{f.name: (v.item() if hasattr(v, 'item') else v) for f, v in zip(self.features, row)} for row in pd.DataFrame(X)[self.names].itertuples(index=False)]
+
+    def to_v2(self, X # model inputs, as `validate` returns them
+             )->dict:
+        "v2 request tensors {name: array} for the inputs (the inverse of `from_v2`)."
+        return {'input': pd.DataFrame(X)[self.names].to_numpy(dtype=float)}
 
     def describe(self)->dict:
         "The spec as plain JSON, for model cards and API docs."
