@@ -29,7 +29,7 @@ def new_run_id()->str:
 # %% auto #0
 __all__ = ['log', 'STEPS', 'StepFailed', 'pipelines_dir', 'new_run_id', 'RunResult', 'run_task', 'main']
 
-# %% ../nbs/05_pipeline.ipynb #9df21b6c
+# %% ../nbs/05_pipeline.ipynb #65f9aaf9
 def _to_html(nb_path:Path)->Path|None:
     "Render an executed notebook to a standalone HTML file beside it."
     try:
@@ -76,7 +76,8 @@ def run_task(task_name:str, # task to run
                                 progress_bar=False, cwd=str(run_dir))
         except PapermillExecutionError as e:
             _to_html(out)
-            raise StepFailed(step, e.exec_count, f'{e.ename}: {e.evalue}', out) from None
+            first = next((l for l in (e.source or '').splitlines() if l.strip() and not l.startswith('#')), '')
+            raise StepFailed(step, e.cell_index, f'{e.ename}: {e.evalue}' + (f'\n  cell starts: {first[:100]}' if first else ''), out) from None
         except Exception as e:
             if out.exists(): _to_html(out)
             raise StepFailed(step, None, f'{type(e).__name__}: {e}', out) from None
