@@ -211,7 +211,7 @@ def fit_baselines(X, y, nxt, seed:int=0, quick:bool=False)->dict:
         out[n] = (f, c.fit(F, y), r.fit(F[ok], nxt[ok]))
     return out
 
-# %% ../nbs/10b_clinical_trajectory.ipynb #6e979068
+# %% ../nbs/10b_clinical_trajectory.ipynb #b46d910c
 def build_gru(units:int=32, dropout:float=0.2, seed:int=0):
     "Masking -> GRU -> dense, with an event head and a next-log-bilirubin head."
     from medmaas_nb.core import keras
@@ -224,7 +224,8 @@ def build_gru(units:int=32, dropout:float=0.2, seed:int=0):
     event = L.Dense(1, activation='sigmoid', name='event')(h)
     bili = L.Dense(1, name='next_log_bili')(L.Concatenate()([h, last]))
     m = K.Model(inp, [event, bili], name='pbc_gru')
-    m.compile(optimizer=K.optimizers.Adam(3e-3), loss=['binary_crossentropy', 'mse'], loss_weights=[1.0, 0.5])
+    m.compile(optimizer=K.optimizers.Adam(3e-3), loss=['binary_crossentropy', 'mse'], loss_weights=[1.0, 0.5],
+              jit_compile=False)  # XLA compilation costs more than it saves on these tiny batches (3x slower here)
     return m
 
 def fit_gru(X, y, nxt, groups, epochs:int=60, seed:int=0, units:int=32, verbose:int=0):
@@ -242,8 +243,10 @@ def fit_gru(X, y, nxt, groups, epochs:int=60, seed:int=0, units:int=32, verbose:
 
 def gru_outputs(model, X)->tuple[np.ndarray, np.ndarray]:
     "(probability of the 2-year event, predicted next log bilirubin) for each history."
-    e, b = model.predict(np.asarray(X, np.float32), verbose=0, batch_size=1024)
-    return np.asarray(e)[:, 0], np.asarray(b)[:, 0]
+    X = np.asarray(X, np.float32); e, b = [], []
+    for i in range(0, len(X), 2048):  # a direct call: `predict` builds a function first (10x slower on small inputs)
+        ei, bi = model(X[i:i + 2048], training=False); e.append(np.asarray(ei)[:, 0]); b.append(np.asarray(bi)[:, 0])
+    return np.concatenate(e), np.concatenate(b)
 
 # %% ../nbs/10b_clinical_trajectory.ipynb #4095c507
 def _fold_metrics(p, b, y, nxt)->dict:
