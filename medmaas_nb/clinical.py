@@ -147,7 +147,7 @@ def show_anchor_protocol(task:ClinicalTask, result:TrainResult):
                      '(so these folds include the held-out test patients; used for this comparison only, never to choose a model).'))
     display(anchor_table({f'ours: {n} ({k}x{r} CV, all patients)': s for n, s in ap.items()}, task.anchors).round(3))
 
-# %% ../nbs/10_clinical.ipynb #2a642be3
+# %% ../nbs/10_clinical.ipynb #440c0e7b
 def _shap_report(task:ClinicalTask, ds:Dataset, model, run_dir, quick:bool, n_explain:int=100):
     from IPython.display import display, Markdown
     import matplotlib.pyplot as plt
@@ -183,7 +183,7 @@ def tabular_evaluate_hook(task_name:str, extra:callable|None=None):
         if extra: extra(t, ds, model, run_dir, s)
         display(Markdown('## Subgroups\n\nEach figure with a bootstrap 95 % interval; a group under 10 patients gets no figure.'))
         if t.subgroups:
-            sg = subgroup_metrics(t.kind, yte, s, t.subgroups(Xte), [t.primary_metric] + ([] if t.kind != 'regression' else ['mae']),
+            sg = subgroup_metrics(t.kind, yte, s, t.subgroups(Xte), [t.primary_metric] + {'regression': ['mae'], 'binary': ['accuracy', 'brier']}.get(t.kind, []),
                                   n_boot=50 if quick else 500)
             display(sg); sg.to_csv(run_dir/'subgroups.csv', index=False)
         display(Markdown('## Explanations\n\nSHAP values: how much each feature moved each patient\'s prediction away from the '
