@@ -211,7 +211,7 @@ def fit_baselines(X, y, nxt, seed:int=0, quick:bool=False)->dict:
         out[n] = (f, c.fit(F, y), r.fit(F[ok], nxt[ok]))
     return out
 
-# %% ../nbs/10b_clinical_trajectory.ipynb #b46d910c
+# %% ../nbs/10b_clinical_trajectory.ipynb #31a70514
 def build_gru(units:int=32, dropout:float=0.2, seed:int=0):
     "Masking -> GRU -> dense, with an event head and a next-log-bilirubin head."
     from medmaas_nb.core import keras
@@ -228,7 +228,7 @@ def build_gru(units:int=32, dropout:float=0.2, seed:int=0):
               jit_compile=False)  # XLA compilation costs more than it saves on these tiny batches (3x slower here)
     return m
 
-def fit_gru(X, y, nxt, groups, epochs:int=60, seed:int=0, units:int=32, verbose:int=0):
+def fit_gru(X, y, nxt, groups, epochs:int=40, seed:int=0, units:int=32, verbose:int=0):
     "Fit the GRU with early stopping on 15 % of the patients (grouped); returns (model, epochs used)."
     from medmaas_nb.core import keras
     from sklearn.model_selection import GroupShuffleSplit
@@ -236,8 +236,8 @@ def fit_gru(X, y, nxt, groups, epochs:int=60, seed:int=0, units:int=32, verbose:
     tr, va = next(GroupShuffleSplit(1, test_size=0.15, random_state=seed).split(X, y, groups))
     w, t = (~np.isnan(nxt)).astype('float32'), np.nan_to_num(nxt).astype('float32')
     data = lambda i: (X[i], [y[i].astype('float32'), t[i]], [np.ones(len(i), 'float32'), w[i]])
-    es = K.callbacks.EarlyStopping(patience=8, restore_best_weights=True)
-    h = m.fit(*data(tr)[:2], sample_weight=data(tr)[2], validation_data=data(va), epochs=epochs, batch_size=64, verbose=verbose,
+    es = K.callbacks.EarlyStopping(patience=6, restore_best_weights=True)
+    h = m.fit(*data(tr)[:2], sample_weight=data(tr)[2], validation_data=data(va), epochs=epochs, batch_size=128, verbose=verbose,
               callbacks=[es] if epochs > 5 else [])
     return m, len(h.history['loss'])
 
@@ -248,13 +248,13 @@ def gru_outputs(model, X)->tuple[np.ndarray, np.ndarray]:
         ei, bi = model(X[i:i + 2048], training=False); e.append(np.asarray(ei)[:, 0]); b.append(np.asarray(bi)[:, 0])
     return np.concatenate(e), np.concatenate(b)
 
-# %% ../nbs/10b_clinical_trajectory.ipynb #4095c507
+# %% ../nbs/10b_clinical_trajectory.ipynb #4dde1001
 def _fold_metrics(p, b, y, nxt)->dict:
     ok = ~np.isnan(nxt); m = compute_metrics('binary', y, p)
     return {'roc_auc': m['roc_auc'], 'brier': m['brier'], 'average_precision': m['average_precision'],
             'bili_rmse': float(np.sqrt(np.mean((b[ok] - nxt[ok]) ** 2)))}
 
-def train_pbc(task, ds, quick:bool=False, seed:int=0, epochs:int=60, units:int=32, **_)->TrainResult:
+def train_pbc(task, ds, quick:bool=False, seed:int=0, epochs:int=40, units:int=32, **_)->TrainResult:
     "Grouped CV of the GRU and both baselines on the training split, then the GRU refit on all of it."
     from sklearn.model_selection import GroupKFold
     import time
@@ -374,7 +374,7 @@ def _pbc_hook(ds, model, run_dir):
     display(pd.Series(e['attributions']).sort_values(key=abs, ascending=False).round(3).to_frame('effect on risk'))
     display(pd.DataFrame([t.predict(model, Xte[i:i+1])[0]]).drop(columns='probabilities'))
 
-# %% ../nbs/10b_clinical_trajectory.ipynb #e4d1d452
+# %% ../nbs/10b_clinical_trajectory.ipynb #0b0304b2
 pbc_trajectory = register_task(TrajectoryTask(
     name='pbc-trajectory', family='clinical', kind='binary', dataset='pbcseq',
     description='From a primary biliary cholangitis patient\'s visit history: death or liver transplant within 2 years of the latest visit, and the next visit\'s bilirubin.',
@@ -382,7 +382,7 @@ pbc_trajectory = register_task(TrajectoryTask(
     score_fn=lambda m, X: gru_outputs(m, X)[0], input_spec=PBC_SPEC, explain=explain_history,
     output_names=['event-free at 2 years', 'death or transplant within 2 years'], primary_output='2-year risk',
     cv_splits=5, cv_repeats=1, anchors=[],
-    params={'epochs': Param(60, 'maximum GRU epochs (early stopping on 15 % of training patients)'),
+    params={'epochs': Param(40, 'maximum GRU epochs (early stopping on 15 % of training patients)'),
             'units': Param(32, 'GRU units'), 'test_size': Param(0.25, 'fraction of patients held out')},
     limitations='312 patients of one Mayo Clinic trial (1974-1984), before ursodeoxycholic acid became standard treatment: '
                 'absolute risks are far higher than today. Histories of one patient are correlated; intervals resample patients. '
