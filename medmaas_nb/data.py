@@ -224,7 +224,7 @@ def load_package_dataset(name:str, # dataset name of kind 'package'
     mod, fn = entry.loader.split(':')
     return getattr(importlib.import_module(mod), fn)(*entry.loader_args, **kwargs)
 
-# %% ../nbs/01_data.ipynb #7ec38a00
+# %% ../nbs/01_data.ipynb #87ecda76
 @dataclass
 class Dataset:
     "A loaded dataset: named splits of (X, y) and the facts a report and a model card need."
@@ -246,7 +246,9 @@ class Dataset:
         h = hashlib.sha256(self.checksum.encode())
         for k in sorted(self.splits):
             X, y = self.splits[k]
-            h.update(k.encode()); h.update(pd.util.hash_pandas_object(pd.DataFrame(np.asarray(y).reshape(len(y), -1)), index=False).values.tobytes())
+            ya = np.asarray(y)  # a structured (event, time) survival target hashes field by field
+            ya = pd.DataFrame(ya) if ya.dtype.names else pd.DataFrame(ya.reshape(len(y), -1))
+            h.update(k.encode()); h.update(pd.util.hash_pandas_object(ya, index=False).values.tobytes())
             Xa = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X).reshape(len(X), -1))
             h.update(pd.util.hash_pandas_object(Xa, index=False).values.tobytes())
         return h.hexdigest()
