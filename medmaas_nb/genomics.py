@@ -599,7 +599,7 @@ promoter = register_task(Task(
                 'that stretch", not any DNA. Figures on so few examples move by about 1 % per error.',
 ))
 
-# %% ../nbs/12_genomics.ipynb #0f6f2424
+# %% ../nbs/12_genomics.ipynb #c634c893
 METASTASIS_CATEGORICAL = ['er', 'grade']
 
 class SurvivalSelectKBest(TransformerMixin, BaseEstimator):
@@ -673,7 +673,6 @@ def metastasis_evaluate(ds, model, run_dir):
     out = {'time_dependent_auc': {'times_days': times.tolist(), 'auc': auc.tolist(), 'mean_auc': float(mean_auc)}}
     steps = dict(model.steps) if hasattr(model, 'steps') else {}
     if 'select' in steps:
-        names = model[:-1].get_feature_names_out() if hasattr(model[:-1], 'get_feature_names_out') else None
         names = list(steps['prep'].get_feature_names_out())
         kept = [names[i] for i in steps['select'].support_]
         out['selected_features'] = kept
