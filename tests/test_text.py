@@ -47,3 +47,11 @@ def test_example_records_from_data_are_deidentified():
     spec = get_task('drug-review-sentiment').input_spec
     X = np.array([['Dr. Alan Whitaker gave me this; call 617-555-0143']], dtype=object)
     assert spec.example(X) == {'text': 'Dr. [NAME] gave me this; call [PHONE]'}
+
+def test_keras_cnn_trains_and_predicts_probabilities():
+    from medmaas_nb.text import train_keras_text
+    X = np.array([[f'great drug no side effects {i}'] for i in range(20)] + [[f'terrible pain and nausea {i}'] for i in range(20)], dtype=object)
+    y = np.array([1] * 20 + [0] * 20)
+    m, vec, hist = train_keras_text(X, y, 2, quick=True, seed=0, seq_len=16, max_tokens=200)
+    p = m.predict(vec(X[:3]), verbose=0)
+    assert p.shape == (3, 2) and np.allclose(p.sum(1), 1, atol=1e-5) and len(hist['loss']) == 1
