@@ -17,7 +17,8 @@ from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold, Grou
 KINDS = ('binary', 'multiclass', 'regression', 'survival', 'retrieval')
 HIGHER_IS_BETTER = {'r2': True, 'mse': False, 'mae': False, 'roc_auc': True, 'accuracy': True, 'average_precision': True,
                     'brier': False, 'sensitivity': True, 'specificity': True, 'f1': True, 'f1_macro': True,
-                    'roc_auc_ovr': True, 'c_index': True, 'balanced_accuracy': True}
+                    'roc_auc_ovr': True, 'c_index': True, 'balanced_accuracy': True,
+                    'mrr': True, 'recall_at_1': True, 'recall_at_5': True, 'recall_at_10': True}
 
 # %% auto #0
 __all__ = ['KINDS', 'HIGHER_IS_BETTER', 'survival_fields', 'compute_metrics', 'bootstrap_metrics', 'make_cv', 'default_scores',
@@ -63,6 +64,10 @@ def compute_metrics(kind:str, # task kind: binary, multiclass, regression, survi
         from sksurv.metrics import concordance_index_censored
         ev, t = survival_fields(y_true)
         return {'c_index': concordance_index_censored(y_true[ev], y_true[t], scores)[0]}
+    if kind == 'retrieval':
+        y = np.asarray(y_true).astype(int)
+        rank = (scores >= scores[np.arange(len(y)), y][:, None]).sum(1)  # 1 = relevant document ranked first
+        return {'mrr': float(np.mean(1 / rank)), **{f'recall_at_{k}': float(np.mean(rank <= k)) for k in (1, 5, 10)}}
     raise ValueError(f'Unknown task kind {kind!r}; expected one of {KINDS}.')
 
 # %% ../nbs/02_evaluate.ipynb #b77be1bc

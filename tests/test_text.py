@@ -1,0 +1,57 @@
+"Text family: the Druglib parser, de-identification on the labelled synthetic notes, the text input spec, and PHI kept out of reports."
+from pathlib import Path
+import numpy as np
+import pytest
+from medmaas_nb.data import availability, resolve
+from medmaas_nb.deid import deidentify, evaluate_deid, read_notes, find_phi
+from medmaas_nb.tasks import InvalidInput, get_task
+
+NOTES = Path(__file__).parent/'data'/'synthetic_notes.txt'
+
+def test_deid_recall_on_synthetic_notes():
+    r = evaluate_deid(read_notes(NOTES))
+    assert r['n_gold'] >= 70 and r['recall'] >= 0.95 and r['precision'] >= 0.8, r
+
+@pytest.mark.parametrize('text,kind', [('call 617-555-0143', 'PHONE'), ('mail a.b@example.com', 'EMAIL'), ('seen 03/14/2021', 'DATE'),
+                                       ('MRN: 00482913', 'ID'), ('a 95-year-old man', 'AGE'), ('lives at 42 Maple Street', 'ADDRESS'),
+                                       ('Dr. Alan Whitaker', 'NAME'), ('see https://example.org/x', 'URL')])
+def test_each_phi_kind_is_masked(text, kind):
+    assert kind in {s.kind for s in find_phi(text)}
+    assert f'[{kind}]' in deidentify(text)
+
+def test_deid_leaves_clinical_numbers_alone():
+    t = 'BP 158/102, HbA1c 7.9 %, 45 yo man, metformin 1000 mg twice daily, 82 year old aunt.'
+    assert deidentify(t) == t
+
+@pytest.mark.skipif(availability('druglib') == 'missing', reason='druglib not available')
+def test_druglib_parses_to_the_documented_rows():
+    from medmaas_nb.text import read_druglib
+    f = resolve('druglib')
+    tr, te = read_druglib(f['drugLibTrain_raw.tsv']), read_druglib(f['drugLibTest_raw.tsv'])
+    assert (len(tr), len(te)) == (3107, 1036)
+    assert tr.rating.between(1, 10).all() and te.rating.between(1, 10).all()
+    ds = get_task('drug-review-sentiment').load()
+    assert ds.sizes() == {'train': 3107, 'test': 1036}
+    assert np.bincount(ds['train'][1]).tolist() == [305 + 103 + 146 + 107, 159 + 157 + 350, 558 + 480 + 742]
+
+def test_text_input_spec_errors_name_the_field():
+    spec = get_task('pubmedqa').input_spec
+    ok = spec.validate(spec.example())
+    assert ok.shape == (1, 2) and spec.from_v2(spec.to_v2(ok)).tolist() == ok.tolist()
+    for bad, field in [({'question': '', 'context': 'x'}, 'question'), ({'question': 'q', 'context': 'x' * 20_001}, 'context'),
+                       ({'question': 'q', 'context': 5}, 'context'), ({'question': 'q'}, 'context')]:
+        with pytest.raises(InvalidInput) as e: spec.validate(bad)
+        assert e.value.field == field and field in str(e.value)
+
+def test_example_records_from_data_are_deidentified():
+    spec = get_task('drug-review-sentiment').input_spec
+    X = np.array([['Dr. Alan Whitaker gave me this; call 617-555-0143']], dtype=object)
+    assert spec.example(X) == {'text': 'Dr. [NAME] gave me this; call [PHONE]'}
+
+def test_keras_cnn_trains_and_predicts_probabilities():
+    from medmaas_nb.text import train_keras_text
+    X = np.array([[f'great drug no side effects {i}'] for i in range(20)] + [[f'terrible pain and nausea {i}'] for i in range(20)], dtype=object)
+    y = np.array([1] * 20 + [0] * 20)
+    m, vec, hist = train_keras_text(X, y, 2, quick=True, seed=0, seq_len=16, max_tokens=200)
+    p = m.predict(vec(X[:3]), verbose=0)
+    assert p.shape == (3, 2) and np.allclose(p.sum(1), 1, atol=1e-5) and len(hist['loss']) == 1
