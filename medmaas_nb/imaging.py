@@ -230,10 +230,10 @@ def png_bytes(img # one image, float [0, 1] or uint8, shape (28, 28) or (28, 28,
     if a.dtype.kind == 'f': a = np.round(a * 255)
     buf = io.BytesIO(); Image.fromarray(a.astype(np.uint8), 'L').save(buf, format='PNG'); return buf.getvalue()
 
-# %% ../nbs/11_imaging.ipynb #d3011afa
+# %% ../nbs/11_imaging.ipynb #7783e8d0
 def baseline_cnn(x, # input tensor (N, 28, 28, 1)
-                 prefix:str='' # layer-name prefix (one per ensemble member)
-                ):
+                 prefix:str='', # layer-name prefix (one per ensemble member)
+                 **_):
     "The brief's CNN: Conv(32) - MaxPool - Conv(64) - MaxPool - Dense(64) - one logit."
     L = keras().layers
     x = L.Conv2D(32, 3, activation='relu', name=f'{prefix}conv1')(x)
@@ -247,24 +247,24 @@ def baseline_cnn(x, # input tensor (N, 28, 28, 1)
 def _res_block(x, filters:int, stride:int, name:str, out_name:str|None=None):
     L = keras().layers
     y = L.Conv2D(filters, 3, strides=stride, padding='same', use_bias=False, name=f'{name}_c1')(x)
-    y = L.BatchNormalization(name=f'{name}_bn1')(y); y = L.Activation('relu', name=f'{name}_r1')(y)
+    y = L.BatchNormalization(momentum=0.9, name=f'{name}_bn1')(y); y = L.Activation('relu', name=f'{name}_r1')(y)
     y = L.Conv2D(filters, 3, padding='same', use_bias=False, name=f'{name}_c2')(y)
-    y = L.BatchNormalization(name=f'{name}_bn2')(y)
+    y = L.BatchNormalization(momentum=0.9, name=f'{name}_bn2')(y)
     if stride != 1 or x.shape[-1] != filters:
         x = L.Conv2D(filters, 1, strides=stride, use_bias=False, name=f'{name}_proj')(x)
-        x = L.BatchNormalization(name=f'{name}_bnp')(x)
+        x = L.BatchNormalization(momentum=0.9, name=f'{name}_bnp')(x)
     y = L.Add(name=f'{name}_add')([x, y])
     return L.Activation('relu', name=out_name or f'{name}_out')(y)
 
 def small_resnet(x, # input tensor (N, 28, 28, 1)
                  prefix:str='', # layer-name prefix
                  width:int=16, # filters of the first block (doubled twice)
-                 dropout:float=0.3 # dropout before the output
-                ):
+                 dropout:float=0.3, # dropout before the output
+                 **_):
     "A small residual network for 28 x 28 images: stem and three residual blocks, GAP, dropout, one logit."
     L = keras().layers
     x = L.Conv2D(width, 3, padding='same', use_bias=False, name=f'{prefix}stem')(x)
-    x = L.BatchNormalization(name=f'{prefix}stem_bn')(x); x = L.Activation('relu', name=f'{prefix}stem_relu')(x)
+    x = L.BatchNormalization(momentum=0.9, name=f'{prefix}stem_bn')(x); x = L.Activation('relu', name=f'{prefix}stem_relu')(x)
     x = _res_block(x, width, 1, f'{prefix}b1')
     x = _res_block(x, 2 * width, 2, f'{prefix}b2')
     x = _res_block(x, 4 * width, 2, f'{prefix}b3', out_name=f'{prefix}last_conv')
@@ -274,22 +274,22 @@ def small_resnet(x, # input tensor (N, 28, 28, 1)
 
 ARCHITECTURES = {'baseline_cnn': baseline_cnn, 'small_resnet': small_resnet}
 
-# %% ../nbs/11_imaging.ipynb #0e504314
+# %% ../nbs/11_imaging.ipynb #b8fdfc03
 def _logit(p:float)->float: p = min(max(p, 1e-6), 1 - 1e-6); return math.log(p / (1 - p))
 
-def build_member(arch:str, prefix:str='', size:int=IMAGE_SIZE):
+def build_member(arch:str, prefix:str='', size:int=IMAGE_SIZE, width:int=16):
     "One network (input -> logit) of an architecture, its layers named with `prefix`."
     K = keras(); inp = K.Input((size, size, 1), name=f'{prefix}image')
-    return K.Model(inp, ARCHITECTURES[arch](inp, prefix), name=f'{prefix}{arch}')
+    return K.Model(inp, ARCHITECTURES[arch](inp, prefix, width=width), name=f'{prefix}{arch}')
 
 def build_served(arch:str, # architecture of the members
                  members:list, # trained member models (from `build_member`)
                  threshold:float=0.5, # decision threshold chosen on validation, moved to 0.5
-                 size:int=IMAGE_SIZE):
+                 size:int=IMAGE_SIZE, width:int=16):
     "One flat Keras model: image -> averaged member logits -> sigmoid shifted so `threshold` maps to 0.5."
     K = keras(); L = K.layers
     inp = K.Input((size, size, 1), name='image')
-    logits = [ARCHITECTURES[arch](inp, f's{i}_') for i in range(len(members))]
+    logits = [ARCHITECTURES[arch](inp, f's{i}_', width=width) for i in range(len(members))]
     z = logits[0] if len(logits) == 1 else L.Average(name='mean_logit')(logits)
     out = L.Dense(1, activation='sigmoid', trainable=False, name='probability')(z)
     model = K.Model(inp, out, name=f'{arch}_x{len(members)}')
@@ -320,7 +320,7 @@ def image_scores(model, # a served model (image -> probability)
     fn, X = compiled(model), np.asarray(X, np.float32)
     return np.concatenate([fn(X[i:i + batch]).numpy().reshape(-1) for i in range(0, len(X), batch)]) if len(X) else np.zeros(0, np.float32)
 
-# %% ../nbs/11_imaging.ipynb #02b9d07c
+# %% ../nbs/11_imaging.ipynb #adec6a8d
 def choose_threshold(y, # validation labels
                      p, # validation probabilities
                      rule:str='accuracy' # 'accuracy' or 'youden' (sensitivity + specificity - 1)
@@ -351,16 +351,17 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
                  epochs:int=30, batch_size:int=64, lr:float=1e-3, # maximum epochs, batch size, peak learning rate
                  patience:int=8, # epochs without a better validation AUC before stopping
                  flip:bool=False, # random left-right flips (strong model only)
+                 width:int=16, # filters of the residual network's first block
                  verbose:int=0)->tuple:
     "Train one network; returns (member model, per-epoch history with validation AUC, best epoch)."
     from sklearn.metrics import roc_auc_score
     K = keras(); K.utils.set_random_seed(seed)
-    member = build_member(arch, prefix)
+    member = build_member(arch, prefix, width=width)
     strong = arch != 'baseline_cnn'
     if strong:
         inp = K.Input(Xtr.shape[1:]); net = K.Model(inp, member(_augmenter(flip, seed)(inp)))
         steps = epochs * math.ceil(len(Xtr) / batch_size)
-        opt = K.optimizers.Adam(K.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05))
+        opt = K.optimizers.AdamW(K.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05), weight_decay=1e-4)
         counts = np.bincount(ytr, minlength=2); cw = {c: len(ytr) / (2 * max(counts[c], 1)) for c in (0, 1)}
     else: net, opt, cw = member, K.optimizers.Adam(lr), None
     net.compile(optimizer=opt, loss=K.losses.BinaryCrossentropy(from_logits=True))
@@ -380,7 +381,7 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
     if best_w is not None: member.set_weights(best_w)
     return member, pd.DataFrame(hist), int(pd.DataFrame(hist)['val_auc'].idxmax() + 1) if hist else 0
 
-# %% ../nbs/11_imaging.ipynb #0281403e
+# %% ../nbs/11_imaging.ipynb #b3dad433
 def summarize_seeds(rows:pd.DataFrame, level:float=0.95)->dict:
     "Mean, sd and t interval over seeds of every metric column: {metric: {value, sd, ci_low, ci_high, n_folds}}."
     from scipy import stats
@@ -396,7 +397,7 @@ def summarize_seeds(rows:pd.DataFrame, level:float=0.95)->dict:
 
 def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, data, quick run, base seed
                    seeds:int=3, epochs:int=40, models:str='both', threshold_rule:str='accuracy', flip:bool=False,
-                   width:int=16, batch_size:int=64, **_)->TrainResult:
+                   width:int=16, batch_size:int=64, patience:int=8, **_)->TrainResult:
     "Train each candidate with `seeds` seeds, choose on validation AUC, and return the averaged served model."
     import time
     Xtr, ytr = ds['train']; Xva, yva = ds['val']
@@ -408,7 +409,7 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
         for i in range(n_seeds):
             t0 = time.perf_counter(); s = seed + i
             m, h, be = train_member(arch, Xtr, ytr, Xva, yva, seed=s, prefix=f's{i}_', epochs=n_epochs, batch_size=batch_size,
-                                    flip=flip and arch != 'baseline_cnn', patience=3 if quick else 10)
+                                    flip=flip and arch != 'baseline_cnn', patience=3 if quick else patience, width=width)
             members.append(m); hists[f'{arch} seed {s}'] = h.to_dict('list')
             p = _sigmoid(image_scores(m, Xva)); t = choose_threshold(yva, p, threshold_rule)
             rows.append({'model': arch, 'fold': i, 'seed': s, **compute_metrics('binary', yva, p, threshold=t), 'threshold': t,
@@ -420,7 +421,7 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
     members = fitted[chosen]
     z = np.mean([image_scores(m, Xva) for m in members], axis=0)
     t = choose_threshold(yva, _sigmoid(z), threshold_rule)
-    model = build_served(chosen, members, t)
+    model = build_served(chosen, members, t, width=width)
     ens_val = compute_metrics('binary', yva, image_scores(model, Xva))
     return TrainResult(model, chosen, folds, summ,
                        extra={'threshold': t, 'threshold_rule': threshold_rule, 'n_seeds': n_seeds, 'seeds': [seed + i for i in range(n_seeds)],
@@ -555,18 +556,17 @@ def _evaluate_hook(ds:Dataset, model, run_dir:Path):
     write_json(run_dir/'seed_metrics.json', {'per_seed': st.reset_index().to_dict('records'), 'one_image_ms': ms,
                                              'gradcam_png': 'gradcam.png'})
 
-# %% ../nbs/11_imaging.ipynb #87f59e3a
+# %% ../nbs/11_imaging.ipynb #78330362
 _MEDMNIST_HOW = 'MedMNIST v2 benchmark, official test split, mean of 3 runs'
 _SRC = 'Yang et al., Scientific Data 10, 41 (2023); shared/docs/anchors.md'
 _COMMON_PARAMS = {
     'npz_path': Param('', 'a MedMNIST-format .npz file to use instead of the manifest dataset'),
     'seeds': Param(3, 'networks trained per candidate (seeds seed, seed+1, ...); served as their average, reported as mean +- sd'),
     'models': Param('both', 'candidates to train', choices=['both', 'baseline_cnn', 'small_resnet']),
-    'threshold_rule': Param('accuracy', 'how the validation split sets the decision threshold', choices=['accuracy', 'youden']),
     'batch_size': Param(64, 'training batch size'),
 }
 
-def _task(name, dataset, classes, description, anchors, epochs, flip, modality, limitations, extra_params=None):
+def _task(name, dataset, classes, description, anchors, epochs, flip, modality, limitations, rule='accuracy', patience=8, extra_params=None):
     return register_task(Task(
         name=name, family='imaging', kind='binary', dataset=dataset, description=description,
         load=partial(load_medmnist_task, dataset, classes), train=train_medmnist, score_fn=image_scores,
@@ -575,7 +575,10 @@ def _task(name, dataset, classes, description, anchors, epochs, flip, modality, 
         hooks={'data': _data_hook, 'train': _train_hook, 'evaluate': _evaluate_hook},
         anchors=anchors, limitations=limitations,
         params={**_COMMON_PARAMS, 'epochs': Param(epochs, 'maximum training epochs (early stopping on validation AUC)'),
-                'flip': Param(flip, 'random left-right flips in training (strong model)'), **(extra_params or {})}))
+                'flip': Param(flip, 'random left-right flips in training (strong model)'),
+                'patience': Param(patience, 'epochs without a better validation AUC before stopping'),
+                'threshold_rule': Param(rule, 'how the validation split sets the decision threshold', choices=['accuracy', 'youden']),
+                **(extra_params or {})}))
 
 breast_ultrasound = _task(
     'breast-ultrasound', 'breastmnist', ['malignant', 'normal/benign'],
@@ -594,7 +597,7 @@ pneumonia_xray = _task(
      Anchor('ResNet-50 (224)', 'roc_auc', 0.962, _MEDMNIST_HOW, _SRC), Anchor('ResNet-50 (224)', 'accuracy', 0.884, _MEDMNIST_HOW, _SRC),
      Anchor('AutoKeras', 'roc_auc', 0.947, _MEDMNIST_HOW, _SRC), Anchor('AutoKeras', 'accuracy', 0.878, _MEDMNIST_HOW, _SRC),
      Anchor('Google AutoML Vision', 'roc_auc', 0.991, _MEDMNIST_HOW, _SRC), Anchor('Google AutoML Vision', 'accuracy', 0.946, _MEDMNIST_HOW, _SRC)],
-    epochs=30, flip=False, modality='paediatric chest X-ray',
+    epochs=20, flip=False, modality='paediatric chest X-ray', rule='youden', patience=6,
     limitations='Children aged 1-5 from one Guangzhou centre (Kermany et al. 2018); bacterial and viral pneumonia merged. '
                 'The test split has more normal images (38 %) than the training split (26 %), so accuracy depends on the threshold. '
                 'Not for adults, other centres or other findings.',
