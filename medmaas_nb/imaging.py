@@ -67,7 +67,7 @@ def load_medmnist_npz(path:Path|str, # a MedMNIST-format `.npz` file
             out[s] = (np.ascontiguousarray(X), y.astype(np.int64))
     return out
 
-# %% ../nbs/11_imaging.ipynb #b5e53e0b
+# %% ../nbs/11_imaging.ipynb #f19a9b2b
 def _digests(X:np.ndarray)->list[str]: return [hashlib.sha1(x.tobytes()).hexdigest() for x in X]
 
 def to_float(X:np.ndarray)->np.ndarray:
@@ -109,13 +109,13 @@ def load_medmnist_task(dataset:str, # dataset name in the manifest ('breastmnist
         extra = load_medmnist_npz(files[names[1]]) if train_supplement and len(names) > 1 else None
         source = f"manifest files {names if extra is not None else names[:1]}"
     splits, counts = merge_train(splits, extra)
-    if quick:
-        rng = np.random.default_rng(seed); X, y = splits['train']
-        idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:200] for c in range(len(classes))]))
-        splits = {**splits, 'train': (X[idx], y[idx])}
+    if quick:  # 200 training and 60 validation / test images per class at most
+        rng = np.random.default_rng(seed)
+        def _slice(X, y, n): idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:n] for c in range(len(classes))])); return X[idx], y[idx]
+        splits = {s: _slice(*splits[s], 200 if s == 'train' else 60) for s in MEDMNIST_SPLITS}
     out = {s: (to_float(X), y) for s, (X, y) in splits.items()}
     return Dataset(dataset, out, checksum, target_name=' vs '.join(classes), classes=list(classes),
-                   meta={'split': 'official MedMNIST train / val / test' + (' (quick: 200 training images per class)' if quick else ''),
+                   meta={'split': 'official MedMNIST train / val / test' + (' (quick: at most 200 training and 60 validation / test images per class)' if quick else ''),
                          'source_files': source, **counts,
                          'class_counts': {s: np.bincount(y, minlength=len(classes)).tolist() for s, (_, y) in out.items()}})
 
@@ -381,7 +381,7 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
     if best_w is not None: member.set_weights(best_w)
     return member, pd.DataFrame(hist), int(pd.DataFrame(hist)['val_auc'].idxmax() + 1) if hist else 0
 
-# %% ../nbs/11_imaging.ipynb #b3dad433
+# %% ../nbs/11_imaging.ipynb #9d859b8c
 def summarize_seeds(rows:pd.DataFrame, level:float=0.95)->dict:
     "Mean, sd and t interval over seeds of every metric column: {metric: {value, sd, ci_low, ci_high, n_folds}}."
     from scipy import stats
@@ -402,7 +402,7 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
     import time
     Xtr, ytr = ds['train']; Xva, yva = ds['val']
     archs = list(ARCHITECTURES) if models == 'both' else [models]
-    n_seeds, n_epochs = (1, 2) if quick else (seeds, epochs)
+    n_seeds, n_epochs = (1, 1) if quick else (seeds, epochs)
     rows, fitted, hists = [], {}, {}
     for arch in archs:
         members = []
