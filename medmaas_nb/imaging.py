@@ -21,7 +21,7 @@ __all__ = ['log', 'MEDMNIST_SPLITS', 'IMAGE_SIZE', 'ARCHITECTURES', 'breast_ultr
            'load_medmnist_npz', 'to_float', 'merge_train', 'load_medmnist_task', 'ImageInputSpec', 'png_bytes',
            'baseline_cnn', 'small_resnet', 'build_member', 'build_served', 'compiled', 'image_scores',
            'choose_threshold', 'train_member', 'summarize_seeds', 'train_medmnist', 'gradcam', 'explain_images',
-           'plot_gradcam_grid', 'member_models', 'seed_table']
+           'plot_gradcam_grid', 'member_models', 'seed_table', 'seeds_beside_anchors']
 
 # %% ../nbs/11_imaging.ipynb #a7729785
 MEDMNIST_SPLITS = ('train', 'val', 'test')
@@ -486,7 +486,7 @@ def plot_gradcam_grid(X, y, p, maps, classes:list, per_cell:int=3, title:str='Gr
     fig.suptitle(title, fontsize=9); fig.tight_layout()
     return fig
 
-# %% ../nbs/11_imaging.ipynb #e114f9ae
+# %% ../nbs/11_imaging.ipynb #4b62c688
 def _data_hook(ds:Dataset):
     import matplotlib.pyplot as plt
     from IPython.display import display, Markdown
@@ -529,7 +529,22 @@ def seed_table(model, ds:Dataset, rule:str='accuracy')->pd.DataFrame:
         t = choose_threshold(ds['val'][1], pv, rule)
         rows.append({'network': f'seed {i}', 'threshold': t, **compute_metrics('binary', ds['test'][1], pt, threshold=t)})
     df = pd.DataFrame(rows).set_index('network')
-    return pd.concat([df, df.mean().to_frame('mean').T, df.std(ddof=1).to_frame('sd').T]) if len(df) > 1 else df
+    out = pd.concat([df, df.mean().to_frame('mean').T, df.std(ddof=1).to_frame('sd').T]) if len(df) > 1 else df
+    return out.rename_axis('network')
+
+def seeds_beside_anchors(st:pd.DataFrame, # `seed_table` output
+                         served:dict, # test metrics of the served (averaged) model {metric: value}
+                         anchors:list # the task's `Anchor`s
+                        )->pd.DataFrame:
+    "Test AUC and accuracy: each seed's mean +- sd, the averaged model, and the published anchors, one row each."
+    n = len(st) - 2 if 'mean' in st.index else len(st)
+    fmt = lambda m: f"{st.loc['mean', m]:.3f} +- {st.loc['sd', m]:.3f}" if 'mean' in st.index else f'{st[m].iloc[0]:.3f}'
+    rows = [{'who': f'ours: {n} seed(s), mean +- sd', 'roc_auc': fmt('roc_auc'), 'accuracy': fmt('accuracy')},
+            {'who': 'ours: averaged (served) model', 'roc_auc': f"{served['roc_auc']:.3f}", 'accuracy': f"{served['accuracy']:.3f}"}]
+    by = {}
+    for a in anchors: by.setdefault(a.model, {})[a.metric] = f'{a.value:.3f}'
+    rows += [{'who': f'anchor: {k}', 'roc_auc': v.get('roc_auc', '-'), 'accuracy': v.get('accuracy', '-')} for k, v in by.items()]
+    return pd.DataFrame(rows).set_index('who')
 
 def _evaluate_hook(ds:Dataset, model, run_dir:Path):
     import json, time
@@ -543,6 +558,11 @@ def _evaluate_hook(ds:Dataset, model, run_dir:Path):
     display(Markdown('## Each seed on the test split\n\nEach network with its own validation threshold; the MedMNIST paper reports '
                      'the mean of three runs like this. The averaged (served) model is the one scored above.'))
     st = seed_table(model, ds, rule); display(st[['roc_auc', 'accuracy', 'sensitivity', 'specificity', 'threshold']].round(3))
+    from medmaas_nb.tasks import all_tasks
+    anchors = next((t.anchors for t in all_tasks().values() if t.family == 'imaging' and t.dataset == ds.name), [])
+    served = compute_metrics('binary', y, image_scores(model, X))
+    display(Markdown('Beside the MedMNIST anchors (official test split; theirs: mean of 3 runs):'))
+    display(seeds_beside_anchors(st, served, anchors))
     x1 = X[:1]; image_scores(model, x1)
     t0 = time.perf_counter(); n = 50
     for _ in range(n): image_scores(model, x1)
