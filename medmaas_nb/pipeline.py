@@ -95,7 +95,7 @@ def run_task(task_name:str, # task to run
     write_json(run_dir/'timings.json', res.timings)
     return res
 
-# %% ../nbs/05_pipeline.ipynb #26085550
+# %% ../nbs/05_pipeline.ipynb #5f61c814
 def _summary_row(task:str, res:RunResult|None, err:str|None)->dict:
     from medmaas_nb.tasks import get_task
     t = get_task(task); m = (res.metrics if res else {}) or {}
@@ -127,7 +127,7 @@ def _parser()->argparse.ArgumentParser:
     sub.add_parser('models', help='registered model versions')
     sv = sub.add_parser('serve', help='serve the registered models over HTTP (v2 and JSON API)')
     sv.add_argument('--host', default='127.0.0.1', help='interface (default: loopback only)')
-    sv.add_argument('--port', type=int, default=8080); sv.add_argument('--models', nargs='+', metavar='TASK', help='tasks to serve (default: all registered)')
+    sv.add_argument('--port', type=int, default=8080); sv.add_argument('--models', nargs='+', metavar='TASK', help='tasks to serve, TASK:N pins version N (default: all registered)')
     k = sub.add_parser('keys', help='API keys for the service'); ksub = k.add_subparsers(dest='keys_cmd', required=True)
     kc = ksub.add_parser('create', help='create a key (shown once)'); kc.add_argument('name')
     kc.add_argument('--scope', choices=['predict', 'admin'], default='predict')
