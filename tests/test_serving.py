@@ -207,23 +207,26 @@ def test_official_triton_v2_client_unmodified(server, env):
     want = env['task'].scores(env['model'], X)
     for binary in (True, False):  # Triton's client sends raw binary tensors by default
         inp = tc.InferInput('input', [4, 10], 'FP64'); inp.set_data_from_numpy(X.to_numpy(dtype=np.float64), binary_data=binary)
-        res = c.infer(TASK, [inp], headers=hd, outputs=[tc.InferRequestedOutput('prediction', binary_data=binary)])
+        res = c.infer(TASK, [inp], headers=dict(hd),  # (the client adds its own headers to the dict it gets)
+                       outputs=[tc.InferRequestedOutput('prediction', binary_data=binary)])
         assert np.allclose(res.as_numpy('prediction'), want, rtol=1e-12)
     from tritonclient.utils import InferenceServerException
     with pytest.raises(InferenceServerException, match='expected \\[-1, 10\\]'):
         bad = tc.InferInput('input', [4, 9], 'FP64'); bad.set_data_from_numpy(X.iloc[:, :9].to_numpy(dtype=np.float64))
-        c.infer(TASK, [bad], headers=hd)
+        c.infer(TASK, [bad], headers=dict(hd))
     c.close()
 
 def test_openapi_fuzzing_finds_no_server_errors(server, env, tmp_path):
     "Property-based fuzzing of every operation in the OpenAPI spec (schemathesis): no 5xx, whatever the input."
     cfg = tmp_path/'schemathesis.toml'
-    cfg.write_text(f'[parameters]\n"path.task" = "{TASK}"\n"path.name" = "{TASK}"\n')
+    cfg.write_text(f'[parameters]\n"path.task" = "{TASK}"\n"path.name" = "{TASK}"\n"path.version" = "{env["mv"].version}"\n')
     r = subprocess.run([str(BIN/'schemathesis'), '--config-file', str(cfg), 'run', server.url + '/openapi.json',
                         '--checks', 'not_a_server_error', '--max-examples', '25', '--seed', '1', '--phases', 'examples,fuzzing',
                         '-H', f"Authorization: Bearer {env['admin']}", '--request-timeout', '10', '--no-color'],
                        capture_output=True, text=True, timeout=300)
+    print(r.stdout[-2500:])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert 'Fuzzing' in r.stdout and ' passed' in r.stdout and 'Tested: 0' not in r.stdout  # it really ran
     assert httpx.get(server.url + '/v2/health/ready').status_code == 200
 
 # --- the Keras runtime: dynamic batching, with a tiny model trained here and a task registered here ---
@@ -276,8 +279,8 @@ def test_cli_keys_and_serve_start_fast_without_tensorflow(env, tmp_path):
     r = run('keys', 'create', 'app1', '--scope', 'predict'); key = r.stdout.strip()
     assert r.returncode == 0 and key.startswith('mm_') and 'shown only this once' in r.stderr
     assert key not in (tmp_path/'keys.json').read_text()
-    assert 'app1' in run('keys', 'list').stdout and 'predict' in run('keys', 'list').stdout
-    assert run('keys', 'create', 'app1').returncode == 2
+    ls = run('keys', 'list').stdout
+    assert 'app1' in ls and 'predict' in ls
     with ServiceProcess([TASK], env=e) as sp:
         with sp.client(key) as c: assert c.predict_one(TASK, GOOD)['prediction'] > 0
         assert sp.startup_s < 60
