@@ -108,7 +108,7 @@ def check_inputs(tensors:dict, # {name: array} decoded from the request
         out[name] = arr.astype(DATATYPES[d['datatype']], copy=False) if dt != d['datatype'] else arr
     return out
 
-# %% ../nbs/06_protocol.ipynb #cc3bbd3d
+# %% ../nbs/06_protocol.ipynb #0ba2ac2e
 @dataclass
 class InferRequest:
     "A decoded v2 inference request."
@@ -161,7 +161,7 @@ def encode_tensor(name:str, # tensor name
                  )->dict:
     "A v2 JSON tensor from an array (flat data, row-major)."
     arr = np.asarray(arr); dt = v2_datatype(arr)
-    data = [str(v) for v in arr.ravel()] if dt == 'BYTES' else arr.ravel().tolist()
+    data = [v.decode() if isinstance(v, bytes) else str(v) for v in arr.ravel()] if dt == 'BYTES' else arr.ravel().tolist()
     return {'name': name, 'datatype': dt, 'shape': list(arr.shape), 'data': data}
 
 def infer_response(model:str, # model name
