@@ -96,7 +96,7 @@ def run_task(task_name:str, # task to run
     write_json(run_dir/'timings.json', res.timings)
     return res
 
-# %% ../nbs/05_pipeline.ipynb #602ba701
+# %% ../nbs/05_pipeline.ipynb #5f61c814
 def _summary_row(task:str, res:RunResult|None, err:str|None)->dict:
     from medmaas_nb.tasks import get_task
     t = get_task(task); m = (res.metrics if res else {}) or {}
@@ -126,6 +126,13 @@ def _parser()->argparse.ArgumentParser:
     dsub.add_parser('list', help='datasets, licenses, availability')
     f = dsub.add_parser('fetch', help='download and verify a dataset'); f.add_argument('name')
     sub.add_parser('models', help='registered model versions')
+    sv = sub.add_parser('serve', help='serve the registered models over HTTP (v2 and JSON API)')
+    sv.add_argument('--host', default='127.0.0.1', help='interface (default: loopback only)')
+    sv.add_argument('--port', type=int, default=8080); sv.add_argument('--models', nargs='+', metavar='TASK', help='tasks to serve, TASK:N pins version N (default: all registered)')
+    k = sub.add_parser('keys', help='API keys for the service'); ksub = k.add_subparsers(dest='keys_cmd', required=True)
+    kc = ksub.add_parser('create', help='create a key (shown once)'); kc.add_argument('name')
+    kc.add_argument('--scope', choices=['predict', 'admin'], default='predict')
+    ksub.add_parser('list', help='key names and scopes'); ksub.add_parser('revoke', help='delete a key').add_argument('name')
     return ap
 
 def main(argv:list|None=None # arguments (defaults to sys.argv[1:])
@@ -184,4 +191,15 @@ def _dispatch(args)->int:
         print(); _print_table(rows)
         print(f'\nreports under {get_settings().runs_dir}')
         return 1 if failed else 0
+    if args.cmd == 'keys':
+        from medmaas_nb.security import KeyStore
+        ks = KeyStore()
+        if args.keys_cmd == 'create':
+            print(ks.create(args.name, args.scope)); print(f'key {args.name!r} ({args.scope}) created in {ks.path}; it is shown only this once', file=sys.stderr)
+        elif args.keys_cmd == 'list': _print_table(ks.list()) if ks.list() else print('no keys')
+        else: ks.revoke(args.name); print(f'key {args.name!r} revoked')
+        return 0
+    if args.cmd == 'serve':
+        from medmaas_nb.serving import serve
+        serve(args.host, args.port, args.models); return 0
     return 2

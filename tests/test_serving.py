@@ -1,0 +1,294 @@
+"The HTTP service against a real uvicorn server on 127.0.0.1: auth, limits, bad input, v2 clients, fuzzing, batching, CLI."
+import asyncio, hashlib, json, os, subprocess, sys, threading, time, warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+import httpx
+import numpy as np
+import pytest
+from conftest import free_port
+from medmaas_nb.tasks import get_task
+from medmaas_nb.registry import Registry, save_model, make_card
+from medmaas_nb.security import KeyStore, AuditLog
+from medmaas_nb.client import Client, ServiceError, ServiceProcess
+
+TASK = 'diabetes-progression'
+BIN = Path(sys.executable).parent
+
+class ThreadServer:
+    "uvicorn in a thread of the test process (so test-registered tasks are visible to it)."
+    def __init__(self, app):
+        import uvicorn
+        self.port = free_port(); self.url = f'http://127.0.0.1:{self.port}'
+        self.server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=self.port, log_level='error', access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        Client(self.url).wait_ready(120); return self
+
+    def __exit__(self, *a):
+        self.server.should_exit = True; self.thread.join(20)
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+    "A diabetes-progression model trained here (quick), registered in a temporary registry, with a predict and an admin key."
+    from medmaas_nb.clinical import diabetes_candidates
+    d = tmp_path_factory.mktemp('serving')
+    t = get_task(TASK); ds = t.load(quick=True)
+    X, y = ds['train']
+    model = diabetes_candidates(quick=True)['ridge'].fit(X, y)
+    save_model(model, d/'model')
+    reg = Registry(d/'registry')
+    mv = reg.register(TASK, d/'model', make_card(t, ds, {'quick': True}, {}, 'ridge'))
+    keys = KeyStore(d/'keys.json')
+    return {'dir': d, 'task': t, 'ds': ds, 'model': model, 'reg': reg, 'mv': mv, 'keys': keys,
+            'key': keys.create('tester', 'predict'), 'admin': keys.create('boss', 'admin')}
+
+@pytest.fixture(scope='module')
+def server(env):
+    from medmaas_nb.serving import create_app
+    app = create_app(registry=env['reg'], keys=env['keys'], audit=AuditLog(env['dir']/'audit.jsonl'), max_body_bytes=64 * 1024)
+    with ThreadServer(app) as s: yield s
+
+@pytest.fixture(scope='module')
+def limited(env):
+    "A second server with a tiny rate limit and CORS on for one origin."
+    from medmaas_nb.serving import create_app
+    app = create_app(registry=env['reg'], keys=env['keys'], audit=False, rate=0.5, burst=3, cors_origins=['https://ward.example'])
+    with ThreadServer(app) as s: yield s
+
+def H(key): return {'Authorization': f'Bearer {key}'}
+def records(env, n=5): return env['task'].input_spec.to_records(env['ds']['test'][0].iloc[:n])
+
+def test_health_and_metrics_need_no_key(server):
+    assert httpx.get(server.url + '/v2/health/live').json() == {'live': True}
+    assert httpx.get(server.url + '/v2/health/ready').status_code == 200
+    m = httpx.get(server.url + '/metrics')
+    assert m.status_code == 200 and 'medmaas_requests_total' in m.text and 'medmaas_request_seconds_bucket' in m.text
+    assert httpx.get(server.url + '/openapi.json').json()['info']['title'] == 'medmaas'
+
+@pytest.mark.parametrize('path', ['/api/v1/models', f'/api/v1/models/{TASK}/card', '/v2', f'/v2/models/{TASK}'])
+def test_missing_or_wrong_key_is_401(server, path):
+    for h in ({}, H('mm_wrong'), {'Authorization': 'Basic abc'}):
+        r = httpx.get(server.url + path, headers=h)
+        assert r.status_code == 401 and 'API key' in r.json()['error'] and r.headers['www-authenticate'] == 'Bearer'
+
+def test_scope_and_revocation(server, env):
+    r = httpx.get(server.url + '/api/v1/keys', headers=H(env['key']))
+    assert r.status_code == 403 and "needs 'admin'" in r.json()['error']
+    ks = httpx.get(server.url + '/api/v1/keys', headers=H(env['admin'])).json()['keys']
+    assert {k['name'] for k in ks} >= {'tester', 'boss'} and all('sha256' not in k for k in ks)
+    tmp = env['keys'].create('temp'); time.sleep(0.02)
+    assert httpx.get(server.url + '/api/v1/models', headers=H(tmp)).status_code == 200
+    env['keys'].revoke('temp')
+    assert httpx.get(server.url + '/api/v1/models', headers=H(tmp)).status_code == 401  # no restart needed
+
+def test_predict_single_and_batch_equal_in_process(server, env):
+    recs = records(env, 20)
+    with Client(server.url, env['key']) as c:
+        assert [m['task'] for m in c.models()] == [TASK]
+        r = c.predict(TASK, recs)
+        assert r['version'] == env['mv'].version and len(r['request_id']) == 16
+        want = env['task'].predict(env['model'], env['ds']['test'][0].iloc[:20])
+        assert np.allclose([p['prediction'] for p in r['predictions']], [p['prediction'] for p in want], rtol=1e-12)
+        assert c.predict_one(TASK, recs[0])['prediction'] == pytest.approx(want[0]['prediction'], rel=1e-12)
+        card = c.card(TASK)
+        assert card['version'] == env['mv'].version and card['intended_use'] and card['input']['features'][0]['name'] == 'age'
+        assert c.model(TASK)['input']['kind'] == 'tabular'
+        with pytest.raises(ServiceError) as e: c.explain(TASK, recs[0])
+        assert e.value.status == 404 and 'no explanation' in e.value.message
+
+def test_v2_metadata_and_infer_equal_in_process(server, env):
+    X = env['ds']['test'][0].iloc[:7]
+    with Client(server.url, env['key']) as c:
+        meta = c.v2_metadata(TASK)
+        assert meta['inputs'] == [{'name': 'input', 'datatype': 'FP64', 'shape': [-1, 10]}]
+        assert meta['outputs'] == [{'name': 'prediction', 'datatype': 'FP64', 'shape': [-1]}]
+        assert meta['versions'] == [str(env['mv'].version)] and meta['platform'] == 'sklearn'
+        for v in (None, env['mv'].version):
+            out = c.v2_infer(TASK, env['task'].input_spec.to_v2(X), version=v)
+            assert np.allclose(out['prediction'], env['task'].scores(env['model'], X), rtol=1e-12)
+    srv = httpx.get(server.url + '/v2', headers=H(env['key'])).json()
+    assert srv['name'] == 'medmaas' and 'binary_tensor_data' in srv['extensions']
+    r = httpx.post(server.url + f'/v2/models/{TASK}/infer', headers=H(env['key']),
+                   json={'id': 'abc', 'inputs': [{'name': 'input', 'datatype': 'FP32', 'shape': [1, 10], 'data': [[50, 1, 25, 90, 180, 100, 50, 4, 4.5, 90]]}],
+                         'outputs': [{'name': 'prediction'}]})
+    assert r.status_code == 200 and r.json()['id'] == 'abc' and r.json()['model_version'] == str(env['mv'].version)
+
+ROW = [50, 1, 25, 90, 180, 100, 50, 4, 4.5, 90]
+GOOD = {'age': 50, 'sex': 1, 'bmi': 25, 'bp': 90, 's1': 180, 's2': 100, 's3': 50, 's4': 4, 's5': 4.5, 's6': 90}
+def v2(data, shape=(1, 10), dt='FP64', name='input'): return json.dumps({'inputs': [{'name': name, 'datatype': dt, 'shape': list(shape), 'data': data}]})
+API, INFER = f'/api/v1/models/{TASK}/predict', f'/v2/models/{TASK}/infer'
+BAD = [  # (path, body, status, fragment of the message)
+    (API, '{"instance": {', 400, 'not valid JSON'),
+    (API, '', 400, 'empty'),
+    (API, '[1, 2]', 400, "'instances'"),
+    (API, '{"instances": []}', 400, 'non-empty list'),
+    (API, json.dumps({'instance': {**GOOD, 'age': 1e9}}), 400, "'age' = 1e+09 is out of range"),
+    (API, json.dumps({'instance': {k: v for k, v in GOOD.items() if k != 'bmi'}}), 400, "'bmi' is missing"),
+    (API, json.dumps({'instance': {**GOOD, 'weight': 80}}), 400, "unknown field(s) ['weight']"),
+    (API, json.dumps({'instance': {**GOOD, 'age': 'old'}}), 400, "'age' must be a number"),
+    (API, json.dumps({'instance': {**GOOD, 'sex': 3}}), 400, "'sex' is 3"),
+    (API, '{"instance": {"age": NaN, "sex": 1, "bmi": 25, "bp": 90, "s1": 180, "s2": 100, "s3": 50, "s4": 4, "s5": 4.5, "s6": 90}}', 400, "'age'"),
+    (API, '{"instance": {"age": 50, "sex": 1, "bmi": Infinity, "bp": 90, "s1": 180, "s2": 100, "s3": 50, "s4": 4, "s5": 4.5, "s6": 90}}', 400, "'bmi' is inf"),
+    (API, json.dumps({'instance': GOOD, 'extra': 1}), 400, "one key"),
+    (INFER, v2(ROW, (1, 9)), 400, 'needs 9 values, got 10'),
+    (INFER, v2(ROW[:9], (1, 9)), 400, "shape [1, 9]; expected [-1, 10]"),
+    (INFER, v2(ROW, (10,)), 400, 'expected [-1, 10]'),
+    (INFER, v2([str(v) for v in ROW], dt='BYTES'), 400, 'datatype BYTES; expected FP64'),
+    (INFER, v2(ROW, dt='FP128'), 400, 'unknown datatype'),
+    (INFER, v2(ROW, name='x'), 400, "missing ['input']"),
+    (INFER, v2(['a'] * 10), 400, 'must be numbers'),
+    (INFER, v2(ROW[:-1] + [float('nan')]).replace('NaN', 'NaN'), 400, "'s6'"),
+    (INFER, v2(ROW[:-1] + [1e999]), 400, "'s6' is inf"),
+    (INFER, '{"inputs": "x"}', 400, "'inputs'"),
+    ('/api/v1/models/no-such/predict', json.dumps({'instance': GOOD}), 404, "No model 'no-such'"),
+    ('/v2/models/no-such/infer', v2(ROW), 404, "No model 'no-such'"),
+    (f'/v2/models/{TASK}/versions/99/infer', v2(ROW), 404, "version '99' is not served"),
+    (f'/v2/models/{TASK}/versions/abc/infer', v2(ROW), 404, "version 'abc' is not served"),
+    ('/api/v1/nothing-here', '{}', 404, 'Not Found'),
+    (API, json.dumps({'instances': [GOOD] * 3000}), 413, 'over the limit'),
+]
+
+@pytest.mark.parametrize('path,body,status,fragment', BAD, ids=[f'{i}-{b[2]}' for i, b in enumerate(BAD)])
+def test_bad_requests_get_a_clear_4xx_and_the_service_keeps_serving(server, env, path, body, status, fragment):
+    r = httpx.post(server.url + path, content=body, headers={**H(env['key']), 'Content-Type': 'application/json'})
+    assert r.status_code == status, r.text
+    e = r.json()
+    assert fragment in e['error'], e
+    assert 'Traceback' not in r.text and 'File "' not in r.text and len(e['error']) < 400  # no stack trace, no schema dump
+    assert e['request_id'] == r.headers['x-request-id']
+    ok = httpx.post(server.url + API, json={'instance': GOOD}, headers=H(env['key']))
+    assert ok.status_code == 200
+
+def test_chunked_oversized_body_is_413(server, env):
+    def chunks():
+        for _ in range(100): yield b' ' * 1024
+    r = httpx.post(server.url + API, content=chunks(), headers=H(env['key']))
+    assert r.status_code == 413 and 'over the limit' in r.json()['error']
+
+def test_rate_limit_answers_429_per_key(limited, env):
+    codes = [httpx.get(limited.url + '/api/v1/models', headers=H(env['key'])).status_code for _ in range(5)]
+    assert codes[:3] == [200] * 3 and codes[-1] == 429
+    r = httpx.get(limited.url + '/api/v1/models', headers=H(env['key']))
+    assert r.status_code == 429 and int(r.headers['retry-after']) >= 1 and 'Rate limit' in r.json()['error']
+    assert httpx.get(limited.url + '/api/v1/models', headers=H(env['admin'])).status_code == 200  # other keys unaffected
+
+def test_cors_is_off_by_default_and_configurable(server, limited, env):
+    h = {**H(env['key']), 'Origin': 'https://ward.example'}
+    assert 'access-control-allow-origin' not in httpx.get(server.url + '/api/v1/models', headers=h).headers
+    assert httpx.get(limited.url + '/v2/health/live', headers=h).headers['access-control-allow-origin'] == 'https://ward.example'
+
+def test_audit_log_has_a_hash_of_the_input_never_the_input(server, env):
+    body = json.dumps({'instance': {**GOOD, 'age': 61.5}}).encode()
+    r = httpx.post(server.url + API, content=body, headers=H(env['key']))
+    time.sleep(0.05)
+    lines = [json.loads(l) for l in (env['dir']/'audit.jsonl').read_text().splitlines()]
+    rec = next(l for l in lines if l['request_id'] == r.headers['x-request-id'])
+    assert rec['key'] == 'tester' and rec['model'] == TASK and rec['version'] == env['mv'].version and rec['status'] == 200
+    assert rec['input_sha256'] == hashlib.sha256(body).hexdigest() and rec['latency_ms'] > 0
+    assert '61.5' not in (env['dir']/'audit.jsonl').read_text()
+
+def test_metrics_count_requests_and_errors_by_model_and_status(server, env):
+    httpx.post(server.url + API, content='{', headers=H(env['key']))
+    m = httpx.get(server.url + '/metrics').text
+    assert f'medmaas_requests_total{{model="{TASK}",route="/api/v1/models/{{task}}/predict",status="200"}}' in m
+    assert 'medmaas_errors_total{error="InvalidInput",model="diabetes-progression"' in m
+
+def test_official_triton_v2_client_unmodified(server, env):
+    tc = pytest.importorskip('tritonclient.http')
+    X = env['ds']['test'][0].iloc[:4]
+    hd = H(env['key'])
+    c = tc.InferenceServerClient(url=server.url.replace('http://', ''))
+    assert c.is_server_live() and c.is_server_ready()
+    assert c.is_model_ready(TASK, headers=hd)
+    meta = c.get_model_metadata(TASK, headers=hd)
+    assert meta['inputs'][0]['name'] == 'input'
+    want = env['task'].scores(env['model'], X)
+    for binary in (True, False):  # Triton's client sends raw binary tensors by default
+        inp = tc.InferInput('input', [4, 10], 'FP64'); inp.set_data_from_numpy(X.to_numpy(dtype=np.float64), binary_data=binary)
+        res = c.infer(TASK, [inp], headers=dict(hd),  # (the client adds its own headers to the dict it gets)
+                       outputs=[tc.InferRequestedOutput('prediction', binary_data=binary)])
+        assert np.allclose(res.as_numpy('prediction'), want, rtol=1e-12)
+    from tritonclient.utils import InferenceServerException
+    with pytest.raises(InferenceServerException, match='expected \\[-1, 10\\]'):
+        bad = tc.InferInput('input', [4, 9], 'FP64'); bad.set_data_from_numpy(X.iloc[:, :9].to_numpy(dtype=np.float64))
+        c.infer(TASK, [bad], headers=dict(hd))
+    c.close()
+
+def test_openapi_fuzzing_finds_no_server_errors(server, env, tmp_path):
+    "Property-based fuzzing of every operation in the OpenAPI spec (schemathesis): no 5xx, whatever the input."
+    cfg = tmp_path/'schemathesis.toml'
+    cfg.write_text(f'[parameters]\n"path.task" = "{TASK}"\n"path.name" = "{TASK}"\n"path.version" = "{env["mv"].version}"\n')
+    r = subprocess.run([str(BIN/'schemathesis'), '--config-file', str(cfg), 'run', server.url + '/openapi.json',
+                        '--checks', 'not_a_server_error', '--max-examples', '25', '--seed', '1', '--phases', 'examples,fuzzing',
+                        '-H', f"Authorization: Bearer {env['admin']}", '--request-timeout', '10', '--no-color'],
+                       capture_output=True, text=True, timeout=300)
+    print(r.stdout[-2500:])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert 'Fuzzing' in r.stdout and ' passed' in r.stdout and 'Tested: 0' not in r.stdout  # it really ran
+    assert httpx.get(server.url + '/v2/health/ready').status_code == 200
+
+# --- the Keras runtime: dynamic batching, with a tiny model trained here and a task registered here ---
+
+@pytest.fixture(scope='module')
+def keras_server(tmp_path_factory):
+    from medmaas_nb.core import keras
+    from medmaas_nb.tasks import Task, InputSpec, Feature, register_task
+    from medmaas_nb.data import Dataset
+    from medmaas_nb.serving import create_app
+    K = keras(); K.utils.set_random_seed(0)
+    rng = np.random.default_rng(0); X = rng.normal(size=(200, 4)); y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    m = K.Sequential([K.Input((4,)), K.layers.Dense(8, activation='relu'), K.layers.Dense(1, activation='sigmoid')])
+    m.compile('adam', 'binary_crossentropy'); m.fit(X, y, epochs=2, verbose=0)
+    names = ['a', 'b', 'c', 'd']
+    spec = InputSpec('tabular', [Feature(n, min=-10, max=10) for n in names])
+    task = register_task(Task('test-keras-binary', 'clinical', 'binary', 'none', 'test-only Keras model', load=lambda **k: None,
+                              input_spec=spec, primary_metric='roc_auc', runtime='keras', output_names=['no', 'yes'],
+                              score_fn=lambda model, X: model(np.asarray(X, dtype='float32'), training=False).numpy()[:, 0].astype(float)))
+    d = tmp_path_factory.mktemp('keras')
+    save_model(m, d/'model', 'keras')
+    reg = Registry(d/'registry'); reg.register(task.name, d/'model', {'task': task.name, 'model': {'runtime': 'keras'}})
+    keys = KeyStore(d/'keys.json'); key = keys.create('k')
+    app = create_app(['test-keras-binary'], registry=reg, keys=keys, audit=False, max_batch=64, max_wait_ms=30)
+    with ThreadServer(app) as s: yield s, key, task, m, X, names
+
+def test_keras_runtime_batches_concurrent_requests(keras_server):
+    s, key, task, model, X, names = keras_server
+    recs = task.input_spec.to_records(__import__('pandas').DataFrame(X[:24], columns=names))
+    with Client(s.url, key) as c0: assert c0.model(task.name)['kind'] == 'binary'
+    def one(r):
+        with Client(s.url, key) as c: return c.predict_one(task.name, r)['probability']
+    with ThreadPoolExecutor(12) as ex: got = list(ex.map(one, recs))
+    want = task.scores(model, X[:24])
+    assert np.allclose(got, want, atol=1e-6)
+    m = httpx.get(s.url + '/metrics').text
+    count = float(next(l for l in m.splitlines() if l.startswith('medmaas_batch_size_count')).split()[-1])
+    total = float(next(l for l in m.splitlines() if l.startswith('medmaas_batch_size_sum')).split()[-1])
+    assert total >= 24 and count < total, (count, total)  # some requests shared a model call
+    with Client(s.url, key) as c:
+        out = c.v2_infer(task.name, task.input_spec.to_v2(__import__('pandas').DataFrame(X[:5], columns=names)))
+        assert np.allclose(out['probability'], want[:5], atol=1e-6)
+
+# --- the command line ---
+
+def test_cli_keys_and_serve_start_fast_without_tensorflow(env, tmp_path):
+    e = {**os.environ, 'MEDMAAS_REGISTRY_DIR': str(env['reg'].root), 'MEDMAAS_KEYS_FILE': str(tmp_path/'keys.json'),
+         'MEDMAAS_AUDIT_LOG': str(tmp_path/'audit.jsonl')}
+    run = lambda *a: subprocess.run([str(BIN/'medmaas'), *a], capture_output=True, text=True, env=e, timeout=120)
+    r = run('keys', 'create', 'app1', '--scope', 'predict'); key = r.stdout.strip()
+    assert r.returncode == 0 and key.startswith('mm_') and 'shown only this once' in r.stderr
+    assert key not in (tmp_path/'keys.json').read_text()
+    ls = run('keys', 'list').stdout
+    assert 'app1' in ls and 'predict' in ls
+    with ServiceProcess([TASK], env=e) as sp:
+        with sp.client(key) as c: assert c.predict_one(TASK, GOOD)['prediction'] > 0
+        assert sp.startup_s < 60
+    assert run('keys', 'revoke', 'app1').returncode == 0 and 'app1' not in run('keys', 'list').stdout
+    assert run('serve', '--models', 'no-such-task').returncode == 2
+    # a service of scikit-learn models never imports TensorFlow
+    code = ('import sys; from medmaas_nb.serving import create_app, ModelSet; from medmaas_nb.registry import Registry; '
+            f'ModelSet(registry=Registry({str(env["reg"].root)!r})).load(); create_app(registry=Registry({str(env["reg"].root)!r})); '
+            'assert "tensorflow" not in sys.modules, "tensorflow imported"')
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=e, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
