@@ -36,12 +36,33 @@ def _execute(args):
                 o['data'] = {'text/html': WIDGET_NOTE}
 
     class DocsFilter(FilterDefaults):
-        def base_procs(self): return [exec_cells if p is exec_show_docs else p for p in super().base_procs()] + [widget_note]
+        def base_procs(self): return [exec_cells if p is exec_show_docs else p for p in super().base_procs()] + [widget_note, unquarto]
 
     t0 = time.perf_counter(); nb = read_nb(src)
     DocsFilter()(nb)
     dst.parent.mkdir(parents=True, exist_ok=True); write_nb(nb, dst)
     return src.relative_to(ROOT/'nbs').as_posix(), time.perf_counter() - t0, exec_cells.errors
+
+_ATTRS = re.compile(r'\]\(([^)]*)\)\{[^}]*\}')
+_DIRECTIVE = re.compile(r'^#\|.*$\n?', re.M)
+
+def unquarto(cell):
+    "What Quarto would do with nbdev's output, for a plain notebook renderer: front matter -> title, `echo: false` -> output only."
+    if cell.cell_type == 'raw' and cell.source.lstrip().startswith('---'):
+        import yaml
+        fm = yaml.safe_load(cell.source.strip().strip('-')) or {}
+        cell.cell_type = 'markdown'; cell.pop('outputs', None); cell.pop('execution_count', None)
+        cell.source = f"# {fm.get('title', '')}\n\n" + (f"> {fm['description']}" if fm.get('description') else '')
+        return
+    if cell.cell_type != 'code': return
+    if re.search(r'^#\|\s*echo:\s*false', cell.source, re.M):
+        md = [o['data']['text/markdown'] for o in cell.get('outputs', []) if 'text/markdown' in o.get('data', {})]
+        if md:  # show_doc: its markdown becomes the cell
+            md = ''.join(''.join(m) if isinstance(m, list) else m for m in md)
+            cell.cell_type = 'markdown'; cell.pop('outputs', None); cell.pop('execution_count', None)
+            cell.source = _ATTRS.sub(r'](\1)', md); return
+        cell.setdefault('metadata', {}).setdefault('tags', []).append('hide-input')
+    cell.source = _DIRECTIVE.sub('', cell.source)
 
 def notebooks():
     "The notebooks of the site: library notebooks, tutorials and the home page (pipeline step notebooks are reports' sources)."
@@ -57,7 +78,7 @@ def latest_reports(runs_dir:Path)->dict:
         if done: out[t.name] = done[-1]/'30_evaluate.ipynb'
     return out
 
-def title_of(nb:Path)->str:
+def _title(nb:Path)->str:
     for c in json.loads(nb.read_text())['cells']:
         if c['cell_type'] == 'markdown':
             m = re.search(r'^#\s+(.+)$', ''.join(c['source']), re.M)
@@ -96,6 +117,7 @@ def write_mkdocs_yml(reports:dict):
     rel = lambda p: p.relative_to(PROC).as_posix()
     lib = sorted(p for p in PROC.glob('[0-9]*.ipynb'))
     tuts = sorted((PROC/'tutorials').glob('*.ipynb'))
+    title_of = lambda p: _title(ROOT/'nbs'/p.relative_to(PROC))
     nav = [{'Home': 'index.ipynb'},
            {'Tutorials': [{title_of(p).replace('Tutorial: ', ''): rel(p)} for p in tuts]},
            {'API reference': [{title_of(p): rel(p)} for p in lib]}]
@@ -104,21 +126,35 @@ def write_mkdocs_yml(reports:dict):
            'docs_dir': str(PROC), 'use_directory_urls': False, 'nav': nav,
            'theme': {'name': 'material', 'font': False, 'features': ['navigation.sections', 'search.highlight'],
                      'palette': {'primary': 'teal'}},
-           'plugins': ['search', 'offline', {'mkdocs-jupyter': {'include_source': False, 'ignore_h1_titles': False,
-                                                                'include_requirejs': False, 'execute': False, 'show_input': True}}],
+           'plugins': ['search', 'offline', {'mkdocs-jupyter': {'include_source': False, 'ignore_h1_titles': True,
+                                                                'include_requirejs': False, 'execute': False, 'show_input': True,
+                                                                'remove_tag_config': {'remove_input_tags': ['hide-input']}}}],
            'exclude_docs': '*.yml\n*.py\nsidebar.yml\n_quarto.yml\n',
            'markdown_extensions': ['admonition', 'tables']}
     import yaml
     CFG.parent.mkdir(exist_ok=True); CFG.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 _EXT = re.compile(r'<(script|link)\b[^>]*\b(?:src|href)=["\']https?://[^"\']*["\'][^>]*>(?:\s*</script>)?', re.I)
+_MERMAID = re.compile(r'<script type="module">(?:(?!</script>).)*?https?://(?:(?!</script>).)*?</script>', re.S)
+
+def _doc_links(site:Path)->tuple[re.Pattern, dict]:
+    "nbdev links symbols to the published site (doc_host/doc_baseurl); point them at this site's pages instead."
+    from nbdev.config import get_config
+    cfg = get_config(); base = (cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/')).rstrip('/') + '/'
+    pages = {}
+    for p in (ROOT/'nbs').glob('*.ipynb'):
+        m = re.search(r'#\|\s*default_exp\s+(\S+)', p.read_text())
+        if m: pages[m.group(1) + '.html'] = p.stem + '.html'
+    return re.compile(re.escape(base) + r'([\w./-]+\.html)'), pages
 
 def strip_external(site:Path):
-    "Remove any <script src=http(s)://...> or <link href=http(s)://...> a template may still add (MathJax, require.js, fonts)."
-    n = 0
+    "Remove <script src=http(s)://...>, <link href=http(s)://...> and CDN module loaders a template may add; make doc links local."
+    n = 0; links, pages = _doc_links(site)
     for p in site.rglob('*.html'):
-        s = p.read_text(encoding='utf-8'); s2, k = _EXT.subn('', s)
-        if k: p.write_text(s2, encoding='utf-8'); n += k
+        s = p.read_text(encoding='utf-8'); up = '../' * (len(p.relative_to(site).parts) - 1)
+        s2, k = _EXT.subn('', s); s2, k2 = _MERMAID.subn('', s2)
+        s2 = links.sub(lambda m: up + pages.get(m.group(1), m.group(1)), s2)
+        if s2 != s: p.write_text(s2, encoding='utf-8'); n += k + k2
     if n: print(f'  removed {n} external script/style tag(s)')
 
 if __name__ == '__main__': main()
