@@ -38,7 +38,8 @@ def _watch(page):
     seen = {'console': [], 'external': [], 'failed': []}
     page.on('console', lambda m: seen['console'].append(f'{m.type}: {m.text}') if m.type == 'error' else None)
     page.on('pageerror', lambda e: seen['console'].append(f'pageerror: {e}'))
-    page.on('requestfailed', lambda r: seen['failed'].append(r.url) if urlparse(r.url).hostname in LOCAL else None)
+    page.on('requestfailed', lambda r: seen['failed'].append(f'{r.url} ({r.failure})')
+            if urlparse(r.url).hostname in LOCAL and 'ERR_ABORTED' not in (r.failure or '') else None)  # aborted = navigated away
     def route(r):
         u = urlparse(r.request.url)
         if u.scheme in ('http', 'https', 'ws', 'wss') and u.hostname not in LOCAL:
@@ -54,7 +55,7 @@ class _Quiet(SimpleHTTPRequestHandler):
 def docs_site(tmp_path_factory):
     "A quick build of the docs site (notebooks not executed), served on 127.0.0.1."
     site = tmp_path_factory.mktemp('docs')/'site'
-    r = subprocess.run([sys.executable, str(ROOT/'tools'/'build_docs.py'), '--quick', '--site-dir', str(site)],
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'build_docs.py'), '--no-exec', '--site-dir', str(site)],
                        cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     srv = ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(_Quiet, directory=str(site)))
@@ -71,8 +72,7 @@ def test_docs_site_pages_load_offline_without_errors(browser, docs_site):
     problems = {}
     for rel in pages:
         before = {k: len(v) for k, v in seen.items()}
-        resp = page.goto(base + rel, wait_until='load')
-        page.wait_for_timeout(150)
+        resp = page.goto(base + rel, wait_until='networkidle')
         new = {k: v[before[k]:] for k, v in seen.items() if len(v) > before[k]}
         if resp.status != 200 or new: problems[rel] = {'status': resp.status, **new}
         if rel in ('index.html', 'tutorials/01_clinical.html', '09_widgets.html'):
@@ -83,8 +83,7 @@ def test_docs_site_pages_load_offline_without_errors(browser, docs_site):
     nav = page.locator('nav.md-nav--primary').inner_text()
     for item in ('Tutorials', 'API reference', 'Widgets'): assert item in nav, nav
     # search (offline index, web worker): finds the playground
-    page.locator('label.md-search__icon, .md-header__button[for="__search"]').first.click()
-    page.locator('input.md-search__input').fill('playground')
+    page.locator('input.md-search__input').click(); page.keyboard.type('playground')
     page.wait_for_selector('.md-search-result__item', timeout=15000)
     assert page.locator('.md-search-result__item').count() > 0
     page.screenshot(path=str(SHOTS/'docs_search.png'))

@@ -1,6 +1,6 @@
 """Build the documentation site offline: execute the notebooks, process them with nbdev (hidden cells out, API docs in),
 add the latest report of each task, and render everything with MkDocs (material theme, offline search) into `site/`.
-Nothing in the built pages loads from the internet. `--quick` skips executing the notebooks (code without outputs)."""
+Nothing in the built pages loads from the internet. `--quick` runs only the exported code and the API docs; `--no-exec` runs nothing."""
 import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
@@ -21,7 +21,7 @@ def _execute(args):
         "Run every code cell in order (full build) or only exports and show_doc cells (quick build); keep going after an error."
         errors = []
         def __call__(self, cell):
-            if not hasattr(self, 'k') or cell.cell_type != 'code' or not cell.source.strip(): return
+            if full is None or not hasattr(self, 'k') or cell.cell_type != 'code' or not cell.source.strip(): return
             if cell.directives_.get('eval:', [''])[0].lower() == 'false': return
             if not full and not (cell.directives_.keys() & {'export', 'exports', 'exporti', 'exec_doc'} or _show_docs(cell.parsed_() or [])): return
             self.k.cell(cell)
@@ -87,7 +87,8 @@ def _title(nb:Path)->str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument('--quick', action='store_true', help='do not execute the notebooks (seconds)')
+    ap.add_argument('--quick', action='store_true', help='run only the exported code and the API docs cells, not the examples')
+    ap.add_argument('--no-exec', action='store_true', help='run nothing: pages show the code without outputs (for tests)')
     ap.add_argument('--site-dir', default=str(ROOT/'site'))
     ap.add_argument('--workers', type=int, default=2)
     a = ap.parse_args(argv)
@@ -97,8 +98,9 @@ def main(argv=None):
     env = {'MEDMAAS_RUNS_DIR': str(scratch/'runs'), 'MEDMAAS_REGISTRY_DIR': str(scratch/'registry'),
            'MLFLOW_TRACKING_URI': f"sqlite:///{scratch/'mlflow.db'}", 'MPLBACKEND': 'Agg'}
     runs_dir = Path(os.environ.get('MEDMAAS_RUNS_DIR') or ROOT/'runs')
-    jobs = [(p, PROC/p.relative_to(ROOT/'nbs'), env, not a.quick) for p in notebooks()]
+    jobs = [(p, PROC/p.relative_to(ROOT/'nbs'), env, None if a.no_exec else not a.quick) for p in notebooks()]
     import multiprocessing as mp
+    import nbdev.processors, execnb.shell  # noqa: F401  (imported once, shared by the forked workers)
     with mp.get_context('fork').Pool(a.workers, maxtasksperchild=1) as pool:  # one fresh process per notebook
         for name, secs, errs in pool.imap(_execute, jobs):
             print(f'  {name}: {secs:.1f}s' + ''.join(f'\n    error in {e}' for e in errs))
