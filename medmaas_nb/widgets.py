@@ -227,7 +227,7 @@ def _bars_html(df:pd.DataFrame, unit:dict|None=None)->str:
                     f'<td style="padding:0 6px;text-align:right">{r.effect:+.3g}</td><td style="width:240px">{bar}</td></tr>')
     return '<table class="medmaas-explanation">' + ''.join(rows) + '</table>'
 
-# %% ../nbs/09_widgets.ipynb #b4ced011
+# %% ../nbs/09_widgets.ipynb #67c757a6
 def _fmt_pred(pred:dict, task:Task)->str:
     if task.kind == 'regression':
         name = task.output_names[0] if task.output_names else 'prediction'
@@ -308,6 +308,7 @@ class Playground:
             x = Xte.iloc[[v]] if hasattr(Xte, 'iloc') else Xte[v:v + 1]
             return self.spec.to_records(x)
         if kind == 'array': return self.spec.to_records(v)
+        if kind == 'file': return self.spec.to_records(self._read_image(v))  # a path or uploaded bytes
         x = np.array([v]) if self.spec.kind == 'sequence' else [v]
         return self.spec.to_records(x)
 
@@ -318,7 +319,7 @@ class Playground:
         if getattr(self, '_syncing', False): return
         if self.spec.kind != 'tabular':
             v = change['new'].strip()
-            if self.spec.kind == 'image': self._source = ('array', self._read_image(v)) if v else ('example', self.example_w.value)
+            if self.spec.kind == 'image': self._source = ('file', v) if v else ('example', self.example_w.value)
             else: self._source = ('text', v)
         self.update()
 
@@ -339,7 +340,7 @@ class Playground:
 
     def _uploaded(self, change):
         files = change['new']
-        if files: self._source = ('array', self._read_image(files[0]['content'])); self.update()
+        if files: self._source = ('file', bytes(files[0]['content'])); self.update()
 
     def predict_records(self, records:list[dict])->list[dict]:
         "Predictions for records, from the model in process or from the service."

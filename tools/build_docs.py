@@ -39,7 +39,8 @@ def _execute(args):
         def base_procs(self): return [exec_cells if p is exec_show_docs else p for p in super().base_procs()] + [widget_note, unquarto]
 
     t0 = time.perf_counter(); nb = read_nb(src)
-    DocsFilter()(nb)
+    import contextlib, io
+    with contextlib.redirect_stdout(io.StringIO()): DocsFilter()(nb)  # widgets' text form would be printed here
     dst.parent.mkdir(parents=True, exist_ok=True); write_nb(nb, dst)
     return src.relative_to(ROOT/'nbs').as_posix(), time.perf_counter() - t0, exec_cells.errors
 
