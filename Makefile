@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED := 1
 # the package of this checkout comes first (git worktrees may share one .venv)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: install run test test-notebooks test-sync test-py clean-runs
+.PHONY: install run test test-notebooks test-sync test-py clean-runs docs lab
 
 $(STAMP): setup.py settings.ini
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,3 +36,14 @@ test-py: install
 
 clean-runs:
 	rm -rf runs registry mlruns
+
+## the documentation site, offline, into site/ (home, tutorials, API reference, latest report of each task; with search)
+## (users with Quarto can still run nbdev_docs)
+docs: install
+	$(BIN)/python tools/build_docs.py
+
+## JupyterLab on 127.0.0.1 with this project's environment as the kernel, opening the tutorials
+LAB_PORT ?= 8888
+lab: install
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=$(CURDIR) \
+	  --LabApp.default_url=/lab/tree/nbs/tutorials --LabApp.extension_manager=readonly $(if $(filter 0,$(shell id -u)),--allow-root)
