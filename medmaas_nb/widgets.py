@@ -227,7 +227,7 @@ def _bars_html(df:pd.DataFrame, unit:dict|None=None)->str:
                     f'<td style="padding:0 6px;text-align:right">{r.effect:+.3g}</td><td style="width:240px">{bar}</td></tr>')
     return '<table class="medmaas-explanation">' + ''.join(rows) + '</table>'
 
-# %% ../nbs/09_widgets.ipynb #67c757a6
+# %% ../nbs/09_widgets.ipynb #796842cb
 def _fmt_pred(pred:dict, task:Task)->str:
     if task.kind == 'regression':
         name = task.output_names[0] if task.output_names else 'prediction'
@@ -378,6 +378,13 @@ class Playground:
             return ('<p>How far the answer moves when each feature alone is set back to the training median:</p>'
                     + _bars_html(e.head(10), {f.name: f.unit for f in self.spec.features}))
         if e is None: return ''
+        if isinstance(e, dict) and isinstance(e.get('attributions'), dict) and all(isinstance(v, (int, float)) for v in e['attributions'].values()):
+            a, vals = e['attributions'], e.get('values') or {}
+            df = pd.DataFrame({'feature': list(a), 'effect': list(a.values()),
+                               'value': [float(vals[k]) if isinstance(vals.get(k), (int, float)) else float('nan') for k in a]})
+            df = df.reindex(df['effect'].abs().sort_values(ascending=False).index).head(15)
+            return (f"<p>{html.escape(str(e.get('method', 'attributions')))}: contribution of each feature to this prediction</p>"
+                    + _bars_html(df, {f.name: f.unit for f in self.spec.features}))
         if isinstance(e, dict) and all(isinstance(v, (int, float)) for v in e.values()):
             df = pd.DataFrame({'feature': list(e), 'value': [float('nan')] * len(e), 'effect': list(e.values())})
             return _bars_html(df.reindex(df['effect'].abs().sort_values(ascending=False).index).head(15))
