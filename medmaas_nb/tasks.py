@@ -15,7 +15,7 @@ from .evaluate import KINDS, Anchor, default_scores, select_model
 __all__ = ['COMMON_PARAMS', 'FAMILY_MODULES', 'InvalidInput', 'Feature', 'InputSpec', 'Param', 'Task', 'TrainResult', 'fit_task',
            'UnknownTask', 'register_task', 'all_tasks', 'get_task', 'tasks_table']
 
-# %% ../nbs/03_tasks.ipynb #5594cf0c
+# %% ../nbs/03_tasks.ipynb #6fc94bda
 class InvalidInput(ValueError):
     "An input that does not fit the task's input spec; `field` names the offending field."
     def __init__(self, message:str, field:str|None=None):
@@ -89,11 +89,26 @@ class InputSpec:
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != len(self.features):
             raise InvalidInput(f'Expected shape [N, {len(self.features)}] (features {self.names}), got {list(X.shape)}.', 'shape')
-        return self.validate([dict(zip(self.names, map(float, row))) for row in X])
+        if X.dtype.kind not in 'OUS': return self.validate([dict(zip(self.names, map(float, row))) for row in X])
+        return self.validate([{f.name: self._from_text(f, v) for f, v in zip(self.features, row)} for row in X])
+
+    @staticmethod
+    def _from_text(f:Feature, v):
+        "A BYTES tensor element back to the feature's value: a number, or the category whose text it is."
+        v = v.decode('utf-8', 'replace') if isinstance(v, bytes) else str(v)
+        if f.dtype == 'category':
+            return next((c for c in f.categories or [] if str(c) == v), v)
+        try: return float(v)
+        except ValueError: raise InvalidInput(f"'{f.name}' must be a number, got {v[:30]!r}; expected {f.expected()}.", f.name) from None
+
+    @property
+    def numeric(self)->bool:
+        "Whether every feature is a number (then v2 uses one FP64 tensor; else one BYTES tensor of texts)."
+        return all(f.dtype != 'category' or all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in f.categories or []) for f in self.features)
 
     def v2_inputs(self)->list[dict]:
         "Open Inference Protocol v2 tensor metadata: [{name, datatype, shape}] (-1 = any batch size)."
-        return [{'name': 'input', 'datatype': 'FP64', 'shape': [-1, len(self.features)]}]
+        return [{'name': 'input', 'datatype': 'FP64' if self.numeric else 'BYTES', 'shape': [-1, len(self.features)]}]
 
     def from_v2(self, tensors:dict # {tensor name: numpy array already shaped as the request said}
                ):
@@ -109,7 +124,9 @@ class InputSpec:
     def to_v2(self, X # model inputs, as `validate` returns them
              )->dict:
         "v2 request tensors {name: array} for the inputs (the inverse of `from_v2`)."
-        return {'input': pd.DataFrame(X)[self.names].to_numpy(dtype=float)}
+        df = pd.DataFrame(X)[self.names]
+        if self.numeric: return {'input': df.to_numpy(dtype=float)}
+        return {'input': np.array([[str(v) for v in row] for row in df.itertuples(index=False)], dtype=object)}
 
     def describe(self)->dict:
         "The spec as plain JSON, for model cards and API docs."
