@@ -1,4 +1,3 @@
-import json
 "The HTTP service against a real uvicorn server on 127.0.0.1: auth, limits, bad input, v2 clients, fuzzing, batching, CLI."
 import asyncio, hashlib, json, os, subprocess, sys, threading, time, warnings
 from concurrent.futures import ThreadPoolExecutor
