@@ -470,7 +470,7 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
                               'histories': hists, 'selection': 'mean validation AUC over seeds (official validation split)',
                               'cv_label': 'validation split, mean of seeds', 'snapshots': snapshots})
 
-# %% ../nbs/11_imaging.ipynb #e41592b1
+# %% ../nbs/11_imaging.ipynb #ae4cf27b
 def gradcam(model, # a served model from `build_served`
             X, # float32 images (N, 28, 28, 1)
             batch:int=256
@@ -481,15 +481,15 @@ def gradcam(model, # a served model from `build_served`
     convs = [l.output for l in model.layers if l.name.endswith('last_conv')]
     if not convs: raise ValueError("The model has no layer named '*last_conv' to take Grad-CAM maps from.")
     gm = _GRADCAM.get(model)
-    if gm is None: gm = _GRADCAM[model] = K.Model(model.inputs, convs + [model.output])
+    if gm is None: gm = _GRADCAM[model] = K.Model(model.inputs, convs + [model.get_layer('probability').input, model.output])
     maps, probs = [], []
     X = np.asarray(X, np.float32)
     for i in range(0, len(X), batch):
         x = tf.constant(X[i:i + batch])
         with tf.GradientTape() as tape:
-            *feats, p = gm(x, training=False)
-            sign = tf.where(p >= 0.5, 1.0, -1.0)  # gradient of the predicted class's probability
-            target = tf.reduce_sum(sign * p)
+            *feats, z, p = gm(x, training=False)
+            sign = tf.where(p >= 0.5, 1.0, -1.0)  # the predicted class's logit: unlike p, its gradient does not vanish when p is near 0 or 1
+            target = tf.reduce_sum(sign * z)
         grads = tape.gradient(target, feats)
         cams = []
         for A, g in zip(feats, grads):
