@@ -655,7 +655,7 @@ promoter = _sequence_task(
              Anchor('backprop', 'accuracy', 98/106, 'leave-one-out on 106 (8 errors)', _PR_SRC),
              Anchor('kNN (k=3)', 'accuracy', 93/106, 'leave-one-out on 106 (13 errors)', _PR_SRC),
              Anchor('ID3', 'accuracy', 87/106, 'leave-one-out on 106 (19 errors)', _PR_SRC)],
-    params={'C': Param(0.0, 'one SVM C instead of the grid 1, 3, 10 (0: the grid)'),
+    params={'C': Param(0.0, 'one SVM C instead of the grid 1, 3, 10 (0: the grid)', low=0.0, high=1e6),
             'test_size': Param(0.25, 'held-out test fraction')},
     limitations='106 sequences; the non-promoters come from one 1.5 kb stretch of rRNA genes, so "not a promoter" means "like '
                 'that stretch", not any DNA. Figures on so few examples move by about 1 % per error. The probabilities are '

@@ -626,10 +626,10 @@ _COMMON_PARAMS = {
     'seeds': Param(3, 'networks trained per candidate (seeds seed, seed+1, ...); served as their average, reported as mean +- sd'),
     'models': Param('both', 'candidates to train', choices=['both', 'baseline_cnn', 'small_resnet']),
     'batch_size': Param(64, 'training batch size'),
-    'width': Param(16, "filters of the residual network's first block (doubled twice)"),
-    'intensity': Param(0.2, 'random contrast (and half as much brightness) jitter in training (strong model)'),
-    'label_smoothing': Param(0.05, 'label smoothing of the loss (strong model)'),
-    'snapshots': Param(3, "per seed, the strong model's best validation epochs whose logits are averaged"),
+    'width': Param(16, "filters of the residual network's first block (doubled twice)", low=4, high=128),
+    'intensity': Param(0.2, 'random contrast (and half as much brightness) jitter in training (strong model)', low=0.0, high=1.0),
+    'label_smoothing': Param(0.05, 'label smoothing of the loss (strong model)', low=0.0, high=0.5),
+    'snapshots': Param(3, "per seed, the strong model's best validation epochs whose logits are averaged", low=1, high=20),
 }
 
 def _task(name, dataset, classes, description, anchors, epochs, flip, modality, limitations, rule='accuracy', patience=8, extra_params=None):
