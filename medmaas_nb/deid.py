@@ -10,9 +10,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['PHI_PATTERNS', 'FIRST_NAMES', 'PHISpan', 'find_phi', 'deidentify', 'DeidFilter', 'deid_logger', 'parse_marked',
-           'read_notes', 'evaluate_deid']
+           'read_notes', 'evaluate_deid', 'deid_table']
 
-# %% ../nbs/13a_deid.ipynb #bc1c7d91
+# %% ../nbs/13a_deid.ipynb #d5b936e1
 _MONTH = r'(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?'
 _WEEKDAY = r'(?:(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day,?\s+)?'
 _MM, _DD = r'(?:0?[1-9]|1[0-2])', r'(?:0?[1-9]|[12]\d|3[01])'
@@ -72,7 +72,7 @@ Ann Teresa Kathryn Sara Janice Jean Alice Madison Doris Abigail Julia Judy Bever
 Diana Natalie Sophia Alexis Lori Kayla Jane Eleanor Lily Priya Fatima Aisha Mei Yuki Elena Sofia Lucia Carmen Rosa Ana Isabel
 Ingrid Astrid Greta Hans Klaus Pierre Marie Louise Sean Siobhan Aoife Liam Connor Declan Kwame Kofi Amara Chidi Nkechi'''.split())
 
-# %% ../nbs/13a_deid.ipynb #b1c894ed
+# %% ../nbs/13a_deid.ipynb #93da0e3e
 @dataclass(frozen=True)
 class PHISpan:
     "One piece of PHI found in a text: character offsets and kind."
@@ -140,7 +140,7 @@ def deid_logger(name:str='medmaas_nb.text' # logger name
     if not any(isinstance(f, DeidFilter) for f in log.filters): log.addFilter(DeidFilter())
     return log
 
-# %% ../nbs/13a_deid.ipynb #71505b7e
+# %% ../nbs/13a_deid.ipynb #97d19e5f
 _MARK = re.compile(r'\[\[([A-Z]+)\|(.*?)\]\]')
 
 def parse_marked(marked:str # text with PHI written as [[KIND|text]]
@@ -176,3 +176,13 @@ def evaluate_deid(notes:list[str] # marked notes
         tp += sum(any(s.start < g.end and g.start < s.end for g in gold) for s in pred)
     return {'recall': found / total, 'precision': tp / npred if npred else float('nan'), 'n_gold': total, 'n_masked': npred,
             'recall_by_kind': {k: v[0] / v[1] for k, v in sorted(kinds.items())}}
+
+# %% ../nbs/13a_deid.ipynb #4f05990b
+def deid_table(paths:dict # {set name: path of a marked-notes file}
+              )->'pd.DataFrame':
+    "Recall, precision and counts of `evaluate_deid` for each labelled set."
+    import pandas as pd
+    rows = {k: evaluate_deid(read_notes(p)) for k, p in paths.items()}
+    return pd.DataFrame({k: {'notes': len(read_notes(paths[k])), 'PHI items': r['n_gold'], 'masked spans': r['n_masked'],
+                             'recall': round(r['recall'], 3), 'precision': round(r['precision'], 3),
+                             'worst kind': min(r['recall_by_kind'], key=r['recall_by_kind'].get)} for k, r in rows.items()}).T

@@ -106,7 +106,7 @@ class TextInputSpec(InputSpec):
             return {f: deidentify(str(v))[:self.limit(f)] for f, v in zip(self.fields, row)}
         return dict(self.examples) or {f: 'example text' for f in self.fields}
 
-# %% ../nbs/13_text.ipynb #5eab52e9
+# %% ../nbs/13_text.ipynb #3aacf5ea
 from sklearn.linear_model import LogisticRegression
 
 class SerialLogisticRegression(LogisticRegression):
@@ -172,7 +172,7 @@ def text_candidates(fields:list[str], quick:bool=False, seed:int=0, C:float=4.0,
             'tfidf_logreg': tfidf_logreg(fields, C=C, min_df=1 if quick else 2, ngram_max=1 if quick else 2),
             'tfidf_logreg_balanced': tfidf_logreg(fields, C=C, balanced=True, min_df=1 if quick else 2, ngram_max=1 if quick else 2)}
 
-# %% ../nbs/13_text.ipynb #99aef7ea
+# %% ../nbs/13_text.ipynb #fd3ee0d4
 ENCODER_NAME = 'all-MiniLM-L6-v2'
 _ENCODERS, _EMBEDDINGS, _SHARDS_READ = {}, {}, set()
 
@@ -270,7 +270,7 @@ def pubmedqa_candidates(quick:bool=False, seed:int=0, C:float=4.0, encoder:bool=
     if encoder and not quick: c.update(minilm_logreg=minilm_logreg(), minilm_tfidf_vote=minilm_tfidf_vote())
     return c
 
-# %% ../nbs/13_text.ipynb #c9a9182e
+# %% ../nbs/13_text.ipynb #34e41430
 def _linear_parts(model):
     if hasattr(model, 'named_estimators_') and 'tfidf' in model.named_estimators_: model = model.named_estimators_['tfidf']  # a soft vote: its TF-IDF member
     if not hasattr(model, 'named_steps') or 'tfidf' not in model.named_steps: return None
@@ -453,7 +453,7 @@ def review_text(df:pd.DataFrame)->list[str]:
     return [f'benefits: {b.strip()} side effects: {s.strip()} comments: {c.strip()}'
             for b, s, c in zip(df.benefitsReview, df.sideEffectsReview, df.commentsReview)]
 
-# %% ../nbs/13_text.ipynb #3a9c8b16
+# %% ../nbs/13_text.ipynb #ed22f4b6
 SIDE_EFFECT_LEVELS = ['none', 'mild', 'moderate', 'severe', 'extremely severe']
 _SIDE_EFFECTS = {'No Side Effects': 0, 'Mild Side Effects': 1, 'Moderate Side Effects': 2, 'Severe Side Effects': 3,
                  'Extremely Severe Side Effects': 4}
@@ -602,7 +602,7 @@ class BM25Retriever(BaseEstimator):
         "Indices of the top `k` documents per query."
         return np.argsort(-self.decision_function(X), axis=1)[:, :k]
 
-# %% ../nbs/13_text.ipynb #72c45d95
+# %% ../nbs/13_text.ipynb #4b2f203e
 def _clf_hooks(classes, fields, primary):
     return {'data': lambda ds: examples_report(ds, fields),
             'evaluate': lambda ds, model, run_dir: (explanation_report(ds, model, classes, fields),
