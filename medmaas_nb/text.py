@@ -22,10 +22,10 @@ __all__ = ['EVIDENCE_CUES', 'ENCODER_NAME', 'DRUGLIB_COLUMNS', 'RATING_BANDS', '
            'medquad_retrieval', 'TextInputSpec', 'SerialLogisticRegression', 'tfidf_logreg', 'EvidenceCues',
            'tfidf_cues_logreg', 'text_candidates', 'sentence_encoder', 'embed', 'sentences', 'QAEmbeddingFeatures',
            'minilm_logreg', 'minilm_tfidf_vote', 'pubmedqa_candidates', 'top_ngrams', 'word_weights', 'explain_text',
-           'highlight_html', 'train_keras_text', 'challengers_report', 'explanation_report', 'examples_report',
-           'read_druglib', 'rating_band', 'review_text', 'load_druglib_task', 'load_druglib_side_effects',
-           'load_abstracts_task', 'load_pubmedqa_task', 'read_medquad', 'load_medquad_task', 'BM25Retriever',
-           'RetrievalTask', 'medquad_candidates', 'medquad_report']
+           'highlight_html', 'train_keras_text', 'train_keras_mlp', 'challengers_report', 'explanation_report',
+           'examples_report', 'read_druglib', 'rating_band', 'review_text', 'load_druglib_task',
+           'load_druglib_side_effects', 'load_abstracts_task', 'load_pubmedqa_task', 'read_medquad',
+           'load_medquad_task', 'BM25Retriever', 'RetrievalTask', 'medquad_candidates', 'medquad_report']
 
 # %% ../nbs/13_text.ipynb #0b65c9a8
 @dataclass
@@ -172,7 +172,7 @@ def text_candidates(fields:list[str], quick:bool=False, seed:int=0, C:float=4.0,
             'tfidf_logreg': tfidf_logreg(fields, C=C, min_df=1 if quick else 2, ngram_max=1 if quick else 2),
             'tfidf_logreg_balanced': tfidf_logreg(fields, C=C, balanced=True, min_df=1 if quick else 2, ngram_max=1 if quick else 2)}
 
-# %% ../nbs/13_text.ipynb #fd3ee0d4
+# %% ../nbs/13_text.ipynb #b706db26
 ENCODER_NAME = 'all-MiniLM-L6-v2'
 _ENCODERS, _EMBEDDINGS, _SHARDS_READ = {}, {}, set()
 
@@ -194,7 +194,8 @@ def _embedding_dir(name:str)->Path:
 
 def embed(texts:list[str], # texts to encode
           name:str=ENCODER_NAME, # encoder name
-          cache:bool=True # also read and write the on-disk cache
+          cache:bool=True, # also read and write the on-disk cache
+          chunk:int=1024 # texts encoded (and written to the cache) at a time
          )->np.ndarray:
     "Unit-length sentence embeddings, (n, 384) float32, cached by text hash in memory and on disk."
     import hashlib
@@ -207,16 +208,16 @@ def embed(texts:list[str], # texts to encode
                 with np.load(f, allow_pickle=False) as z: _EMBEDDINGS.update(zip(z['keys'].tolist(), z['vectors']))
             except Exception: pass  # a damaged shard is ignored (and its texts encoded again)
             _SHARDS_READ.add(f.name)
-    todo = dict((k, t) for k, t in zip(keys, texts) if k not in _EMBEDDINGS)
-    if todo:
+    todo = list(dict((k, t) for k, t in zip(keys, texts) if k not in _EMBEDDINGS).items())
+    for i in range(0, len(todo), chunk):  # in chunks, so that an interrupted run keeps what it encoded
         import torch
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-        V = sentence_encoder(name).encode(list(todo.values()), batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+        part = todo[i:i + chunk]
+        V = sentence_encoder(name).encode([t for _, t in part], batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
                                           show_progress_bar=False).astype(np.float32)
-        _EMBEDDINGS.update(zip(todo, V))
+        ks = np.array([k for k, _ in part]); _EMBEDDINGS.update(zip(ks.tolist(), V))
         if cache:
             from medmaas_nb.core import atomic_write
-            d.mkdir(parents=True, exist_ok=True); ks = np.array(list(todo))
             shard = d/f"{hashlib.sha1(''.join(ks).encode()).hexdigest()[:16]}.npz"; buf = io.BytesIO()
             np.savez(buf, keys=ks, vectors=V)
             with atomic_write(shard, 'wb') as f: f.write(buf.getvalue())
@@ -335,7 +336,7 @@ def highlight_html(text:str, # the text (de-identified here before display)
         out.append(f'<span style="background:{col}" title="{v:+.3f}">{html.escape(m.group())}</span>')
     return ''.join(out + [html.escape(text[last:])]) + ('...' if len(text) >= max_chars else '')
 
-# %% ../nbs/13_text.ipynb #b7910d45
+# %% ../nbs/13_text.ipynb #ee9850f7
 def _join(X)->list[str]:
     X = np.asarray(X, dtype=object).reshape(len(X), -1)
     return [' [SEP] '.join(map(str, r)) for r in X]
@@ -358,30 +359,67 @@ def train_keras_text(X_train, y_train, # training texts ((n, fields) array) and 
               callbacks=[K.callbacks.EarlyStopping(patience=3, restore_best_weights=True)])
     return m, (lambda X: np.asarray(vec(np.array(_join(X))))), h.history
 
-def challengers_report(ds:Dataset, model, run_dir:Path, classes:list[str], primary:str):
-    "Test-split figures of the majority class, the registered TF-IDF model and the Keras CNN, side by side (writes challengers.json)."
+def train_keras_mlp(F_train, y_train, # feature matrix (e.g. sentence-embedding features) and integer labels
+                    n_classes:int, seed:int=0, epochs:int=80):
+    "Fit a small Keras MLP (standardised inputs, one hidden layer, dropout) on fixed features; returns (model, history)."
+    from medmaas_nb.core import keras
+    K = keras(); K.utils.set_random_seed(seed)
+    F = np.asarray(F_train, dtype=np.float32); y = np.asarray(y_train).astype(int)
+    norm = K.layers.Normalization(); norm.adapt(F)
+    m = K.Sequential([K.Input((F.shape[1],)), norm, K.layers.Dropout(0.2), K.layers.Dense(64, activation='relu'),
+                      K.layers.Dropout(0.5), K.layers.Dense(n_classes, activation='softmax')])
+    m.compile(optimizer=K.optimizers.Adam(1e-3), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    h = m.fit(F, y, epochs=epochs, batch_size=32, validation_split=0.1, verbose=0,
+              callbacks=[K.callbacks.EarlyStopping(patience=8, restore_best_weights=True)])
+    return m, h.history
+
+def _fmt_rows(rows:dict)->pd.DataFrame:
+    return pd.DataFrame({k: {f"{m} [95% CI]": f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for m, v in r.items()
+                             if m in ('accuracy', 'f1_macro', 'balanced_accuracy')} for k, r in rows.items()}).T
+
+def challengers_report(ds:Dataset, model, run_dir:Path, classes:list[str], primary:str,
+                       candidates=None, # the task's candidates function, to refit the best TF-IDF baseline when another model won
+                       keras_model:str='cnn' # the Keras challenger: 'cnn' (embeddings + CNN on words) or 'minilm_mlp' (MLP on sentence-embedding features)
+                      ):
+    "Test-split figures of the majority class, the best TF-IDF baseline, the registered model and a Keras model, side by side (writes challengers.json)."
     from IPython.display import display, Markdown
     from sklearn.dummy import DummyClassifier
     Xtr, ytr = ds['train']; Xte, yte = ds['test']; quick = ds.meta.get('quick', False); seed = ds.meta.get('seed', 0)
-    nb = 200 if quick else 1000
+    nb = 200 if quick else 1000; run_dir = Path(run_dir)
+    tj = json.loads((run_dir/'train.json').read_text()) if (run_dir/'train.json').exists() else {}
+    chosen, cv = tj.get('chosen', 'registered'), tj.get('cv', {})
+    tfidf = [n for n in cv if n.startswith('tfidf')]
+    base = max(tfidf, key=lambda n: cv[n][primary]['value']) if tfidf else chosen
     rows = {'majority class': bootstrap_metrics('multiclass', yte, DummyClassifier(strategy='prior').fit(Xtr, ytr).predict_proba(Xte), nb, seed),
-            'registered model (TF-IDF + logistic regression)': bootstrap_metrics('multiclass', yte, model.predict_proba(Xte), nb, seed)}
+            f'registered model ({chosen})': bootstrap_metrics('multiclass', yte, model.predict_proba(Xte), nb, seed)}
+    base_key = f'registered model ({chosen})'
+    if base != chosen and candidates is not None:
+        base_key = f'TF-IDF baseline ({base}, best TF-IDF model in CV)'
+        rows[base_key] = bootstrap_metrics('multiclass', yte, candidates(quick=quick, seed=seed)[base].fit(Xtr, ytr).predict_proba(Xte), nb, seed)
+    kname = 'Keras CNN (trained here)' if keras_model == 'cnn' else 'Keras MLP on MiniLM sentence-embedding features (trained here)'
     if quick:  # TensorFlow's import and one epoch would double a quick run; tests/test_text.py trains the CNN on its own
-        display(Markdown('Quick run: the Keras CNN challenger is skipped (full runs train it).'))
-    else:
+        display(Markdown(f'Quick run: the Keras challenger ({kname}) is skipped (full runs train it).'))
+    elif keras_model == 'cnn':
         km, vec, hist = train_keras_text(Xtr, ytr, len(classes), quick=quick, seed=seed)
-        rows['Keras CNN (trained here)'] = bootstrap_metrics('multiclass', yte, km.predict(vec(Xte), verbose=0), nb, seed)
-    tab = pd.DataFrame({k: {f"{m} [95% CI]": f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for m, v in r.items() if m in ('accuracy', 'f1_macro', 'balanced_accuracy')}
-                        for k, r in rows.items()}).T
-    display(tab)
-    if 'Keras CNN (trained here)' not in rows:
-        (Path(run_dir)/'challengers.json').write_text(json.dumps({'test': rows}, indent=1)); return rows
-    ours, base = rows['Keras CNN (trained here)'][primary]['value'], rows['registered model (TF-IDF + logistic regression)'][primary]['value']
-    verdict = (f"The Keras CNN **beats** the TF-IDF baseline on test `{primary}` ({ours:.3f} vs {base:.3f})." if ours > base else
-               f"The Keras CNN **does not beat** the TF-IDF baseline on test `{primary}` ({ours:.3f} vs {base:.3f}): with a few thousand "
-               "texts, learning word meanings from scratch loses to a linear model over n-grams.")
-    display(Markdown(verdict + f" (Keras: {len(hist['loss'])} epoch(s), stopped on 10 % of the training split.)"))
-    (Path(run_dir)/'challengers.json').write_text(json.dumps({'test': rows, 'keras_epochs': len(hist['loss'])}, indent=1))
+        rows[kname] = bootstrap_metrics('multiclass', yte, km.predict(vec(Xte), verbose=0), nb, seed)
+    else:
+        feats = QAEmbeddingFeatures()
+        km, hist = train_keras_mlp(feats.transform(Xtr), ytr, len(classes), seed=seed)
+        rows[kname] = bootstrap_metrics('multiclass', yte, km.predict(feats.transform(Xte), verbose=0), nb, seed)
+    display(_fmt_rows(rows))
+    b = rows[base_key][primary]['value']
+    if base_key != f'registered model ({chosen})':
+        r = rows[f'registered model ({chosen})'][primary]['value']
+        display(Markdown(f"The registered model (`{chosen}`, chosen by cross-validation on the training split) {'**beats**' if r > b else '**does not beat**'} "
+                         f"the best TF-IDF baseline (`{base}`) on test `{primary}`: {r:.3f} vs {b:.3f}."))
+    out = {'test': rows, 'chosen': chosen, 'tfidf_baseline': base}
+    if kname in rows:
+        k = rows[kname][primary]['value']
+        display(Markdown(f"The {kname} {'**beats**' if k > b else '**does not beat**'} the TF-IDF baseline on test `{primary}` ({k:.3f} vs {b:.3f})"
+                         + ('.' if k > b else ': with a few thousand texts, a network trained here loses to a linear model over n-grams.')
+                         + f" (Keras: {len(hist['loss'])} epoch(s), stopped on 10 % of the training split.)"))
+        out['keras_epochs'] = len(hist['loss'])
+    (run_dir/'challengers.json').write_text(json.dumps(out, indent=1))
     return rows
 
 def explanation_report(ds:Dataset, model, classes:list[str], fields:list[str], n:int=3):
@@ -602,25 +640,26 @@ class BM25Retriever(BaseEstimator):
         "Indices of the top `k` documents per query."
         return np.argsort(-self.decision_function(X), axis=1)[:, :k]
 
-# %% ../nbs/13_text.ipynb #4b2f203e
-def _clf_hooks(classes, fields, primary):
+# %% ../nbs/13_text.ipynb #310aa327
+def _clf_hooks(classes, fields, primary, candidates=None, keras_model='cnn'):
     return {'data': lambda ds: examples_report(ds, fields),
             'evaluate': lambda ds, model, run_dir: (explanation_report(ds, model, classes, fields),
-                                                    challengers_report(ds, model, run_dir, classes, primary), None)[-1]}
+                                                    challengers_report(ds, model, run_dir, classes, primary, candidates, keras_model), None)[-1]}
 
 _NO_ANCHOR = 'no comparable published figure (shared/docs/anchors.md): compare with the majority class and TF-IDF rows of the report'
 _TEXT_PARAMS = {'C': Param(4.0, 'inverse regularisation strength of the TF-IDF logistic regressions')}
 
 def _text_task(name:str, dataset:str, description:str, load, classes:list[str], spec:str, example:dict, limitations:str,
-               fields:tuple=('text',), max_chars:dict|None=None, primary:str='f1_macro', candidates=None, params:dict|None=None, **kw)->Task:
+               fields:tuple=('text',), max_chars:dict|None=None, primary:str='f1_macro', candidates=None, params:dict|None=None,
+               keras_model:str='cnn', **kw)->Task:
     "Register a text classification task with the family's shared spec, explanations, report hooks and CV settings."
-    fields = list(fields)
+    fields = list(fields); candidates = candidates or (lambda **k: text_candidates(fields, **k))
     return register_task(Task(
         name=name, family='text', kind='multiclass', dataset=dataset, description=description, load=load,
-        candidates=candidates or (lambda **k: text_candidates(fields, **k)), primary_metric=primary,
+        candidates=candidates, primary_metric=primary,
         input_spec=TextInputSpec(fields=fields, max_chars=max_chars or {f: 20_000 for f in fields}, description=spec, examples=example),
         output_names=classes, params=params or _TEXT_PARAMS, cv_splits=5, cv_repeats=2,
-        explain=lambda model, X: explain_text(model, X, fields, classes), hooks=_clf_hooks(classes, fields, primary),
+        explain=lambda model, X: explain_text(model, X, fields, classes), hooks=_clf_hooks(classes, fields, primary, candidates, keras_model),
         limitations=limitations, **kw))
 
 _REVIEW_SPEC, _REVIEW_EXAMPLE = ('One drug review in English, UTF-8, at most 20,000 characters.',
@@ -657,6 +696,7 @@ pubmedqa = _text_task(
     '500 training questions; no biomedical language model is fine-tuned here (a general-domain sentence encoder, all-MiniLM-L6-v2, '
     'gives fixed features), so it learns surface cues (e.g. "significant") rather than reasoning. Never use it to answer a clinical question.',
     fields=('question', 'context'), max_chars={'question': 1_000, 'context': 20_000}, primary='accuracy', candidates=pubmedqa_candidates,
+    keras_model='minilm_mlp',
     anchors=[Anchor('majority class', 'accuracy', 0.552, _PQA_HOW, 'shared/docs/anchors.md'),
              Anchor('BioBERT, multi-phase fine-tuning (+211k artificial, 61k unlabelled)', 'accuracy', 0.681, _PQA_HOW, 'shared/docs/anchors.md'),
              Anchor('single human annotator', 'accuracy', 0.780, _PQA_HOW, 'shared/docs/anchors.md')])
