@@ -140,7 +140,7 @@ def deid_logger(name:str='medmaas_nb.text' # logger name
     if not any(isinstance(f, DeidFilter) for f in log.filters): log.addFilter(DeidFilter())
     return log
 
-# %% ../nbs/13a_deid.ipynb #10e05b3c
+# %% ../nbs/13a_deid.ipynb #7471d208
 _MARK = re.compile(r'\[\[([A-Z]+)\|(.*?)\]\]')
 
 def parse_marked(marked:str # text with PHI written as [[KIND|text]]
@@ -177,7 +177,7 @@ def evaluate_deid(notes:list[str] # marked notes
     return {'recall': found / total, 'precision': tp / npred if npred else float('nan'), 'n_gold': total, 'n_masked': npred,
             'recall_by_kind': {k: v[0] / v[1] for k, v in sorted(kinds.items())}}
 
-# %% ../nbs/13a_deid.ipynb #78ebebd8
+# %% ../nbs/13a_deid.ipynb #93f6c8d0
 def deid_table(paths:dict # {set name: path of a marked-notes file}
               )->'pd.DataFrame':
     "Recall, precision and counts of `evaluate_deid` for each labelled set."

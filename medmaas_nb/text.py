@@ -172,7 +172,7 @@ def text_candidates(fields:list[str], quick:bool=False, seed:int=0, C:float=4.0,
             'tfidf_logreg': tfidf_logreg(fields, C=C, min_df=1 if quick else 2, ngram_max=1 if quick else 2),
             'tfidf_logreg_balanced': tfidf_logreg(fields, C=C, balanced=True, min_df=1 if quick else 2, ngram_max=1 if quick else 2)}
 
-# %% ../nbs/13_text.ipynb #b706db26
+# %% ../nbs/13_text.ipynb #7e5a3068
 ENCODER_NAME = 'all-MiniLM-L6-v2'
 _ENCODERS, _EMBEDDINGS, _SHARDS_READ = {}, {}, set()
 
@@ -336,7 +336,7 @@ def highlight_html(text:str, # the text (de-identified here before display)
         out.append(f'<span style="background:{col}" title="{v:+.3f}">{html.escape(m.group())}</span>')
     return ''.join(out + [html.escape(text[last:])]) + ('...' if len(text) >= max_chars else '')
 
-# %% ../nbs/13_text.ipynb #ee9850f7
+# %% ../nbs/13_text.ipynb #b2e63a77
 def _join(X)->list[str]:
     X = np.asarray(X, dtype=object).reshape(len(X), -1)
     return [' [SEP] '.join(map(str, r)) for r in X]
@@ -640,7 +640,7 @@ class BM25Retriever(BaseEstimator):
         "Indices of the top `k` documents per query."
         return np.argsort(-self.decision_function(X), axis=1)[:, :k]
 
-# %% ../nbs/13_text.ipynb #310aa327
+# %% ../nbs/13_text.ipynb #19b01084
 def _clf_hooks(classes, fields, primary, candidates=None, keras_model='cnn'):
     return {'data': lambda ds: examples_report(ds, fields),
             'evaluate': lambda ds, model, run_dir: (explanation_report(ds, model, classes, fields),
