@@ -338,7 +338,7 @@ def highlight_html(text:str, # the text (de-identified here before display)
         out.append(f'<span style="background:{col}" title="{v:+.3f}">{html.escape(m.group())}</span>')
     return ''.join(out + [html.escape(text[last:])]) + ('...' if len(text) >= max_chars else '')
 
-# %% ../nbs/13_text.ipynb #6025e643
+# %% ../nbs/13_text.ipynb #922909be
 def _join(X)->list[str]:
     X = np.asarray(X, dtype=object).reshape(len(X), -1)
     return [' [SEP] '.join(map(str, r)) for r in X]
@@ -402,8 +402,8 @@ def challengers_report(ds:Dataset, model, run_dir:Path, classes:list[str], prima
     import sys
     if quick:  # TensorFlow's import and one epoch would double a quick run; tests/test_text.py trains the CNN on its own
         display(Markdown(f'Quick run: the Keras challenger ({kname}) is skipped (full runs train it).'))
-    elif 'torch' in sys.modules:  # the sentence encoder's PyTorch and TensorFlow crash when loaded into one process here
-        display(Markdown(f'The registered model loaded PyTorch (sentence encoder) in this process, so the Keras challenger ({kname}) is skipped.'))
+    elif 'sentence_transformers' in sys.modules:  # the sentence encoder and TensorFlow crashed when loaded into one process here
+        display(Markdown(f'The registered model loaded the sentence encoder in this process, so the Keras challenger ({kname}) is skipped.'))
     elif keras_model == 'cnn':
         km, vec, hist = train_keras_text(Xtr, ytr, len(classes), quick=quick, seed=seed)
         rows[kname] = bootstrap_metrics('multiclass', yte, km.predict(vec(Xte), verbose=0), nb, seed)

