@@ -280,7 +280,7 @@ def _words_html(record:dict, words:list)->str:
     df = pd.DataFrame({'feature': [d['word'] for d in words], 'value': float('nan'), 'effect': [float(d['weight']) for d in words]})
     return ''.join(out) + _bars_html(df)
 
-# %% ../nbs/09_widgets.ipynb #e26da9cf
+# %% ../nbs/09_widgets.ipynb #1174a3ca
 def _fmt_pred(pred:dict, task:Task)->str:
     if task.kind == 'regression':
         name = task.output_names[0] if task.output_names else 'prediction'
@@ -351,7 +351,8 @@ class Playground:
     @property
     def record(self)->dict:
         "The current input as one record of the task's plain JSON form."
-        if self.spec.kind == 'tabular': return {k: w.value for k, w in self.controls.items()}
+        if self.spec.kind == 'tabular':  # plain Python values (a category's value may come from the data as a numpy scalar)
+            return {k: w.value.item() if isinstance(w.value, np.generic) else w.value for k, w in self.controls.items()}
         return self._records[0]
 
     def _records_from_source(self)->list[dict]:
