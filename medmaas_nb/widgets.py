@@ -19,7 +19,7 @@ __all__ = ['data_kind', 'target_groups', 'feature_distribution', 'DatasetExplore
            'occlusion_effects', 'gradcam_html', 'sequence_html', 'Playground', 'find_runs', 'compare_runs',
            'RunComparer']
 
-# %% ../nbs/09_widgets.ipynb #ce2dc70c
+# %% ../nbs/09_widgets.ipynb #3c1f11ea
 _DNA = set('ACGTNDHKMRSVWYB')
 
 def data_kind(X # the inputs of a split
@@ -28,6 +28,8 @@ def data_kind(X # the inputs of a split
     if isinstance(X, pd.DataFrame): return 'tabular'
     if isinstance(X, pd.Series): X = X.tolist()
     if isinstance(X, np.ndarray) and X.dtype.kind in 'fiub' and (X.ndim == 3 or (X.ndim == 4 and X.shape[-1] in (1, 3))): return 'image'
+    if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind in 'OU' and len(X) and all(isinstance(s, str) for s in X[:50].ravel()):
+        return 'text'  # one column per text field (the text tasks' `(n, fields)` arrays)
     items = list(X[:50]) if len(X) else []
     if items and all(isinstance(s, str) for s in items):
         return 'sequence' if all(set(s.upper()) <= _DNA for s in items) else 'text'
@@ -58,7 +60,7 @@ def target_groups(y, # targets of a split (class labels, numbers, or a structure
     order = [str(n) for n in (names or []) if str(n) in set(labels)] + sorted(set(labels) - {str(n) for n in names or []})
     return pd.Series(pd.Categorical(labels, order, ordered=True), name='group')
 
-# %% ../nbs/09_widgets.ipynb #9495fbad
+# %% ../nbs/09_widgets.ipynb #07b02157
 def feature_distribution(X:pd.DataFrame, # features of a split
                          groups:pd.Series, # one group label per row (`target_groups`)
                          feature:str # column to summarise
@@ -130,8 +132,8 @@ class DatasetExplorer:
         return idx
 
     def _item(self, i:int):
-        X = self.X
-        return X.iloc[i] if hasattr(X, 'iloc') else X[i]
+        X = self.X; x = X.iloc[i] if hasattr(X, 'iloc') else X[i]
+        return ' | '.join(map(str, x)) if self.kind == 'text' and isinstance(x, np.ndarray) else x
 
     def page(self)->list[dict]:
         "The examples on the current page: [{'index', 'label', 'x'}]."
@@ -153,9 +155,16 @@ class DatasetExplorer:
         with self.out:
             if self.kind == 'tabular': self._show_tabular()
             elif self.kind == 'image': self._show_images()
-            else: display(W.HTML(_html_table([{'#': r['index'], 'label': r['label'],
-                                                self.kind: (str(r['x'])[:400] + ('...' if len(str(r['x'])) > 400 else ''))} for r in self.page()],
+            else: display(W.HTML(_html_table([{'#': r['index'], 'label': r['label'], self.kind: self._shown(r['x'])} for r in self.page()],
                                               f'medmaas-{self.kind}s')))
+
+    def _shown(self, x, n:int=400)->str:
+        "An example as shown: texts de-identified first (names, dates, numbers masked), then cut to `n` characters."
+        s = str(x)
+        if self.kind == 'text':
+            from medmaas_nb.deid import deidentify
+            s = deidentify(s)
+        return s[:n] + ('...' if len(s) > n else '')
 
     def _show_tabular(self):
         import matplotlib.pyplot as plt
