@@ -72,6 +72,7 @@ def test_docs_site_pages_load_offline_without_errors(browser, docs_site):
     for must in ['index.html', '09_widgets.html', '03_tasks.html'] + [f'tutorials/{p.stem}.html' for p in tutorials]: assert must in pages, pages
     SHOTS.mkdir(parents=True, exist_ok=True)
     ctx = browser.new_context(viewport={'width': 1280, 'height': 900}); page = ctx.new_page(); seen = _watch(page)
+    page.set_default_navigation_timeout(120_000)  # executed pages carry ~1 MB of figures: slow to lay out on a busy 2-core machine
     problems = {}
     for rel in pages:
         before = {k: len(v) for k, v in seen.items()}
