@@ -81,6 +81,10 @@ def test_docs_site_pages_load_offline_without_errors(browser, docs_site):
         if resp.status != 200 or new: problems[rel] = {'status': resp.status, **new}
         if rel in ('index.html', '09_widgets.html') or rel.startswith('tutorials/'):
             page.screenshot(path=str(SHOTS/f"docs_{rel.replace('/', '_').replace('.html', '')}.png"), full_page=False)
+            figs = page.locator('.jupyter-wrapper img[src^="data:image/png"]')  # executed builds: the page's largest figure too
+            if rel.startswith('tutorials/') and figs.count():
+                areas = [(b['width'] * b['height'] if b else 0) for b in (figs.nth(k).bounding_box() for k in range(figs.count()))]
+                figs.nth(areas.index(max(areas))).screenshot(path=str(SHOTS/f"docs_{rel.replace('/', '_').replace('.html', '')}_figure.png"))
     assert not problems, json.dumps(problems, indent=1)[:4000]
     # navigation: the home page links to the tutorials and the API reference
     page.goto(base + 'index.html')
