@@ -16,9 +16,10 @@ from .evaluate import Anchor
 
 # %% auto #0
 __all__ = ['data_kind', 'target_groups', 'feature_distribution', 'DatasetExplorer', 'PredictService', 'LocalService', 'score_of',
-           'occlusion_effects', 'Playground', 'find_runs', 'compare_runs', 'RunComparer']
+           'occlusion_effects', 'gradcam_html', 'sequence_html', 'Playground', 'find_runs', 'compare_runs',
+           'RunComparer']
 
-# %% ../nbs/09_widgets.ipynb #ce2dc70c
+# %% ../nbs/09_widgets.ipynb #3c1f11ea
 _DNA = set('ACGTNDHKMRSVWYB')
 
 def data_kind(X # the inputs of a split
@@ -27,6 +28,8 @@ def data_kind(X # the inputs of a split
     if isinstance(X, pd.DataFrame): return 'tabular'
     if isinstance(X, pd.Series): X = X.tolist()
     if isinstance(X, np.ndarray) and X.dtype.kind in 'fiub' and (X.ndim == 3 or (X.ndim == 4 and X.shape[-1] in (1, 3))): return 'image'
+    if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind in 'OU' and len(X) and all(isinstance(s, str) for s in X[:50].ravel()):
+        return 'text'  # one column per text field (the text tasks' `(n, fields)` arrays)
     items = list(X[:50]) if len(X) else []
     if items and all(isinstance(s, str) for s in items):
         return 'sequence' if all(set(s.upper()) <= _DNA for s in items) else 'text'
@@ -57,7 +60,7 @@ def target_groups(y, # targets of a split (class labels, numbers, or a structure
     order = [str(n) for n in (names or []) if str(n) in set(labels)] + sorted(set(labels) - {str(n) for n in names or []})
     return pd.Series(pd.Categorical(labels, order, ordered=True), name='group')
 
-# %% ../nbs/09_widgets.ipynb #9495fbad
+# %% ../nbs/09_widgets.ipynb #07b02157
 def feature_distribution(X:pd.DataFrame, # features of a split
                          groups:pd.Series, # one group label per row (`target_groups`)
                          feature:str # column to summarise
@@ -129,8 +132,8 @@ class DatasetExplorer:
         return idx
 
     def _item(self, i:int):
-        X = self.X
-        return X.iloc[i] if hasattr(X, 'iloc') else X[i]
+        X = self.X; x = X.iloc[i] if hasattr(X, 'iloc') else X[i]
+        return ' | '.join(map(str, x)) if self.kind == 'text' and isinstance(x, np.ndarray) else x
 
     def page(self)->list[dict]:
         "The examples on the current page: [{'index', 'label', 'x'}]."
@@ -152,9 +155,16 @@ class DatasetExplorer:
         with self.out:
             if self.kind == 'tabular': self._show_tabular()
             elif self.kind == 'image': self._show_images()
-            else: display(W.HTML(_html_table([{'#': r['index'], 'label': r['label'],
-                                                self.kind: (str(r['x'])[:400] + ('...' if len(str(r['x'])) > 400 else ''))} for r in self.page()],
+            else: display(W.HTML(_html_table([{'#': r['index'], 'label': r['label'], self.kind: self._shown(r['x'])} for r in self.page()],
                                               f'medmaas-{self.kind}s')))
+
+    def _shown(self, x, n:int=400)->str:
+        "An example as shown: texts de-identified first (names, dates, numbers masked), then cut to `n` characters."
+        s = str(x)
+        if self.kind == 'text':
+            from medmaas_nb.deid import deidentify
+            s = deidentify(s)
+        return s[:n] + ('...' if len(s) > n else '')
 
     def _show_tabular(self):
         import matplotlib.pyplot as plt
@@ -179,7 +189,7 @@ class DatasetExplorer:
 
     def _ipython_display_(self): display(self.widget)
 
-# %% ../nbs/09_widgets.ipynb #97bdff6b
+# %% ../nbs/09_widgets.ipynb #345bcfc1
 @runtime_checkable
 class PredictService(Protocol):
     "What the playground needs from a service: `predict(task, records) -> list[dict]` (records as `InputSpec.to_records` makes them)."
@@ -192,6 +202,10 @@ class LocalService:
     def predict(self, task:str, records:list[dict])->list[dict]:
         "Validate the records against the task's spec and predict, like the service does."
         t = get_task(task); return t.predict(self.models[task], t.input_spec.validate(records))
+    def explain(self, task:str, record:dict)->dict|None:
+        "The task's explanation of one record (None if the task has none), as the service's explain endpoint gives it."
+        t = get_task(task)
+        return None if t.explain is None else t.explain(self.models[task], t.input_spec.validate([record]))[0]
 
 def score_of(pred:dict # one prediction as `Task.predict` returns it
             )->float:
@@ -202,7 +216,7 @@ def score_of(pred:dict # one prediction as `Task.predict` returns it
     if 'probabilities' in pred: return float(max(pred['probabilities'].values()))
     raise ValueError(f'No score in prediction {pred}.')
 
-# %% ../nbs/09_widgets.ipynb #2d44e2a6
+# %% ../nbs/09_widgets.ipynb #f19d94ec
 def occlusion_effects(predict:Callable, # records -> list of predictions (`Task.predict` shape)
                       record:dict, # the input, {feature: value}
                       reference:dict # baseline value per feature (e.g. training medians)
@@ -223,11 +237,59 @@ def _bars_html(df:pd.DataFrame, unit:dict|None=None)->str:
         w = 45 * abs(r.effect) / m; col = '#c0392b' if r.effect > 0 else '#2471a3'
         bar = (f'<div style="display:inline-block;width:45%;text-align:right">' + (f'<span style="display:inline-block;height:10px;width:{w/0.45:.1f}%;background:{col}"></span>' if r.effect < 0 else '') + '</div>'
                f'<div style="display:inline-block;width:45%">' + (f'<span style="display:inline-block;height:10px;width:{w/0.45:.1f}%;background:{col}"></span>' if r.effect >= 0 else '') + '</div>')
-        rows.append(f'<tr><td style="padding:0 6px">{html.escape(str(r.feature))} = {r.value:.4g} {html.escape((unit or {}).get(r.feature, ""))}</td>'
+        val = '' if isinstance(r.value, float) and math.isnan(r.value) else f' = {r.value:.4g} {html.escape((unit or {}).get(r.feature, ""))}'
+        rows.append(f'<tr><td style="padding:0 6px">{html.escape(str(r.feature))}{val}</td>'
                     f'<td style="padding:0 6px;text-align:right">{r.effect:+.3g}</td><td style="width:240px">{bar}</td></tr>')
     return '<table class="medmaas-explanation">' + ''.join(rows) + '</table>'
 
-# %% ../nbs/09_widgets.ipynb #796842cb
+# %% ../nbs/09_widgets.ipynb #63354d2c
+def _service_errors()->tuple:
+    "Exceptions of a service call that the playground shows instead of raising (the HTTP client's, when it is installed)."
+    errs = []
+    try:
+        from medmaas_nb.client import ServiceError; errs.append(ServiceError)
+        import httpx; errs.append(httpx.HTTPError)
+    except ImportError: pass
+    return tuple(errs)
+
+def _png(rgb:np.ndarray)->str:
+    import base64, io, matplotlib.image
+    buf = io.BytesIO(); matplotlib.image.imsave(buf, np.clip(rgb, 0, 1), format='png')
+    return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()
+
+def gradcam_html(image, # one image, (H, W) or (H, W, 1), in [0, 1] or 0-255
+                 cam, # its Grad-CAM map, (H, W) in [0, 1]
+                 width:int=140 # shown width in pixels
+                )->str:
+    "The image and the image with its Grad-CAM map laid over it (red: evidence for the prediction), as inline PNGs."
+    import matplotlib
+    img = np.asarray(image, float).squeeze(); img = img / 255 if img.max() > 1 else img
+    cam = np.clip(np.asarray(cam, float), 0, 1); a = 0.55 * cam[..., None]
+    over = (1 - a) * img[..., None] + a * matplotlib.colormaps['jet'](cam)[..., :3]
+    style = f'width:{width}px;image-rendering:pixelated;margin-right:8px'
+    return (f'<div class="medmaas-gradcam"><img alt="image" style="{style}" src="{_png(np.repeat(img[..., None], 3, -1))}">'
+            f'<img alt="Grad-CAM" style="{style}" src="{_png(over)}"></div>')
+
+def sequence_html(seq:str, # the sequence
+                  importance, # one number per position (larger: more important)
+                  offset:int=0 # label of the first position minus 1 (e.g. -31 for -30..+30)
+                 )->str:
+    "The sequence in monospace, each letter shaded by its position's importance (hover: position and value)."
+    imp = np.clip(np.asarray(importance, float), 0, None); top = max(float(imp.max()) if len(imp) else 0.0, 1e-12)
+    cells = ''.join(f'<span title="position {i + 1 + offset}: {v:.3g}" style="background:rgba(192,57,43,{0.05 + 0.85 * v / top:.2f})">{html.escape(b)}</span>'
+                    for i, (b, v) in enumerate(zip(seq, imp)))
+    return f'<div class="medmaas-sequence" style="font-family:monospace;font-size:14px;letter-spacing:1px;word-break:break-all">{cells}</div>'
+
+def _words_html(record:dict, words:list)->str:
+    from medmaas_nb.text import highlight_html  # de-identifies the text before showing it
+    out = []
+    for f, text in record.items():
+        w = {d['word'].lower(): float(d['weight']) for d in words if d.get('field', f) == f}
+        out.append((f'<b>{html.escape(f)}</b>: ' if len(record) > 1 else '') + f'<div class="medmaas-text">{highlight_html(str(text), w)}</div>')
+    df = pd.DataFrame({'feature': [d['word'] for d in words], 'value': float('nan'), 'effect': [float(d['weight']) for d in words]})
+    return ''.join(out) + _bars_html(df)
+
+# %% ../nbs/09_widgets.ipynb #1174a3ca
 def _fmt_pred(pred:dict, task:Task)->str:
     if task.kind == 'regression':
         name = task.output_names[0] if task.output_names else 'prediction'
@@ -259,7 +321,7 @@ class Playground:
         self.out_w = W.HTML(); self.out_w.add_class('medmaas-prediction')
         self.explain_w = W.HTML(); self.explain_w.add_class('medmaas-explanation')
         self.error_w = W.HTML()
-        self.last_input = self.last_prediction = self.last_explanation = None; self.n_updates = 0
+        self.last_input = self.last_prediction = self.last_explanation = self.last_response = None; self.n_updates = 0
         Xtr = self.ds['train'][0]
         if self.spec.kind == 'tabular':
             self.reference = {f.name: (float(Xtr[f.name].median()) if f.dtype != 'category' else Xtr[f.name].mode().iloc[0]) for f in self.spec.features}
@@ -298,7 +360,8 @@ class Playground:
     @property
     def record(self)->dict:
         "The current input as one record of the task's plain JSON form."
-        if self.spec.kind == 'tabular': return {k: w.value for k, w in self.controls.items()}
+        if self.spec.kind == 'tabular':  # plain Python values (a category's value may come from the data as a numpy scalar)
+            return {k: w.value.item() if isinstance(w.value, np.generic) else w.value for k, w in self.controls.items()}
         return self._records[0]
 
     def _records_from_source(self)->list[dict]:
@@ -334,7 +397,9 @@ class Playground:
         else: a = np.load(src) if str(src).endswith('.npy') else __import__('matplotlib.image', fromlist=['imread']).imread(src)
         a = np.asarray(a, dtype=float)
         if a.ndim == 3 and a.shape[-1] in (3, 4): a = a[..., :3].mean(-1)
-        if a.max() <= 1.0 and np.asarray(self.ds['test'][0]).max() > 1: a = a * 255
+        data_max = float(np.asarray(self.ds['test'][0]).max())
+        if a.max() <= 1.0 and data_max > 1: a = a * 255
+        elif a.max() > 1.0 and data_max <= 1: a = a / 255  # 8-bit grey levels for a model that reads intensities in [0, 1]
         ref = np.asarray(self.ds['test'][0]).shape[1:]
         return a.reshape((1,) + ref)
 
@@ -344,8 +409,10 @@ class Playground:
 
     def predict_records(self, records:list[dict])->list[dict]:
         "Predictions for records, from the model in process or from the service."
-        if self.service is not None: return self.service.predict(self.task.name, records)
-        return self.task.predict(self.model, self.spec.validate(records))
+        if self.service is None: return self.task.predict(self.model, self.spec.validate(records))
+        out = self.service.predict(self.task.name, records)
+        if isinstance(out, dict) and 'predictions' in out: self.last_response, out = out, out['predictions']  # the HTTP client's envelope
+        return out
 
     def update(self, sync_text:bool=False):
         "Recompute the prediction and the explanation for the current input, and show them."
@@ -356,7 +423,7 @@ class Playground:
             records = [self.record]
             self.last_input = self.spec.validate(records)
             pred = self.predict_records(records)[0]
-        except (InvalidInput, ValueError, TypeError, OSError) as e:
+        except (InvalidInput, ValueError, TypeError, OSError, *_service_errors()) as e:
             self.error_w.value = f'<span class="medmaas-error" style="color:#c0392b">{html.escape(str(e), quote=False)}</span>'
             self.last_prediction = None; return
         self.error_w.value = ''; self.last_prediction = pred
@@ -367,7 +434,10 @@ class Playground:
         self.explain_w.value = self._explanation_html()
 
     def _explain(self, records):
-        if self.service is not None and hasattr(self.service, 'explain'): return self.service.explain(self.task.name, records)[0]
+        if self.service is not None and hasattr(self.service, 'explain'):
+            try: e = self.service.explain(self.task.name, records[0])
+            except _service_errors(): e = None  # e.g. a task without explanations: the prediction still stands
+            if e is not None: return e
         if self.service is None and self.task.explain is not None: return self.task.explain(self.model, self.last_input)[0]
         if self.spec.kind == 'tabular': return occlusion_effects(self.predict_records, records[0], self.reference)
         return None
@@ -378,6 +448,16 @@ class Playground:
             return ('<p>How far the answer moves when each feature alone is set back to the training median:</p>'
                     + _bars_html(e.head(10), {f.name: f.unit for f in self.spec.features}))
         if e is None: return ''
+        if isinstance(e, dict) and 'gradcam' in e:
+            return (f"<p>{html.escape(str(e.get('method', 'Grad-CAM')))}: where the evidence for the prediction came from</p>"
+                    + gradcam_html(np.asarray(self.last_input)[0], e['gradcam']))
+        if isinstance(e, dict) and 'position_importance' in e:
+            return (f"<p>{html.escape(str(e.get('method', 'importance')))}: how much p({html.escape(str(e.get('class', '')))}) drops "
+                    'at most when one base changes, per position (darker: more)</p>'
+                    + sequence_html(str(np.asarray(self.last_input)[0]), e['position_importance']))
+        if isinstance(e, dict) and isinstance(e.get('words'), list) and e['words']:
+            return (f"<p>Words that pushed towards <b>{html.escape(str(e.get('prediction')))}</b> (green) or away from it (red):</p>"
+                    + _words_html(self.record, e['words']))
         if isinstance(e, dict) and isinstance(e.get('attributions'), dict) and all(isinstance(v, (int, float)) for v in e['attributions'].values()):
             a, vals = e['attributions'], e.get('values') or {}
             df = pd.DataFrame({'feature': list(a), 'effect': list(a.values()),

@@ -67,22 +67,33 @@ def docs_site(tmp_path_factory):
 def test_docs_site_pages_load_offline_without_errors(browser, docs_site):
     base, site = docs_site
     pages = sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html') if p.name != '404.html')
-    for must in ('index.html', 'tutorials/01_clinical.html', '09_widgets.html', '03_tasks.html'): assert must in pages, pages
+    tutorials = sorted((ROOT/'nbs'/'tutorials').glob('[0-9]*.ipynb'))
+    assert len(tutorials) >= 4, tutorials  # one per family: clinical, imaging, genomics, text
+    for must in ['index.html', '09_widgets.html', '03_tasks.html'] + [f'tutorials/{p.stem}.html' for p in tutorials]: assert must in pages, pages
     SHOTS.mkdir(parents=True, exist_ok=True)
     ctx = browser.new_context(viewport={'width': 1280, 'height': 900}); page = ctx.new_page(); seen = _watch(page)
+    page.set_default_navigation_timeout(120_000)  # executed pages carry ~1 MB of figures: slow to lay out on a busy 2-core machine
     problems = {}
     for rel in pages:
         before = {k: len(v) for k, v in seen.items()}
         resp = page.goto(base + rel, wait_until='networkidle')
         new = {k: v[before[k]:] for k, v in seen.items() if len(v) > before[k]}
         if resp.status != 200 or new: problems[rel] = {'status': resp.status, **new}
-        if rel in ('index.html', 'tutorials/01_clinical.html', '09_widgets.html'):
+        if rel in ('index.html', '09_widgets.html') or rel.startswith('tutorials/'):
             page.screenshot(path=str(SHOTS/f"docs_{rel.replace('/', '_').replace('.html', '')}.png"), full_page=False)
+            figs = page.locator('.jupyter-wrapper img[src^="data:image/png"]')  # executed builds: the page's largest figure too
+            if rel.startswith('tutorials/') and figs.count():
+                areas = [(b['width'] * b['height'] if b else 0) for b in (figs.nth(k).bounding_box() for k in range(figs.count()))]
+                figs.nth(areas.index(max(areas))).screenshot(path=str(SHOTS/f"docs_{rel.replace('/', '_').replace('.html', '')}_figure.png"))
     assert not problems, json.dumps(problems, indent=1)[:4000]
     # navigation: the home page links to the tutorials and the API reference
     page.goto(base + 'index.html')
     nav = page.locator('nav.md-nav--primary').inner_text()
     for item in ('Tutorials', 'API reference', 'Widgets'): assert item in nav, nav
+    for p in tutorials:  # every tutorial is in the navigation, under its title
+        title = json.loads(p.read_text())['cells'][0]['source']
+        title = (''.join(title) if isinstance(title, list) else title).splitlines()[0].lstrip('# ').replace('Tutorial: ', '')
+        assert title in nav, (title, nav)
     # search (offline index, web worker): finds the playground
     page.locator('input.md-search__input').click(); page.keyboard.type('playground')
     page.wait_for_selector('.md-search-result__item', timeout=15000)

@@ -1,25 +1,31 @@
 """Build the documentation site offline: execute the notebooks, process them with nbdev (hidden cells out, API docs in),
 add the latest report of each task, and render everything with MkDocs (material theme, offline search) into `site/`.
-Nothing in the built pages loads from the internet. `--quick` runs only the exported code and the API docs; `--no-exec` runs nothing."""
-import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
+Nothing in the built pages loads from the internet. `--quick` runs only the exported code and the API docs; `--no-exec` runs nothing.
+Executed notebooks are cached in `_docs_build/cache/`, keyed by the notebook, the package's code and the data manifest: a rebuild
+runs only the notebooks whose inputs changed (`--no-cache` runs them all)."""
+import argparse, hashlib, json, os, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROC = ROOT/'_proc'                 # nbdev-processed notebooks = the MkDocs docs_dir
 CFG = ROOT/'_docs_build'/'mkdocs.yml' # generated MkDocs configuration
+CACHE = ROOT/'_docs_build'/'cache'   # executed notebooks of earlier builds
 WIDGET_NOTE = ('<div class="admonition note"><p>Interactive widget: open this notebook in JupyterLab '
                '(<code>make lab</code>) to use it.</p></div>')
 
 def _execute(args):
     "Process one notebook with nbdev's docs processors, executing its cells on the way; returns (name, seconds, errors)."
     src, dst, env, full = args
-    os.environ.update(env); os.chdir(ROOT); sys.path.insert(0, str(ROOT))
+    os.environ.update(env); os.chdir(src.parent); sys.path.insert(0, str(ROOT))  # cells see the folder nbdev_test runs them in
     from execnb.nbio import read_nb, write_nb
     from nbdev.processors import FilterDefaults, exec_show_docs, _show_docs
 
     class exec_cells(exec_show_docs):
         "Run every code cell in order (full build) or only exports and show_doc cells (quick build); keep going after an error."
         errors = []
+        def begin(self):
+            super().begin()  # show_doc of a subclass evaluates its inherited annotations in the notebook's namespace
+            if hasattr(self, 'k'): self.k.run_cell('from typing import Any, Callable')
         def __call__(self, cell):
             if full is None or not hasattr(self, 'k') or cell.cell_type != 'code' or not cell.source.strip(): return
             if cell.directives_.get('eval:', [''])[0].lower() == 'false': return
@@ -92,6 +98,7 @@ def main(argv=None):
     ap.add_argument('--no-exec', action='store_true', help='run nothing: pages show the code without outputs (for tests)')
     ap.add_argument('--site-dir', default=str(ROOT/'site'))
     ap.add_argument('--workers', type=int, default=2)
+    ap.add_argument('--no-cache', action='store_true', help='execute every notebook, ignoring (and refreshing) the cache')
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     shutil.rmtree(PROC, ignore_errors=True)
@@ -99,12 +106,19 @@ def main(argv=None):
     env = {'MEDMAAS_RUNS_DIR': str(scratch/'runs'), 'MEDMAAS_REGISTRY_DIR': str(scratch/'registry'),
            'MLFLOW_TRACKING_URI': f"sqlite:///{scratch/'mlflow.db'}", 'MPLBACKEND': 'Agg'}
     runs_dir = Path(os.environ.get('MEDMAAS_RUNS_DIR') or ROOT/'runs')
-    jobs = [(p, PROC/p.relative_to(ROOT/'nbs'), env, None if a.no_exec else not a.quick) for p in notebooks()]
+    mode = 'none' if a.no_exec else 'quick' if a.quick else 'full'
+    jobs, code = [], _inputs_digest()
+    for p in notebooks():
+        dst = PROC/p.relative_to(ROOT/'nbs'); hit = _cached(p, mode, code)
+        if hit is not None and not a.no_cache:
+            dst.parent.mkdir(parents=True, exist_ok=True); shutil.copy2(hit, dst); print(f'  {dst.relative_to(PROC).as_posix()}: cached')
+        else: jobs.append((p, dst, env, None if a.no_exec else not a.quick))
     import multiprocessing as mp
     import nbdev.processors, execnb.shell  # noqa: F401  (imported once, shared by the forked workers)
     with mp.get_context('fork').Pool(a.workers, maxtasksperchild=1) as pool:  # one fresh process per notebook
-        for name, secs, errs in pool.imap(_execute, jobs):
+        for (src, dst, *_), (name, secs, errs) in zip(jobs, pool.imap(_execute, jobs)):
             print(f'  {name}: {secs:.1f}s' + ''.join(f'\n    error in {e}' for e in errs))
+            if not errs and mode != 'none': _store(src, dst, mode, code)  # a notebook with errors runs again next time
     shutil.rmtree(scratch, ignore_errors=True)
     # the latest report of each task
     reports = latest_reports(runs_dir)
@@ -115,6 +129,27 @@ def main(argv=None):
                    check=True, cwd=ROOT, env={**os.environ, 'NO_MKDOCS_2_WARNING': '1'})
     strip_external(Path(a.site_dir))
     print(f'site built in {time.perf_counter() - t0:.1f}s: {a.site_dir}/index.html')
+
+def _inputs_digest()->str:
+    "What every notebook's outputs depend on besides its own cells: the package's code and the data manifest."
+    h = hashlib.sha256()
+    for p in sorted((ROOT/'medmaas_nb').rglob('*.py')) + [ROOT/'data'/'manifest.json', ROOT/'settings.ini']:
+        if p.exists(): h.update(p.relative_to(ROOT).as_posix().encode() + b'\0' + p.read_bytes())
+    return h.hexdigest()
+
+def _cache_path(src:Path, mode:str, code:str)->Path:
+    name = src.relative_to(ROOT/'nbs').as_posix().replace('/', '__')
+    key = hashlib.sha256(src.read_bytes() + mode.encode() + code.encode()).hexdigest()[:20]
+    return CACHE/f'{name}.{key}.ipynb'
+
+def _cached(src:Path, mode:str, code:str)->Path|None:
+    p = _cache_path(src, mode, code)
+    return p if p.exists() else None
+
+def _store(src:Path, dst:Path, mode:str, code:str):
+    p = _cache_path(src, mode, code); CACHE.mkdir(parents=True, exist_ok=True)
+    for old in CACHE.glob(p.name.rsplit('.', 2)[0] + '.*.ipynb'): old.unlink()  # one entry per notebook
+    shutil.copy2(dst, p)
 
 def write_mkdocs_yml(reports:dict):
     rel = lambda p: p.relative_to(PROC).as_posix()
