@@ -17,7 +17,7 @@ from .clinical import ClinicalTask, age_bands, subgroup_metrics
 __all__ = ['HORIZON_DAYS', 'MAX_VISITS', 'STATIC_FEATURES', 'VISIT_FEATURES', 'MODEL_FEATURES', 'PBC_SPEC', 'pbc_trajectory',
            'VisitHistorySpec', 'load_pbc_task', 'last_visit_features', 'summary_features', 'baseline_models',
            'fit_baselines', 'build_gru', 'fit_gru', 'gru_outputs', 'train_pbc', 'TrajectoryTask', 'explain_history',
-           'compare_on_test']
+           'compare_on_test', 'verdict']
 
 # %% ../nbs/10b_clinical_trajectory.ipynb #84f8b17a
 HORIZON_DAYS = 730 # output 2: death or transplant within this many days of the latest visit
@@ -310,7 +310,7 @@ def explain_history(model, X)->list[dict]:
                     'visits': [{'visit': int(k - present[0]), 'effect_of_visit': float(base[i] - P[len(labs) + q])} for q, k in enumerate(present[:-1])]})
     return out
 
-# %% ../nbs/10b_clinical_trajectory.ipynb #49a3a9d5
+# %% ../nbs/10b_clinical_trajectory.ipynb #3337567b
 def _cluster_boot(fn, groups, n_boot:int=500, seed:int=0):
     rng = np.random.default_rng(seed); u = np.unique(groups); idx = {p: np.flatnonzero(groups == p) for p in u}; vals = []
     for _ in range(n_boot):
@@ -328,19 +328,33 @@ def compare_on_test(ds, model, seed:int=0, n_boot:int=500)->pd.DataFrame:
     for n, (f, c, r) in fit_baselines(Xtr, ytr, ntr, seed, ds.meta.get('quick', False)).items():
         preds[n] = (c.predict_proba(f(Xte))[:, 1], r.predict(f(Xte)))
     lb = Xte[:, -1, MODEL_FEATURES.index('bili')] * _SCALE['bili'][1] + _SCALE['bili'][0]
-    ok = ~np.isnan(nte); rows = []
+    ok = ~np.isnan(nte); rows = []; last = {}
     def ci(fn):
         v = fn(np.arange(len(yte))); b = _cluster_boot(fn, g, n_boot, seed)
+        last.update(value=float(v), ci_low=float(np.quantile(b, .025)), ci_high=float(np.quantile(b, .975)))
         return f'{v:.3f} [{np.quantile(b, .025):.3f}, {np.quantile(b, .975):.3f}]', v
     rmse = lambda b, s: float(np.sqrt(np.mean((b[s][ok[s]] - nte[s][ok[s]]) ** 2)))
     for n, (p, b) in preds.items():
         rows.append({'model': n, 'roc_auc': ci(lambda s: roc_auc_score(yte[s], p[s]))[0], 'brier': ci(lambda s: brier_score_loss(yte[s], p[s]))[0],
                      'next log-bilirubin RMSE': ci(lambda s: rmse(b, s))[0]})
     rows.append({'model': 'same as today (bilirubin only)', 'next log-bilirubin RMSE': ci(lambda s: rmse(lb, s))[0]})
-    pg, pl = preds['gru'][0], preds['last-visit boosting'][0]
-    rows.append({'model': 'GRU minus last-visit boosting', 'roc_auc': ci(lambda s: roc_auc_score(yte[s], pg[s]) - roc_auc_score(yte[s], pl[s]))[0],
-                 'next log-bilirubin RMSE': ci(lambda s: rmse(preds['gru'][1], s) - rmse(preds['last-visit boosting'][1], s))[0]})
-    return pd.DataFrame(rows).set_index('model').fillna('')
+    pg, pl = preds['gru'][0], preds['last-visit boosting'][0]; diff = {}
+    row = {'model': 'GRU minus last-visit boosting', 'roc_auc': ci(lambda s: roc_auc_score(yte[s], pg[s]) - roc_auc_score(yte[s], pl[s]))[0]}
+    diff['roc_auc'] = dict(last)
+    row['next log-bilirubin RMSE'] = ci(lambda s: rmse(preds['gru'][1], s) - rmse(preds['last-visit boosting'][1], s))[0]
+    diff['next_log_bili_rmse'] = dict(last); rows.append(row)
+    out = pd.DataFrame(rows).set_index('model').fillna('')
+    out.attrs['gru_minus_last_visit'] = diff  # numbers behind the last row, for the verdict
+    return out
+
+def verdict(diff:dict # `compare_on_test(...).attrs['gru_minus_last_visit']`
+           )->dict:
+    "Does the GRU beat the last-visit baseline beyond chance (the patient-level interval of the difference excludes 0)?"
+    a, r = diff['roc_auc'], diff['next_log_bili_rmse']
+    say = lambda lo, hi, better_if_positive: ('yes' if (lo > 0 if better_if_positive else hi < 0) else
+                                              ('no: worse' if (hi < 0 if better_if_positive else lo > 0) else 'no: the interval includes 0'))
+    return {'2-year event AUC': {**a, 'gru_beats_last_visit': say(a['ci_low'], a['ci_high'], True)},
+            'next log-bilirubin RMSE': {**r, 'gru_beats_last_visit': say(r['ci_low'], r['ci_high'], False)}}
 
 def _pbc_hook(ds, model, run_dir):
     from IPython.display import display, Markdown
@@ -352,6 +366,12 @@ def _pbc_hook(ds, model, run_dir):
     display(Markdown(f"## The GRU against the baselines, same test patients\n\n{len(set(ds.groups['test']))} test patients, "
                      f"{len(yte)} histories; 95 % intervals by resampling patients. Horizon: {HORIZON_DAYS} days after the latest visit."))
     cmp = compare_on_test(ds, model, n_boot=50 if quick else 500); display(cmp); cmp.to_csv(run_dir/'comparison.csv')
+    from medmaas_nb.core import write_json
+    v = verdict(cmp.attrs['gru_minus_last_visit']); write_json(run_dir/'targets.json', v)
+    display(Markdown("### Goal: does the GRU beat the last-visit baseline?\n\n" + '\n'.join(
+        f"- {k}: GRU minus last-visit {d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] -> **{d['gru_beats_last_visit']}**"
+        for k, d in v.items()) + "\n\nWhere the interval includes 0 the GRU does **not** clearly beat the baseline on these "
+        "patients: reading the whole trajectory has not been shown to add to the latest visit's labs."))
     display(Markdown('## Subgroups (2-year event AUC; bootstrap over histories)'))
     s = gru_outputs(model, Xte)[0]; at = ds.meta['attributes']['test']
     sg = subgroup_metrics('binary', yte, s, {c: at[c] for c in at.columns}, ['roc_auc', 'brier'], n_boot=50 if quick else 500)
