@@ -324,7 +324,7 @@ def fit_task(task:Task, # the task
     model = cands[best].fit(X, y)
     return TrainResult(model, best, folds, summ)
 
-# %% ../nbs/03_tasks.ipynb #b820b600
+# %% ../nbs/03_tasks.ipynb #504427e0
 _TASKS:dict[str, Task] = {}
 FAMILY_MODULES = ['medmaas_nb.clinical', 'medmaas_nb.imaging', 'medmaas_nb.genomics', 'medmaas_nb.text']
 
@@ -337,8 +337,10 @@ def register_task(task:Task # the task to add
     "Add a task to the registry (replacing one of the same name)."
     _TASKS[task.name] = task; return task
 
-def _load_families():
+def _load_families(until:str|None=None # stop once a task of this name is registered
+                  ):
     for m in FAMILY_MODULES:
+        if until in _TASKS: return
         try: importlib.import_module(m)
         except ModuleNotFoundError as e:
             if e.name != m: raise
@@ -350,6 +352,8 @@ def all_tasks()->dict[str, Task]:
 def get_task(name:str # task name
             )->Task:
     "The task called `name`, or a clear error listing the known tasks."
+    _load_families(until=name)  # only the families up to the task's own: a service of clinical models imports no TensorFlow
+    if name in _TASKS: return _TASKS[name]
     tasks = all_tasks()
     if name not in tasks: raise UnknownTask(f"Unknown task {name!r}. Known tasks: {', '.join(tasks) or '(none)'}.")
     return tasks[name]
