@@ -40,7 +40,7 @@ class BodyTooLarge(Exception):
 __all__ = ['log', 'OUTPUT_NAMES', 'RUNTIMES', 'ERROR_STATUS', 'MAX_INSTANCES', 'NotSupported', 'BodyTooLarge', 'ModelRuntime',
            'SklearnRuntime', 'DynamicBatcher', 'KerasRuntime', 'ModelSet', 'create_app', 'serve']
 
-# %% ../nbs/07_serving.ipynb #ac70c993
+# %% ../nbs/07_serving.ipynb #192178ea
 OUTPUT_NAMES = {'regression': 'prediction', 'binary': 'probability', 'multiclass': 'probabilities', 'survival': 'risk'}
 
 def _len(X)->int: return len(next(iter(X.values()))) if isinstance(X, dict) else len(X)
@@ -127,7 +127,9 @@ class SklearnRuntime(ModelRuntime):
 
     def warm_up(self):
         super().warm_up(); self.fast = self._array_ok()
-        if self.fast: log.info('%s: tables go to the model as float arrays', self.name)
+        if self.fast:  # an array has no column names, and we have just checked that it gives the DataFrame's answers
+            warnings.filterwarnings('ignore', message='X does not have valid feature names', category=UserWarning)
+            log.info('%s: tables go to the model as float arrays', self.name)
 
     def _array_ok(self)->bool:
         "Whether the model gives bit-identical scores and predictions for a float array (columns in spec order) as for the DataFrame."
@@ -140,7 +142,7 @@ class SklearnRuntime(ModelRuntime):
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', UserWarning)
                 same = np.array_equal(self._scores(A), self._scores(X)) and self._predict(A) == self._predict(X)
-            same = same and all(np.array_equal(self._scores(A[i:i+1]), self._scores(X.iloc[i:i+1])) for i in range(2))
+                same = same and all(np.array_equal(self._scores(A[i:i+1]), self._scores(X.iloc[i:i+1])) for i in range(2))
         except Exception as e: log.info('%s: float arrays not used (%s)', self.name, type(e).__name__); return False
         return bool(same)
 
@@ -151,13 +153,13 @@ class SklearnRuntime(ModelRuntime):
     def inputs_v2(self, tensors:dict):
         return np.asfortranarray(self.task.input_spec.from_v2(tensors, as_array=True)) if self.fast else super().inputs_v2(tensors)
 
-    def _quiet(self, fn, X):
+    def _checked(self, fn, X):
         if not isinstance(X, np.ndarray): return fn(X)
-        with warnings.catch_warnings():  # a float array has no column names; we checked it gives the same answers
-            warnings.simplefilter('ignore', UserWarning); return fn(X)
+        import sklearn
+        with sklearn.config_context(assume_finite=True): return fn(X)  # the input spec has checked every value
 
-    def _scores(self, X): return self._quiet(super()._scores, X)
-    def _predict(self, X)->list: return self._quiet(super()._predict, X)
+    def _scores(self, X): return self._checked(super()._scores, X)
+    def _predict(self, X)->list: return self._checked(super()._predict, X)
 
 # %% ../nbs/07_serving.ipynb #bb4feb8f
 def _concat(xs:list):
@@ -282,12 +284,13 @@ def _error(request, exc:Exception, status:int, message:str|None=None):
     request.scope.setdefault('state', {}).setdefault('audit', {})['error'] = type(exc).__name__
     return _json(body, status, hdrs)
 
-# %% ../nbs/07_serving.ipynb #6ff76a11
+# %% ../nbs/07_serving.ipynb #64e4da05
 _QUIET = ('/metrics', '/v2/health/live', '/v2/health/ready')
 
 class _Outer:
-    def __init__(self, app, max_body:int, metrics:dict, audit:AuditLog|None):
-        self.app, self.max_body, self.m, self.audit = app, max_body, metrics, audit
+    "The outermost layer: request id, body size limit, metrics and audit line for every request; the fast lane for predictions."
+    def __init__(self, app, max_body:int, metrics:dict, audit:AuditLog|None, fast=None):
+        self.app, self.max_body, self.m, self.audit, self.fast = app, max_body, metrics, audit, fast
 
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http': return await self.app(scope, receive, send)
@@ -308,7 +311,7 @@ class _Outer:
         try:
             if cl is not None and (not cl.isdigit() or int(cl) > self.max_body):
                 await _json({'error': f'The request body is over the limit of {self.max_body} bytes.', 'request_id': rid}, 413)(scope, receive, send_)
-            else: await self.app(scope, receive_, send_)
+            elif not (self.fast and await self.fast(scope, receive_, send_)): await self.app(scope, receive_, send_)
         finally:
             dt = time.perf_counter() - t0; route = getattr(scope.get('route'), 'path', 'unmatched'); model = audit.get('model', '')
             self.m['requests'].labels(route, model, status[0]).inc()
@@ -360,7 +363,7 @@ def _guard_input(fn, *a):
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
         raise InvalidInput(f'The input does not fit the model ({type(e).__name__}).', 'instances') from None
 
-# %% ../nbs/07_serving.ipynb #fa59ec28
+# %% ../nbs/07_serving.ipynb #2872dd9c
 def create_app(tasks:list|None=None, # task names to serve; None: every task with a registered model
                registry:Registry|None=None, # defaults to `Registry()`
                keys:KeyStore|None=None, # defaults to `KeyStore()` (MEDMAAS_KEYS_FILE or <registry>/keys.json)
@@ -504,11 +507,32 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
     @app.get('/api/v1/keys', tags=['admin'], summary='API keys (names and scopes; admin scope)')
     async def list_keys(request:Request): auth(request, 'admin'); return {'keys': keys.list()}
 
+    # --- the fast lane: prediction requests go straight to their handler, past FastAPI's routing and dependency layers ---
+    import re
+    routes = {getattr(r, 'path', None): r for r in app.routes}
+    lanes = [(re.compile(r'/api/v1/models/(?P<task>[^/]+)/predict'), predict, routes['/api/v1/models/{task}/predict']),
+             (re.compile(r'/v2/models/(?P<name>[^/]+)/infer'), v2_infer, routes['/v2/models/{name}/infer']),
+             (re.compile(r'/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/infer'), v2_infer, routes['/v2/models/{name}/versions/{version}/infer'])]
+    handlers = {**{cls: _err_handler(status) for cls, status in ERROR_STATUS.items()}, HTTPException: _http_exc, Exception: _internal}
+
+    async def fast(scope, receive, send)->bool:
+        "Answer a POST to a prediction route with the same handler and error handlers as the router; False for anything else."
+        if scope['method'] != 'POST': return False
+        for rx, fn, route in lanes:
+            if m := rx.fullmatch(scope['path']): break
+        else: return False
+        scope['route'], scope['path_params'] = route, m.groupdict()
+        request = Request(scope, receive)
+        try: response = await fn(request, **m.groupdict())
+        except Exception as exc:  # Starlette's rule: the handler of the nearest class in the exception's MRO
+            response = await next(handlers[c] for c in type(exc).__mro__ if c in handlers)(request, exc)
+        await response(scope, receive, send); return True
+
     origins = cors_origins if cors_origins is not None else [o for o in env.get('MEDMAAS_CORS_ORIGINS', '').split(',') if o]
     if origins:
         from starlette.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=['GET', 'POST'], allow_headers=['Authorization', 'Content-Type'])
-    app.add_middleware(_Outer, max_body=max_body, metrics=M, audit=audit)
+    app.add_middleware(_Outer, max_body=max_body, metrics=M, audit=audit, fast=None if origins else fast)  # CORS needs the full stack
     return app
 
 # %% ../nbs/07_serving.ipynb #c2d46193
