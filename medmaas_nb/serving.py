@@ -38,7 +38,7 @@ class BodyTooLarge(Exception):
 
 # %% auto #0
 __all__ = ['log', 'OUTPUT_NAMES', 'RUNTIMES', 'ERROR_STATUS', 'MAX_INSTANCES', 'NotSupported', 'BodyTooLarge', 'ModelRuntime',
-           'SklearnRuntime', 'DynamicBatcher', 'KerasRuntime', 'ModelSet', 'create_app', 'serve']
+           'SklearnRuntime', 'DynamicBatcher', 'fixed_batches', 'KerasRuntime', 'ModelSet', 'create_app', 'serve']
 
 # %% ../nbs/07_serving.ipynb #192178ea
 OUTPUT_NAMES = {'regression': 'prediction', 'binary': 'probability', 'multiclass': 'probabilities', 'survival': 'risk'}
@@ -212,14 +212,38 @@ class DynamicBatcher:
                 for *_, f in batch:
                     if not f.done(): f.set_exception(e)
 
-# %% ../nbs/07_serving.ipynb #747780dc
+# %% ../nbs/07_serving.ipynb #eaa13216
+def _take(X, idx:list):
+    if isinstance(X, dict): return {k: _take(v, idx) for k, v in X.items()}
+    if isinstance(X, list): return [X[i] for i in idx]
+    if hasattr(X, 'iloc'): return X.iloc[idx].reset_index(drop=True)
+    return np.asarray(X)[idx]
+
+def fixed_batches(fn, # (inputs) -> one result per input (array or list)
+                  X, # the inputs
+                  size:int # every call to `fn` gets exactly this many inputs
+                 ):
+    "Run `fn` on chunks of exactly `size` inputs (the last padded with copies of its first input) and join the results."
+    n, out = _len(X), []
+    for i in range(0, n, size):
+        idx = list(range(i, min(i + size, n))); k = len(idx)
+        r = fn(_take(X, idx + [i] * (size - k)))
+        out.append(r[:k])
+    if not out: return fn(X)
+    return [v for r in out for v in r] if isinstance(out[0], list) else np.concatenate([np.asarray(r) for r in out])
+
 class KerasRuntime(ModelRuntime):
-    "Keras models (`.keras`, TensorFlow imported on load): predictions go through a `DynamicBatcher`."
+    "Keras models (`.keras`, TensorFlow imported on load): predictions go through a `DynamicBatcher`, in batches of one fixed size."
     platform = 'keras'
     def __init__(self, task:Task, mv:ModelVersion, max_batch:int=32, max_wait_ms:float=2.0, observe=None):
-        super().__init__(task, mv)
+        super().__init__(task, mv); self.max_batch = max_batch
         self._b_scores = DynamicBatcher(self._scores, max_batch, max_wait_ms, observe)
         self._b_predict = DynamicBatcher(self._predict, max_batch, max_wait_ms, observe)
+
+    # float32 kernels may sum in another order for another batch size; one fixed size makes each input's answer
+    # independent of what it was batched with (and equal to `fixed_batches(task.predict, X, max_batch)` in process)
+    def _scores(self, X): return fixed_batches(super()._scores, X, self.max_batch)
+    def _predict(self, X)->list: return fixed_batches(super()._predict, X, self.max_batch)
 
     async def scores(self, X)->np.ndarray: self._check(); return await self._b_scores(X)
     async def predict(self, X)->list[dict]: self._check(); return await self._b_predict(X)
