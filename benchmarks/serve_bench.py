@@ -93,7 +93,7 @@ def main():
         from medmaas_nb.core import seed_everything
         from medmaas_nb.imaging import build_member, build_served
         seed_everything(0)
-        kmodel = build_served('baseline_cnn', [build_member('baseline_cnn')])  # untrained weights: the timings do not depend on them
+        kmodel = build_served('baseline_cnn', [build_member('baseline_cnn', 's0_')])  # untrained weights: the timings do not depend on them
         save_model(kmodel, tmp/'k', 'keras'); Registry(tmp/'kregistry').register(KTASK, tmp/'k', {'task': KTASK, 'model': {'runtime': 'keras'}})
         mlflow.keras.save_model(kmodel, str(tmp/'mlflow-keras'))
         img = np.random.default_rng(0).random((1, 28, 28, 1), dtype=np.float32)
