@@ -12,8 +12,8 @@ import pandas as pd
 from .evaluate import KINDS, Anchor, default_scores, select_model
 
 # %% auto #0
-__all__ = ['COMMON_PARAMS', 'FAMILY_MODULES', 'InvalidInput', 'Feature', 'InputSpec', 'Param', 'Task', 'TrainResult', 'fit_task',
-           'UnknownTask', 'register_task', 'all_tasks', 'get_task', 'tasks_table']
+__all__ = ['KNOWN_BOUNDS', 'COMMON_PARAMS', 'FAMILY_MODULES', 'InvalidInput', 'Feature', 'InputSpec', 'Param', 'Task',
+           'TrainResult', 'fit_task', 'UnknownTask', 'register_task', 'all_tasks', 'get_task', 'tasks_table']
 
 # %% ../nbs/03_tasks.ipynb #6b3df06c
 class InvalidInput(ValueError):
@@ -207,13 +207,20 @@ class InputSpec:
                 feats.append(Feature(c, (descriptions or {}).get(c, ''), dtype='category', categories=sorted(s.dropna().unique().tolist())))
         return cls('tabular', feats)
 
-# %% ../nbs/03_tasks.ipynb #1ba50bcf
+# %% ../nbs/03_tasks.ipynb #acff3133
 @dataclass
 class Param:
     "A task-specific pipeline parameter."
     default:Any # default value; its type is the parameter's type
     help:str='' # what it changes
     choices:list|None=None # allowed values, if restricted
+    low:float|None=None # smallest allowed value (numbers), inclusive; None: see `KNOWN_BOUNDS`
+    high:float|None=None # largest allowed value (numbers), inclusive; None: see `KNOWN_BOUNDS`
+
+    def bounds(self, name:str)->tuple:
+        "The (low, high) range that applies to parameter `name`: the Param's own, else the well-known one for its name."
+        if self.low is not None or self.high is not None: return self.low, self.high
+        return KNOWN_BOUNDS.get(name, (None, None))
 
     def parse(self, name:str, value)->Any:
         "Convert a value (often a command-line string) to the parameter's type, or raise `ValueError` naming it."
@@ -230,7 +237,16 @@ class Param:
             raise ValueError(f'Parameter {name!r} expects {typ.__name__} (default {self.default!r}), got {value!r}.') from None
         if self.choices and v not in self.choices:
             raise ValueError(f'Parameter {name!r} must be one of {self.choices}, got {v!r}.')
+        lo, hi = self.bounds(name)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and (
+                v != v or (lo is not None and v < lo) or (hi is not None and v > hi)):
+            rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+            raise ValueError(f'Parameter {name!r} must be in {rng} (default {self.default!r}), got {v!r}.')
         return v
+
+KNOWN_BOUNDS = {'seed': (0, 2**32 - 1), 'test_size': (0.05, 0.9), 'epochs': (1, 10_000), 'n_estimators': (1, 100_000),
+                'seeds': (1, 100), 'batch_size': (1, 65_536), 'units': (1, 4096), 'k': (1, 100_000), 'gb_iter': (1, 100_000),
+                'C': (1e-8, 1e8), 'patience': (0, 10_000), 'sensitivity': (0.5, 1.0)}
 
 COMMON_PARAMS = {'quick': Param(False, 'small slice and few folds, for tests (seconds)'),
                  'seed': Param(0, 'random seed for splits and models')}

@@ -25,6 +25,8 @@ def test_data_list_shows_license_and_availability():
     (['run', 'diabetes-progression', '-p', 'n_estimator', '5'], "Unknown parameter(s) ['n_estimator']"),
     (['run', 'diabetes-progression', '-p', 'n_estimators', 'many'], "'n_estimators' expects int"),
     (['run', 'diabetes-progression', '-p', 'seed', '1.5'], "'seed' expects int"),
+    (['run', 'diabetes-progression', '-p', 'test_size', '1.5'], "'test_size' must be in [0.05, 0.9]"),
+    (['run', 'diabetes-progression', '-p', 'n_estimators', '0'], "'n_estimators' must be in [1,"),
     (['data', 'fetch', 'no-such-data'], "Unknown dataset 'no-such-data'"),
 ])
 def test_bad_input_fails_before_running(isolated, args, message):
