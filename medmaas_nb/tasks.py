@@ -15,7 +15,7 @@ from .evaluate import KINDS, Anchor, default_scores, select_model
 __all__ = ['KNOWN_BOUNDS', 'COMMON_PARAMS', 'FAMILY_MODULES', 'InvalidInput', 'Feature', 'InputSpec', 'Param', 'Task',
            'TrainResult', 'fit_task', 'UnknownTask', 'register_task', 'all_tasks', 'get_task', 'tasks_table']
 
-# %% ../nbs/03_tasks.ipynb #6fc94bda
+# %% ../nbs/03_tasks.ipynb #6b3df06c
 class InvalidInput(ValueError):
     "An input that does not fit the task's input spec; `field` names the offending field."
     def __init__(self, message:str, field:str|None=None):
@@ -65,10 +65,22 @@ class InputSpec:
     @property
     def names(self)->list[str]: return [f.name for f in self.features]
 
-    def validate(self, records:list[dict]|dict # one record or a list of {feature: value}
+    def validate(self, records:list[dict]|dict, # one record or a list of {feature: value}
+                 as_array:bool=False # numeric specs only: return a float NumPy array instead of a DataFrame
                 )->pd.DataFrame:
         "Check records against the spec; return a DataFrame in model column order, or raise `InvalidInput`."
         if isinstance(records, dict): records = [records]
+        if self.numeric:
+            A = self._fast(records)
+            if A is None: A = self._array(self._rows(records))
+            return A if as_array else pd.DataFrame(A, columns=self.names)
+        if as_array: raise TypeError('as_array needs a spec whose features are all numbers.')
+        rows = self._rows(records)
+        return pd.DataFrame({f.name: [r[j] for r in rows] if f.dtype == 'category' else np.array([r[j] for r in rows], dtype=float)
+                             for j, f in enumerate(self.features)})
+
+    def _rows(self, records:list)->list[list]:
+        "Every record checked field by field: the path that words the errors (and the authority on what is valid)."
         if not isinstance(records, list) or not records:
             raise InvalidInput('Expected a non-empty list of records, each an object of named features.', 'instances')
         rows = []
@@ -78,19 +90,55 @@ class InputSpec:
             if extra: raise InvalidInput(f"Record {i} has unknown field(s) {extra}; expected the fields {self.names}.", extra[0])
             try: rows.append([f.check(r.get(f.name)) for f in self.features])
             except InvalidInput as e: raise InvalidInput(f'Record {i}: {e}', e.field) from None
-        df = pd.DataFrame(rows, columns=self.names)
-        for f in self.features:
-            if f.dtype != 'category': df[f.name] = df[f.name].astype(float)
-        return df
+        return rows
 
-    def validate_array(self, X # 2-D array with columns in spec order (the v2 tensor form)
+    def _array(self, rows:list)->np.ndarray:
+        try: return np.array(rows, dtype=float).reshape(len(rows), len(self.features))
+        except (TypeError, ValueError, OverflowError): raise InvalidInput('Every field must be a number.', 'instances') from None
+
+    def _fast(self, records:list)->np.ndarray|None:
+        "The common case at NumPy speed: plain dicts of exactly the spec's fields, int/float values, all valid; else None."
+        names, n = self.names, len(self.features)
+        if type(records) is not list or not records: return None
+        try: rows = [[r[k] for k in names] for r in records if type(r) is dict and len(r) == n]
+        except KeyError: return None
+        if len(rows) != len(records) or not all(type(v) is float or type(v) is int for row in rows for v in row): return None
+        try: A = np.array(rows, dtype=float)
+        except OverflowError: return None
+        return A if self._fits(A) else None
+
+    def _limits(self)->tuple:
+        "Per-column lower and upper bounds, whole-number mask and category columns, computed once per feature list."
+        key = (id(self.features), len(self.features))
+        if getattr(self, '_lim_key', None) != key:
+            fs = self.features
+            lo = np.array([-np.inf if f.dtype == 'category' or f.min is None else f.min for f in fs], dtype=float)
+            hi = np.array([np.inf if f.dtype == 'category' or f.max is None else f.max for f in fs], dtype=float)
+            ints = np.array([f.dtype == 'int' for f in fs])
+            cats = [(j, np.asarray(f.categories or [], dtype=float)) for j, f in enumerate(fs) if f.dtype == 'category']
+            self._lim, self._lim_key = (lo, hi, ints if ints.any() else None, cats), key
+        return self._lim
+
+    def _fits(self, A:np.ndarray)->bool:
+        "Whether every value of a float array (columns in spec order) passes its feature's check."
+        lo, hi, ints, cats = self._limits()
+        if not (np.isfinite(A).all() and (A >= lo).all() and (A <= hi).all()): return False
+        if ints is not None and (A[:, ints] != np.trunc(A[:, ints])).any(): return False
+        return all((A[:, j, None] == c).any(1).all() for j, c in cats)
+
+    def validate_array(self, X, # 2-D array with columns in spec order (the v2 tensor form)
+                       as_array:bool=False # numeric specs only: return the checked float array instead of a DataFrame
                       )->pd.DataFrame:
         "Check a 2-D numeric array (columns in spec order) and return it as a DataFrame."
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != len(self.features):
             raise InvalidInput(f'Expected shape [N, {len(self.features)}] (features {self.names}), got {list(X.shape)}.', 'shape')
-        if X.dtype.kind not in 'OUS': return self.validate([dict(zip(self.names, map(float, row))) for row in X])
-        return self.validate([{f.name: self._from_text(f, v) for f, v in zip(self.features, row)} for row in X])
+        if X.dtype.kind in 'biuf' and self.numeric and len(X):
+            A = X.astype(float)
+            if not self._fits(A): A = self._array(self._rows([dict(zip(self.names, map(float, row))) for row in A]))
+            return A if as_array else pd.DataFrame(A, columns=self.names)
+        if X.dtype.kind not in 'OUS': return self.validate([dict(zip(self.names, map(float, row))) for row in X], as_array)
+        return self.validate([{f.name: self._from_text(f, v) for f, v in zip(self.features, row)} for row in X], as_array)
 
     @staticmethod
     def _from_text(f:Feature, v):
@@ -110,11 +158,12 @@ class InputSpec:
         "Open Inference Protocol v2 tensor metadata: [{name, datatype, shape}] (-1 = any batch size)."
         return [{'name': 'input', 'datatype': 'FP64' if self.numeric else 'BYTES', 'shape': [-1, len(self.features)]}]
 
-    def from_v2(self, tensors:dict # {tensor name: numpy array already shaped as the request said}
+    def from_v2(self, tensors:dict, # {tensor name: numpy array already shaped as the request said}
+                as_array:bool=False # numeric specs only: a float NumPy array instead of a DataFrame
                ):
         "Model input from v2 request tensors, validated like `validate`."
         if set(tensors) != {'input'}: raise InvalidInput(f"Expected one input tensor named 'input', got {sorted(tensors)}.", 'inputs')
-        return self.validate_array(tensors['input'])
+        return self.validate_array(tensors['input'], as_array)
 
     def to_records(self, X # model inputs, as `validate` returns them
                   )->list:
@@ -137,7 +186,10 @@ class InputSpec:
                )->dict:
         "One valid record: the first row of `X`, or the middle of every range."
         if X is not None: return {f.name: (float(X.iloc[0][f.name]) if f.dtype != 'category' else X.iloc[0][f.name]) for f in self.features}
-        return {f.name: (f.categories[0] if f.dtype == 'category' else (f.min + f.max) / 2) for f in self.features}
+        def mid(f):
+            m = (f.min + f.max) / 2
+            return float(round(m)) if f.dtype == 'int' and f.min <= round(m) <= f.max else m
+        return {f.name: (f.categories[0] if f.dtype == 'category' else mid(f)) for f in self.features}
 
     @classmethod
     def from_frame(cls, X:pd.DataFrame, # training features
@@ -288,7 +340,7 @@ def fit_task(task:Task, # the task
     model = cands[best].fit(X, y)
     return TrainResult(model, best, folds, summ)
 
-# %% ../nbs/03_tasks.ipynb #b820b600
+# %% ../nbs/03_tasks.ipynb #504427e0
 _TASKS:dict[str, Task] = {}
 FAMILY_MODULES = ['medmaas_nb.clinical', 'medmaas_nb.imaging', 'medmaas_nb.genomics', 'medmaas_nb.text']
 
@@ -301,8 +353,10 @@ def register_task(task:Task # the task to add
     "Add a task to the registry (replacing one of the same name)."
     _TASKS[task.name] = task; return task
 
-def _load_families():
+def _load_families(until:str|None=None # stop once a task of this name is registered
+                  ):
     for m in FAMILY_MODULES:
+        if until in _TASKS: return
         try: importlib.import_module(m)
         except ModuleNotFoundError as e:
             if e.name != m: raise
@@ -314,6 +368,8 @@ def all_tasks()->dict[str, Task]:
 def get_task(name:str # task name
             )->Task:
     "The task called `name`, or a clear error listing the known tasks."
+    _load_families(until=name)  # only the families up to the task's own: a service of clinical models imports no TensorFlow
+    if name in _TASKS: return _TASKS[name]
     tasks = all_tasks()
     if name not in tasks: raise UnknownTask(f"Unknown task {name!r}. Known tasks: {', '.join(tasks) or '(none)'}.")
     return tasks[name]
