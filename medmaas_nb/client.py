@@ -137,7 +137,7 @@ class ServiceProcess:
             except Exception: self.stop(); raise
         self.startup_s = time.perf_counter() - t0; return self
 
-    def client(self, key:str|None=None)->Client: return Client(self.url, key)
+    def client(self, key:str|None=None, timeout:float=30.0)->Client: return Client(self.url, key, timeout)
 
     def stop(self)->None:
         "Stop the server (SIGTERM, then SIGKILL after 10 s)."

@@ -63,11 +63,14 @@ def test_parameters_are_injected_into_the_notebooks(session_dirs):
     assert any('injected-parameters' in c['metadata'].get('tags', []) for c in nb['cells'])
 
 def test_failing_step_names_the_step_and_cell_and_registers_nothing(isolated):
-    before = Registry().versions('diabetes-progression')
-    r = subprocess.run([str(Path(sys.executable).parent/'medmaas'), 'run', 'diabetes-progression', '--quick', '-p', 'test_size', '1.5'],
+    # parameters are checked before any notebook runs, so the failure must come from the data itself: a file that is not a
+    # MedMNIST archive, passed through the imaging tasks' `npz_path` parameter
+    bad = isolated/'not-medmnist.npz'; bad.write_text('not an npz archive')
+    before = Registry().versions('breast-ultrasound')
+    r = subprocess.run([str(Path(sys.executable).parent/'medmaas'), 'run', 'breast-ultrasound', '--quick', '-p', 'npz_path', str(bad)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1
-    assert 'step 10_data failed in cell' in r.stderr and 'test_size' in r.stderr
-    run_dir = next((isolated/'runs'/'diabetes-progression').iterdir())
+    assert 'step 10_data failed in cell' in r.stderr and 'not-medmnist.npz' in r.stderr and 'Traceback' not in r.stderr
+    run_dir = next((isolated/'runs'/'breast-ultrasound').iterdir())
     assert (run_dir/'10_data.ipynb').exists() and not (run_dir/'20_train.ipynb').exists()
-    assert Registry().versions('diabetes-progression') == before == []
+    assert Registry().versions('breast-ultrasound') == before == []
