@@ -73,6 +73,16 @@ def test_missing_or_wrong_key_is_401(server, path):
         r = httpx.get(server.url + path, headers=h)
         assert r.status_code == 401 and 'API key' in r.json()['error'] and r.headers['www-authenticate'] == 'Bearer'
 
+def test_prediction_routes_need_a_key_too(server, env):
+    "The prediction routes take a fast lane past FastAPI's router: they must still refuse a missing or wrong key."
+    rec = records(env, 1)
+    v2 = {'inputs': [{'name': 'input', 'datatype': 'FP64', 'shape': [1, len(rec[0])], 'data': list(rec[0].values())}]}
+    for path, body in ((f'/api/v1/models/{TASK}/predict', {'instances': rec}), (f'/v2/models/{TASK}/infer', v2),
+                       (f'/v2/models/{TASK}/versions/1/infer', v2)):
+        for h in ({}, H('mm_wrong')):
+            r = httpx.post(server.url + path, json=body, headers=h)
+            assert r.status_code == 401 and 'API key' in r.json()['error'], (path, r.status_code, r.text)
+
 def test_scope_and_revocation(server, env):
     r = httpx.get(server.url + '/api/v1/keys', headers=H(env['key']))
     assert r.status_code == 403 and "needs 'admin'" in r.json()['error']
