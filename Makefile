@@ -29,7 +29,7 @@ test-sync: install
 	$(BIN)/python tests/check_notebooks.py
 
 test-notebooks: install
-	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/python tools/test_notebooks.py --n_workers 2
 
 test-py: install
 	$(BIN)/python -m pytest tests -ra
