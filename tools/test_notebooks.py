@@ -6,6 +6,7 @@ and the result depends on scheduling. A user runs each notebook in its own kerne
 Usage: python tools/test_notebooks.py [--n_workers 2] [--path nbs/x.ipynb ...]
 """
 import argparse, sys, time
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 from nbdev.config import get_config
 from nbdev.doclinks import nbglob
@@ -23,7 +24,7 @@ def main():
     ap = argparse.ArgumentParser(); ap.add_argument('--n_workers', type=int, default=2); ap.add_argument('--path', nargs='*')
     a = ap.parse_args()
     files = [f.absolute() for f in sorted(nbglob(None, as_path=True)) if _keep_file(f, '.notest')] if not a.path else \
-            [__import__('pathlib').Path(p).absolute() for p in a.path]
+            [Path(p).absolute() for p in a.path]
     with ProcessPoolExecutor(a.n_workers, max_tasks_per_child=1) as ex: results = list(ex.map(_run, files))
     for f, (ok, t) in sorted(zip(files, results), key=lambda o: -o[1][1]): print(f"{'ok  ' if ok else 'FAIL'} {t:6.0f} s  {f.relative_to(get_config().nbs_path)}")
     failed = [f.name for f, (ok, _) in zip(files, results) if not ok]
