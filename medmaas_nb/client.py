@@ -108,7 +108,7 @@ def curl_command(url:str, # full URL
     if body is not None: parts += ['-H', "'Content-Type: application/json'", '-d', shlex.quote(json.dumps(body))]
     return ' '.join(parts if key.startswith('$') else [shlex.quote(p) if not p.startswith('"') else p for p in parts])
 
-# %% ../nbs/08_client.ipynb #d48f0fdf
+# %% ../nbs/08_client.ipynb #ca0be6fc
 def free_port()->int:
     "A free TCP port on 127.0.0.1."
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
@@ -125,17 +125,26 @@ class ServiceProcess:
         self.tasks, self.env, self.timeout, self.log_file = tasks, env or {}, timeout, log_file
         self.proc = None; self.startup_s = None
 
-    def start(self)->ServiceProcess:
-        "Start the server and wait until it is ready."
+    def launch(self)->ServiceProcess:
+        "Start the server process and return at once (do other work, then `wait()`)."
         cmd = [sys.executable, '-c', 'import sys; from medmaas_nb.pipeline import main; sys.exit(main())',
                'serve', '--host', '127.0.0.1', '--port', str(self.port)] + (['--models', *self.tasks] if self.tasks else [])
         out = open(self.log_file, 'ab') if self.log_file else subprocess.DEVNULL
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL)
+        import atexit; atexit.register(self.stop)  # a notebook that fails before `stop()` leaves no server behind
+        return self
+
+    def wait(self)->ServiceProcess:
+        "Wait until the launched server is ready (`startup_s` counts from `launch`); stops it if it never gets there."
         with Client(self.url) as c:
             try: c.wait_ready(self.timeout, self.proc)
             except Exception: self.stop(); raise
-        self.startup_s = time.perf_counter() - t0; return self
+        self.startup_s = time.perf_counter() - self._t0; return self
+
+    def start(self)->ServiceProcess:
+        "Start the server and wait until it is ready."
+        return self.launch().wait()
 
     def client(self, key:str|None=None, timeout:float=30.0)->Client: return Client(self.url, key, timeout)
 

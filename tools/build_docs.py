@@ -29,6 +29,7 @@ def _execute(args):
         def __call__(self, cell):
             if full is None or not hasattr(self, 'k') or cell.cell_type != 'code' or not cell.source.strip(): return
             if cell.directives_.get('eval:', [''])[0].lower() == 'false': return
+            if 'notest' in cell.directives_: return  # slow or optional-extra cells: not run by `make test` either
             if not full and not (cell.directives_.keys() & {'export', 'exports', 'exporti', 'exec_doc'} or _show_docs(cell.parsed_() or [])): return
             self.k.cell(cell)
             if self.k.exc: self.errors.append(f'cell {cell.idx_}: {self.k.exc!r}'[:300]); self.k.exc = None
