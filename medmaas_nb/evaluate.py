@@ -21,9 +21,9 @@ HIGHER_IS_BETTER = {'r2': True, 'mse': False, 'mae': False, 'roc_auc': True, 'ac
                     'mrr': True, 'recall_at_1': True, 'recall_at_5': True, 'recall_at_10': True}
 
 # %% auto #0
-__all__ = ['KINDS', 'HIGHER_IS_BETTER', 'survival_fields', 'compute_metrics', 'bootstrap_metrics', 'make_cv', 'default_scores',
-           'cross_validate', 'summarize_cv', 'select_model', 'summary_table', 'Anchor', 'anchor_table',
-           'plot_residuals', 'plot_importance', 'plot_roc', 'plot_calibration', 'plot_confusion',
+__all__ = ['KINDS', 'HIGHER_IS_BETTER', 'survival_fields', 'compute_metrics', 'fast_metrics', 'bootstrap_metrics', 'make_cv',
+           'default_scores', 'cross_validate', 'summarize_cv', 'select_model', 'summary_table', 'Anchor',
+           'anchor_table', 'plot_residuals', 'plot_importance', 'plot_roc', 'plot_calibration', 'plot_confusion',
            'permutation_importance_table']
 
 # %% ../nbs/02_evaluate.ipynb #2fce8c26
@@ -70,7 +70,47 @@ def compute_metrics(kind:str, # task kind: binary, multiclass, regression, survi
         return {'mrr': float(np.mean(1 / rank)), **{f'recall_at_{k}': float(np.mean(rank <= k)) for k in (1, 5, 10)}}
     raise ValueError(f'Unknown task kind {kind!r}; expected one of {KINDS}.')
 
-# %% ../nbs/02_evaluate.ipynb #b77be1bc
+# %% ../nbs/02_evaluate.ipynb #72a1bb7f
+def _auc(y:np.ndarray, s:np.ndarray)->float:
+    "ROC AUC as the Mann-Whitney statistic (ties count one half); NaN without both classes."
+    n1 = int(y.sum()); n0 = len(y) - n1
+    if n1 == 0 or n0 == 0: return float('nan')
+    return float((stats.rankdata(s)[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+def _average_precision(y:np.ndarray, s:np.ndarray)->float:
+    "Average precision: precision at each distinct threshold, weighted by the recall it adds."
+    o = np.argsort(-s, kind='mergesort'); ss = s[o]
+    last = np.r_[np.flatnonzero(np.diff(ss)), len(ss) - 1]  # the last row of each run of equal scores
+    tps = np.cumsum(y[o])[last]; fps = last + 1 - tps
+    if tps[-1] == 0: return float('nan')
+    return float(np.sum(np.diff(np.r_[0, tps / tps[-1]]) * tps / (tps + fps)))
+
+def fast_metrics(kind:str, y_true, scores, threshold:float=0.5)->dict|None:
+    "`compute_metrics` in plain NumPy for regression, binary and multiclass (None for other kinds)."
+    y, S = np.asarray(y_true), np.asarray(scores, float); nan = float('nan')
+    if kind == 'regression':
+        y = y.astype(float); res = np.sum((y - S) ** 2); tot = np.sum((y - y.mean()) ** 2)
+        return {'r2': float(1 - res / tot) if tot else (1.0 if res == 0 else 0.0), 'mse': float(res / len(y)), 'mae': float(np.mean(np.abs(y - S)))}
+    if kind == 'binary':
+        y = y.astype(int); p = (S >= threshold).astype(int)
+        tp, fp = int(np.sum(p & y)), int(np.sum(p & (1 - y))); fn, tn = int(y.sum()) - tp, int((1 - y).sum()) - fp
+        sens = tp / (tp + fn) if tp + fn else nan; spec = tn / (tn + fp) if tn + fp else nan
+        two = 0 < tp + fn < len(y)
+        return {'roc_auc': _auc(y, S) if two else nan, 'average_precision': _average_precision(y, S) if two else nan,
+                'accuracy': (tp + tn) / len(y), 'balanced_accuracy': float(np.nanmean([sens, spec])),
+                'sensitivity': sens, 'specificity': spec, 'f1': 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+                'brier': float(np.mean((S - y) ** 2))}
+    if kind == 'multiclass':
+        y = y.astype(int); k = S.shape[1]; pred = S.argmax(1)
+        sup, npred = np.bincount(y, minlength=k), np.bincount(pred, minlength=k); tp = np.bincount(y[pred == y], minlength=k)
+        seen = (sup + npred) > 0  # scikit-learn averages over the labels in y_true or y_pred
+        out = {'accuracy': float(np.mean(pred == y)), 'f1_macro': float(np.mean(2 * tp[seen] / (sup + npred)[seen])),
+               'balanced_accuracy': float(np.mean(tp[sup > 0] / sup[sup > 0]))}
+        ok = k > 2 and np.all(sup > 0) and np.allclose(1, S.sum(1))  # else scikit-learn refuses the one-vs-rest AUC
+        out['roc_auc_ovr'] = float(np.mean([_auc((y == c).astype(int), S[:, c]) for c in range(k)])) if ok else nan
+        return out
+    return None
+
 def bootstrap_metrics(kind:str, # task kind
                       y_true, # truth
                       scores, # model scores, as for `compute_metrics`
@@ -86,7 +126,7 @@ def bootstrap_metrics(kind:str, # task kind
     samples = {k: [] for k in point}
     for _ in range(n_boot):
         idx = rng.integers(0, n, n)
-        try: m = compute_metrics(kind, y_true[idx], scores[idx], **kwargs)
+        try: m = fast_metrics(kind, y_true[idx], scores[idx], **kwargs) or compute_metrics(kind, y_true[idx], scores[idx], **kwargs)
         except (ValueError, ZeroDivisionError): continue
         for k, v in m.items():
             if v is not None and not (isinstance(v, float) and math.isnan(v)): samples[k].append(v)
