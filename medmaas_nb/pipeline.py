@@ -33,9 +33,10 @@ def new_run_id()->str:
 __all__ = ['log', 'STEPS', 'StepFailed', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'run_task',
            'main']
 
-# %% ../nbs/05_pipeline.ipynb #f7db4e02
+# %% ../nbs/05_pipeline.ipynb #0e867011
 def warm_up_code(step_nb:Path, # a step notebook
-                 task:str # the task the step will run
+                 task:str, # the task the step will run
+                 runtime:bool=False # also import the task's model runtime (TensorFlow for a Keras task)
                 )->str:
     "Code that imports what the step imports (and the task's family) without defining any name in the kernel."
     import ast
@@ -45,18 +46,20 @@ def warm_up_code(step_nb:Path, # a step notebook
         try: tree = ast.parse(''.join(c['source']))
         except SyntaxError: continue  # a cell with IPython syntax
         lines += [ast.unparse(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) and getattr(n, 'module', '') != '__future__']
-    src = '\n'.join(dict.fromkeys(lines + ['from medmaas_nb.tasks import get_task', f'get_task({task!r})']))
+    lines += ['from medmaas_nb.tasks import get_task', f'_task = get_task({task!r})']
+    if runtime: lines.append("if _task.runtime == 'keras':\n    from medmaas_nb.core import keras\n    keras()")
+    src = '\n'.join(dict.fromkeys(lines))
     return f'try: exec(compile({src!r}, "<warm-up>", "exec"), {{}})\nexcept Exception: pass'
 
 class WarmKernel:
     "A kernel started before its step, importing what the step imports in the background; `ready()` gives papermill its `km`."
-    def __init__(self, step_nb:Path, task:str, cwd:Path):
+    def __init__(self, step_nb:Path, task:str, cwd:Path, runtime:bool=False):
         import threading
         from jupyter_client.manager import AsyncKernelManager  # the kind nbclient (papermill) drives
         from jupyter_core.utils import run_sync
         self.km = AsyncKernelManager(kernel_name='python3')
         run_sync(self.km.start_kernel)(cwd=str(cwd))
-        self._thread = threading.Thread(target=self._warm, args=(warm_up_code(step_nb, task),), daemon=True)
+        self._thread = threading.Thread(target=self._warm, args=(warm_up_code(step_nb, task, runtime),), daemon=True)
         self._thread.start()
 
     def _warm(self, code:str):
@@ -79,7 +82,7 @@ class WarmKernel:
         try: run_sync(self.km.shutdown_kernel)(now=False)
         except Exception as e: log.debug('kernel shutdown: %s', e)
 
-# %% ../nbs/05_pipeline.ipynb #72ef68de
+# %% ../nbs/05_pipeline.ipynb #96a7ab92
 def _to_html(nb_path:Path)->Path|None:
     "Render an executed notebook to a standalone HTML file beside it."
     try:
@@ -98,7 +101,7 @@ class RunResult:
     metrics:dict=field(default_factory=dict) # contents of metrics.json
     registered:dict=field(default_factory=dict) # {'version': N, ...} from the evaluate step
 
-def _run_step(task:str, step:str, i:int, n:int, nb_params:dict, run_dir:Path, kernel:WarmKernel, res:RunResult, progress):
+def _run_step(task:str, step:str, i:int, n:int, nb_params:dict, run_dir:Path, kernel:WarmKernel, res:RunResult, progress, renders):
     "Execute one step notebook in its (warm) kernel; a failure becomes `StepFailed` naming the step and the cell."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -116,7 +119,7 @@ def _run_step(task:str, step:str, i:int, n:int, nb_params:dict, run_dir:Path, ke
         raise StepFailed(step, None, f'{type(e).__name__}: {e}', out) from None
     finally: kernel.shutdown()
     res.timings[step] = time.perf_counter() - t0
-    _to_html(out)
+    renders.submit(_to_html, out)  # rendered while the next step runs
     progress(f'[{task} {i}/{n}] {step} done in {res.timings[step]:.1f}s')
 
 def run_task(task_name:str, # task to run
@@ -158,10 +161,12 @@ def run_task(task_name:str, # task to run
         threading.Thread(target=importlib.import_module, args=('mlflow',), daemon=True).start()
     res = RunResult(task.name, run_id, run_dir, p)
     nb_params = {'task': task.name, 'run_dir': str(run_dir), 'quick': p['quick'], 'seed': p['seed'], 'params': task.task_params(p)}
+    from concurrent.futures import ThreadPoolExecutor
     try:
-        for i, step in enumerate(steps, 1):
-            if i < len(steps): kernels[steps[i]] = WarmKernel(pipelines_dir()/f'{steps[i]}.ipynb', task.name, run_dir)
-            _run_step(task.name, step, i, len(steps), nb_params, run_dir, kernels.pop(step), res, progress)
+        with ThreadPoolExecutor(1) as renders:  # the HTML reports; waited for on the way out
+            for i, step in enumerate(steps, 1):
+                if i < len(steps): kernels[steps[i]] = WarmKernel(pipelines_dir()/f'{steps[i]}.ipynb', task.name, run_dir, runtime=True)
+                _run_step(task.name, step, i, len(steps), nb_params, run_dir, kernels.pop(step), res, progress, renders)
     finally:
         for k in kernels.values(): k.shutdown()
     if (run_dir/'metrics.json').exists(): res.metrics = json.loads((run_dir/'metrics.json').read_text())
