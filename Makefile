@@ -32,7 +32,7 @@ test-notebooks: install
 	$(BIN)/python tools/test_notebooks.py --n_workers 2
 
 test-py: install
-	$(BIN)/python -m pytest tests -ra
+	$(BIN)/python -m pytest tests -ra --durations=25
 
 clean-runs:
 	rm -rf runs registry mlruns

@@ -33,7 +33,7 @@ def new_run_id()->str:
 __all__ = ['log', 'STEPS', 'StepFailed', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'run_task',
            'main']
 
-# %% ../nbs/05_pipeline.ipynb #0e867011
+# %% ../nbs/05_pipeline.ipynb #294f9f7f
 def warm_up_code(step_nb:Path, # a step notebook
                  task:str, # the task the step will run
                  runtime:bool=False # also import the task's model runtime (TensorFlow for a Keras task)
@@ -47,7 +47,7 @@ def warm_up_code(step_nb:Path, # a step notebook
         except SyntaxError: continue  # a cell with IPython syntax
         lines += [ast.unparse(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) and getattr(n, 'module', '') != '__future__']
     lines += ['from medmaas_nb.tasks import get_task', f'_task = get_task({task!r})']
-    if runtime: lines.append("if _task.runtime == 'keras':\n    from medmaas_nb.core import keras\n    keras()")
+    if runtime: lines.append("if _task.runtime == 'keras':\n    from medmaas_nb.core import keras\n    keras()\nelse:\n    import skops.io")
     src = '\n'.join(dict.fromkeys(lines))
     return f'try: exec(compile({src!r}, "<warm-up>", "exec"), {{}})\nexcept Exception: pass'
 

@@ -38,7 +38,8 @@ class BodyTooLarge(Exception):
 
 # %% auto #0
 __all__ = ['log', 'OUTPUT_NAMES', 'RUNTIMES', 'ERROR_STATUS', 'MAX_INSTANCES', 'NotSupported', 'BodyTooLarge', 'ModelRuntime',
-           'SklearnRuntime', 'DynamicBatcher', 'fixed_batches', 'KerasRuntime', 'ModelSet', 'create_app', 'serve']
+           'SklearnRuntime', 'DynamicBatcher', 'fixed_batches', 'KerasRuntime', 'ModelSet', 'fast_lane_allowed',
+           'create_app', 'serve']
 
 # %% ../nbs/07_serving.ipynb #192178ea
 OUTPUT_NAMES = {'regression': 'prediction', 'binary': 'probability', 'multiclass': 'probabilities', 'survival': 'risk'}
@@ -387,7 +388,13 @@ def _guard_input(fn, *a):
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
         raise InvalidInput(f'The input does not fit the model ({type(e).__name__}).', 'instances') from None
 
-# %% ../nbs/07_serving.ipynb #2872dd9c
+# %% ../nbs/07_serving.ipynb #b7423537
+def fast_lane_allowed(app, # the FastAPI app, before the outer layer is added
+                      lane_routes:list # the routes the fast lane would answer
+                     )->bool:
+    "True when no middleware and no route dependency would be skipped by answering these routes in the outer layer."
+    return not app.user_middleware and not any(getattr(getattr(r, 'dependant', None), 'dependencies', None) for r in lane_routes)
+
 def create_app(tasks:list|None=None, # task names to serve; None: every task with a registered model
                registry:Registry|None=None, # defaults to `Registry()`
                keys:KeyStore|None=None, # defaults to `KeyStore()` (MEDMAAS_KEYS_FILE or <registry>/keys.json)
@@ -556,7 +563,8 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
     if origins:
         from starlette.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=['GET', 'POST'], allow_headers=['Authorization', 'Content-Type'])
-    app.add_middleware(_Outer, max_body=max_body, metrics=M, audit=audit, fast=None if origins else fast)  # CORS needs the full stack
+    app.state.fast_lane = fast_lane_allowed(app, [r for *_, r in lanes])  # CORS (a middleware) turns it off, as would a dependency
+    app.add_middleware(_Outer, max_body=max_body, metrics=M, audit=audit, fast=fast if app.state.fast_lane else None)
     return app
 
 # %% ../nbs/07_serving.ipynb #c2d46193
