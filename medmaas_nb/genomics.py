@@ -377,7 +377,7 @@ def load_splice_task(quick:bool=False, # a 600 / 300 slice of the fixed split
                                   f'numpy seed {SPLIT_SEED}' + (' (quick slice)' if quick else ''),
                          'ambiguous_records': int((df['ambiguous'] != '').sum()), 'header_line': df.attrs['header']})
 
-# %% ../nbs/12_genomics.ipynb #0fb2db3e
+# %% ../nbs/12_genomics.ipynb #07a6c51c
 def _lr(C, seed): 
     from sklearn.linear_model import LogisticRegression
     return LogisticRegression(C=C, max_iter=3000)
@@ -404,21 +404,30 @@ def splice_candidates(quick:bool=False, seed:int=0, C:float=0.03, **_)->dict:
     return {**cands, 'positional_lr': pos(), 'positional_lr_wide': make_pipeline(PositionalKmers(4, 10, 50), _lr(C, seed)),
             'wd3_lr': wd(), 'linear_vote': VotingClassifier([('positional', pos()), ('wd3', wd())], voting='soft')}
 
+def _cv_one_thread(est, X, y, splits:int, seed:int, groups)->pd.DataFrame:
+    "`cross_validate` with BLAS held to one thread (small linear models: more threads only fight over the cores)."
+    from threadpoolctl import threadpool_limits
+    from medmaas_nb.evaluate import cross_validate
+    with threadpool_limits(1): return cross_validate(est, X, y, 'multiclass', splits, 1, seed, groups)
+
 def splice_train(task, ds, quick:bool=False, seed:int=0,
                  cv_repeats:int=5, # 10-fold CV repeated with fold seeds seed..seed+cv_repeats-1 (quick: one 3-fold)
+                 n_jobs:int=2, # processes for the CV (full runs); the figures do not depend on it
                  **params)->TrainResult:
     "Choose the splice model by repeated grouped stratified CV on the training split (ties: ROC AUC), refit it on the split."
-    from threadpoolctl import threadpool_limits
-    from medmaas_nb.evaluate import cross_validate, summarize_cv
+    from joblib import Parallel, delayed
+    from medmaas_nb.evaluate import summarize_cv
     X, y = ds['train']; g = ds.groups.get('train'); cands = task.candidates(quick=quick, seed=seed, **params)
     splits, reps = (3, 1) if quick else (task.cv_splits, int(cv_repeats))
+    jobs = [(name, r) for name in cands for r in range(reps)]
+    runs = Parallel(n_jobs=1 if quick else int(n_jobs))(delayed(_cv_one_thread)(cands[n], X, y, splits, seed + r, g) for n, r in jobs)
     tables, summ = [], {}
-    with threadpool_limits(1):  # small linear models: BLAS threads only fight over the two cores
-        for name, est in cands.items():
-            f = pd.concat([cross_validate(est, X, y, 'multiclass', splits, 1, seed + r, g) for r in range(reps)], ignore_index=True)
-            f['fold'] = np.arange(len(f)); summ[name] = summarize_cv(f); tables.append(f.assign(model=name))
-        best = max(summ, key=lambda n: (summ[n]['accuracy']['value'], summ[n]['roc_auc_ovr']['value']))
-        model = clone(cands[best]).fit(X, y)
+    for name in cands:
+        f = pd.concat([t for (n, _), t in zip(jobs, runs) if n == name], ignore_index=True)
+        f['fold'] = np.arange(len(f)); summ[name] = summarize_cv(f); tables.append(f.assign(model=name))
+    best = max(summ, key=lambda n: (summ[n]['accuracy']['value'], summ[n]['roc_auc_ovr']['value']))
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1): model = clone(cands[best]).fit(X, y)
     folds = pd.concat(tables, ignore_index=True); folds.insert(0, 'model', folds.pop('model'))
     return TrainResult(model, best, folds, summ, {'protocol': f'{reps} x {splits}-fold grouped stratified CV on the training split '
                                                                f'(fold seeds {seed}..{seed + reps - 1}); ties by ROC AUC'})
@@ -520,7 +529,7 @@ def splice_evaluate(ds, model, run_dir):
     _save_protocols(run_dir, out)
     return out
 
-# %% ../nbs/12_genomics.ipynb #61b0b73e
+# %% ../nbs/12_genomics.ipynb #b4f059dd
 def _sequence_task(name:str, dataset:str, description:str, # the task
                    classes:list, length:int, positions:str, input_description:str, example:str, # classes and input
                    evaluate, # the family's report hook
@@ -551,7 +560,8 @@ splice_junction = _sequence_task(
              Anchor('KBANN', 'error_EI', 0.076, '10-fold CV on 1,000 examples', _SJ_SRC),
              Anchor('KBANN', 'error_IE', 0.085, '10-fold CV on 1,000 examples', _SJ_SRC)],
     params={'C': Param(0.03, 'inverse regularisation of the positional logistic regressions'),
-            'cv_repeats': Param(5, 'repeats of the 10-fold CV that chooses the model (full runs)', low=1, high=20)},
+            'cv_repeats': Param(5, 'repeats of the 10-fold CV that chooses the model (full runs)', low=1, high=20),
+            'n_jobs': Param(2, 'processes for that CV (full runs; the figures do not depend on it)', low=1, high=64)},
     limitations='Primate sequences from GenBank 64.1 (1990s), each already centred on a candidate boundary: it does not scan a '
                 'genome, and says nothing about non-canonical (e.g. AT-AC) introns, other species, or splicing variants of a patient.',
 )
