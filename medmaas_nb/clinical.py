@@ -50,7 +50,7 @@ def subgroup_metrics(kind:str, # task kind
             rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/10_clinical.ipynb #b264b012
+# %% ../nbs/10_clinical.ipynb #a9e764ec
 def _encode(X:pd.DataFrame)->tuple[np.ndarray, dict]:
     "Numeric matrix for shap (categories as their codes) and the categories to decode them."
     cats = {c: list(X[c].astype('category').cat.categories) for c in X.columns if not pd.api.types.is_numeric_dtype(X[c]) or isinstance(X[c].dtype, pd.CategoricalDtype)}
@@ -68,15 +68,24 @@ def _decode(A:np.ndarray, columns:list, cats:dict, dtypes)->pd.DataFrame:
 def shap_values(predict:callable, # (DataFrame) -> 1-D scores
                 X:pd.DataFrame, # the patients to explain
                 background:pd.DataFrame, # training patients standing in for 'the average patient'
-                seed:int=0)->tuple[pd.DataFrame, float]:
-    "SHAP attributions (one row per patient, one column per feature) and the baseline score."
-    import shap
+                seed:int=0, # seed of the permutations
+                max_rows:int=100_000 # rows per call of `predict`
+               )->tuple[pd.DataFrame, float]:
+    "SHAP attributions (one row per patient, one column per feature; one antithetic permutation each) and the baseline score."
     B, cats = _encode(background); A, _ = _encode(X.astype(background.dtypes.to_dict()))
     cols, dts = list(X.columns), background.dtypes
     f = lambda M: np.asarray(predict(_decode(M, cols, cats, dts)), float)
-    ex = shap.explainers.Permutation(f, shap.maskers.Independent(B, max_samples=len(B)), seed=seed)
-    sv = ex(A, max_evals=2 * A.shape[1] + 1, silent=True)
-    return pd.DataFrame(sv.values, columns=cols, index=X.index), float(np.mean(sv.base_values))
+    n, m, nb = len(A), A.shape[1], len(B); rng = np.random.default_rng(seed)
+    perms = np.array([rng.permutation(m) for _ in range(n)]).reshape(n, m)
+    steps = np.tri(m + 1, m, -1, dtype=bool)  # row k: the first k features of the order switched on
+    on = np.zeros((n, 2 * m + 1, m), bool)
+    for i, p in enumerate(perms): on[i][:, p] = np.vstack([steps, ~steps[1:]])  # forwards 0..m on, then backwards off
+    rows = np.where(on[:, :, None, :], A[:, None, None, :], B[None, None, :, :]).reshape(-1, m)
+    v = np.concatenate([f(rows[i:i + max_rows]) for i in range(0, len(rows), max_rows)]).reshape(n, 2 * m + 1, nb).mean(2)
+    fwd, bwd = np.diff(v[:, :m + 1], axis=1), -np.diff(v[:, m:], axis=1)  # contribution of the k-th feature of the order
+    sv = np.zeros((n, m))
+    for i, p in enumerate(perms): sv[i, p] = (fwd[i] + bwd[i]) / 2
+    return pd.DataFrame(sv, columns=cols, index=X.index), float(v[:, 0].mean()) if n else float(np.mean(f(B)))
 
 _BACKGROUND:dict = {}
 def tabular_explainer(task_name:str, # the task whose training split supplies the background
