@@ -21,7 +21,7 @@ __all__ = ['FAST_METRICS', 'DIABETES_FEATURES', 'diabetes_progression', 'WDBC_NA
            'goal_table', 'show_goals', 'tabular_evaluate_hook', 'register_clinical', 'load_diabetes_task',
            'diabetes_candidates', 'load_wdbc_task', 'wdbc_candidates', 'sensitivity_threshold', 'train_wdbc']
 
-# %% ../nbs/10_clinical.ipynb #2f7f8ce3
+# %% ../nbs/10_clinical.ipynb #df8dea0e
 def age_bands(age, # ages in years
               edges:tuple=(0, 50, 60, 70, 200) # band edges
              )->pd.Series:
@@ -38,7 +38,10 @@ def rank_auc(y, s)->float:
 
 FAST_METRICS = {
     'binary': {'roc_auc': rank_auc, 'brier': lambda y, s, t=0.5: float(np.mean((s - y) ** 2)),
-               'accuracy': lambda y, s, t=0.5: float(np.mean((s >= t) == y))},
+               'accuracy': lambda y, s, t=0.5: float(np.mean((s >= t) == y)),
+               'sensitivity': lambda y, s, t=0.5: float(np.mean(s[y == 1] >= t)) if (y == 1).any() else float('nan'),
+               'specificity': lambda y, s, t=0.5: float(np.mean(s[y == 0] < t)) if (y == 0).any() else float('nan'),
+               'balanced_accuracy': lambda y, s, t=0.5: float((np.mean(s[y == 1] >= t) + np.mean(s[y == 0] < t)) / 2) if 0 < y.sum() < len(y) else float('nan')},
     'regression': {'r2': lambda y, s: float(1 - np.sum((y - s) ** 2) / np.sum((y - y.mean()) ** 2)) if len(set(y)) > 1 else float('nan'),
                    'mae': lambda y, s: float(np.mean(np.abs(y - s))), 'mse': lambda y, s: float(np.mean((y - s) ** 2))}}
 
@@ -404,7 +407,7 @@ def load_wdbc_task(quick:bool=False, # unused: the data are small
 WDBC_NAMES = [f'mean {b}' for b in _WDBC_UNITS] + [f'{b} error' for b in _WDBC_UNITS] + [f'worst {b}' for b in _WDBC_UNITS]
 WDBC_SPEC = InputSpec('tabular', _wdbc_features(WDBC_NAMES), '30 nucleus measurements of one aspirate, in scikit-learn\'s column order.')
 
-# %% ../nbs/10_clinical.ipynb #257d9489
+# %% ../nbs/10_clinical.ipynb #bc8e6db6
 def wdbc_candidates(quick:bool=False, seed:int=0, n_estimators:int=100, **_)->dict:
     "Logistic regression, RBF-SVM, random forest and gradient boosting, each with and without class weights."
     from sklearn.pipeline import make_pipeline
@@ -418,7 +421,7 @@ def wdbc_candidates(quick:bool=False, seed:int=0, n_estimators:int=100, **_)->di
         out['rbf_svm' + tag] = make_pipeline(StandardScaler(), SVC(C=3.0, class_weight=cw, probability=True, random_state=seed))
         if not quick or not tag:
             out['random_forest' + tag] = RandomForestClassifier(n, class_weight=cw, random_state=seed, n_jobs=1)
-            out['gradient_boosting' + tag] = HistGradientBoostingClassifier(learning_rate=0.1, max_iter=n, max_depth=3,
+            out['gradient_boosting' + tag] = HistGradientBoostingClassifier(learning_rate=0.1, max_iter=n, max_depth=3, max_bins=63,
                                                                              class_weight=cw, random_state=seed)
     return out
 
@@ -446,13 +449,13 @@ def train_wdbc(task, ds, quick:bool=False, seed:int=0, sensitivity:float=0.95, *
     res.model = FixedThresholdClassifier(res.model, threshold=thr['threshold'], response_method='predict_proba').fit(X, y)
     return res
 
-# %% ../nbs/10_clinical.ipynb #29eb3278
+# %% ../nbs/10_clinical.ipynb #9fde7912
 def _wdbc_extra(t, ds, model, run_dir, s):
     from IPython.display import display, Markdown
     from medmaas_nb.core import write_json
     yte = np.asarray(ds['test'][1]); thr = float(model.threshold)
-    bm = bootstrap_metrics('binary', yte, s, n_boot=200 if ds.meta.get('quick') else 1000, threshold=thr)
     keep = ['sensitivity', 'specificity', 'accuracy', 'balanced_accuracy', 'brier']
+    bm = fast_bootstrap('binary', yte, s, keep, n_boot=200 if ds.meta.get('quick') else 1000, threshold=thr)
     display(Markdown(f'## At the chosen threshold\n\nThreshold **{thr:.3f}** (chosen on out-of-fold training predictions for '
                      'sensitivity >= 0.95). Test figures with bootstrap 95 % intervals; the Brier score does not depend on the threshold.'))
     display(pd.DataFrame({k: bm[k] for k in keep}).T.round(3))
