@@ -100,7 +100,7 @@ def survival_candidates(features:list, # the input spec's features
     out.update({n: published_cox(f) for n, f in (published or {}).items()})
     return out
 
-# %% ../nbs/10a_clinical_survival.ipynb #9e3c14b8
+# %% ../nbs/10a_clinical_survival.ipynb #fa8d709d
 YEAR = 365.25
 
 def _grid(y_train, y_test, n:int=50)->np.ndarray:
@@ -108,12 +108,15 @@ def _grid(y_train, y_test, n:int=50)->np.ndarray:
     lo, hi = np.percentile(y_test[t], [10, 80])
     return np.linspace(lo, min(hi, y_train[t].max() - 1), n)
 
-def survival_metrics(model, X_test:pd.DataFrame, y_train, y_test, years:tuple=(1, 3, 5))->dict:
+def survival_metrics(model, X_test:pd.DataFrame, y_train, y_test, years:tuple=(1, 3, 5),
+                     predictions:tuple|None=None # (risk, survival functions) of `X_test`, if already computed
+                    )->dict:
     "Harrell's and Uno's C, time-dependent AUC at the horizons, integrated Brier score of the model and of Kaplan-Meier."
     from sksurv.metrics import concordance_index_ipcw, cumulative_dynamic_auc, integrated_brier_score
     from sksurv.nonparametric import kaplan_meier_estimator
     ev, t = survival_fields(y_test)
-    risk = np.asarray(model.predict(X_test)); out = compute_metrics('survival', y_test, risk)
+    risk, fs = predictions or (np.asarray(model.predict(X_test)), model.predict_survival_function(X_test))
+    out = compute_metrics('survival', y_test, risk)
     tmax = min(y_test[t][y_test[ev]].max(), y_train[t].max())
     hs = [h for h in years if h * YEAR < tmax]
     out['uno_c'] = float(concordance_index_ipcw(y_train, y_test, risk, tau=tmax - 1)[0])
@@ -121,7 +124,7 @@ def survival_metrics(model, X_test:pd.DataFrame, y_train, y_test, years:tuple=(1
         auc, _ = cumulative_dynamic_auc(y_train, y_test, risk, [h * YEAR for h in hs])
         out.update({f'auc_{h}y': float(a) for h, a in zip(hs, auc)})
     grid = _grid(y_train, y_test)
-    surv = np.vstack([f(grid) for f in model.predict_survival_function(X_test)])
+    surv = np.vstack([f(grid) for f in fs])
     out['ibs'] = float(integrated_brier_score(y_train, y_test, surv, grid))
     kt, ks = kaplan_meier_estimator(y_train[ev], y_train[t])
     km = np.interp(grid, kt, ks, left=1.0)
@@ -130,11 +133,12 @@ def survival_metrics(model, X_test:pd.DataFrame, y_train, y_test, years:tuple=(1
 
 def bootstrap_survival_metrics(model, X_test, y_train, y_test, n_boot:int=200, seed:int=0)->dict:
     "`survival_metrics` with bootstrap 95 % intervals: {metric: {value, ci_low, ci_high}}."
-    point = survival_metrics(model, X_test, y_train, y_test)
+    risk, fs = np.asarray(model.predict(X_test)), np.asarray(model.predict_survival_function(X_test))  # once, then resampled
+    point = survival_metrics(model, X_test, y_train, y_test, predictions=(risk, fs))
     rng = np.random.default_rng(seed); samples = {k: [] for k in point}
     for _ in range(n_boot):
         idx = rng.integers(0, len(y_test), len(y_test))
-        try: m = survival_metrics(model, X_test.iloc[idx], y_train, y_test[idx])
+        try: m = survival_metrics(model, X_test.iloc[idx], y_train, y_test[idx], predictions=(risk[idx], fs[idx]))
         except (ValueError, ZeroDivisionError, IndexError): continue
         for k, v in m.items():
             if k in samples and np.isfinite(v): samples[k].append(v)

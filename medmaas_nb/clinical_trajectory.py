@@ -211,7 +211,7 @@ def fit_baselines(X, y, nxt, seed:int=0, quick:bool=False)->dict:
         out[n] = (f, c.fit(F, y), r.fit(F[ok], nxt[ok]))
     return out
 
-# %% ../nbs/10b_clinical_trajectory.ipynb #31a70514
+# %% ../nbs/10b_clinical_trajectory.ipynb #bb0796b1
 def build_gru(units:int=32, dropout:float=0.2, seed:int=0):
     "Masking -> GRU -> dense, with an event head and a next-log-bilirubin head."
     from medmaas_nb.core import keras
@@ -241,11 +241,24 @@ def fit_gru(X, y, nxt, groups, epochs:int=40, seed:int=0, units:int=32, verbose:
               callbacks=[es] if epochs > 5 else [])
     return m, len(h.history['loss'])
 
+import weakref
+_COMPILED = weakref.WeakKeyDictionary()
+
+def _graph_call(model)->callable:
+    "The model's forward pass as a TensorFlow graph function, traced once per model (0.4 s) and cached."
+    try: return _COMPILED[model]
+    except KeyError: pass
+    except TypeError: return lambda x: model(x, training=False)  # not weak-referenceable: plain eager call
+    import tensorflow as tf
+    f = tf.function(lambda x: model(x, training=False), autograph=False,
+                    input_signature=[tf.TensorSpec([None, MAX_VISITS, len(MODEL_FEATURES)], tf.float32)])
+    _COMPILED[model] = f; return f
+
 def gru_outputs(model, X)->tuple[np.ndarray, np.ndarray]:
     "(probability of the 2-year event, predicted next log bilirubin) for each history."
-    X = np.asarray(X, np.float32); e, b = [], []
-    for i in range(0, len(X), 2048):  # a direct call: `predict` builds a function first (10x slower on small inputs)
-        ei, bi = model(X[i:i + 2048], training=False); e.append(np.asarray(ei)[:, 0]); b.append(np.asarray(bi)[:, 0])
+    X = np.asarray(X, np.float32); e, b = [], []; f = _graph_call(model)
+    for i in range(0, len(X), 2048):  # a graph call: eager calls cost about 150 ms even for one history, `predict` more
+        ei, bi = f(X[i:i + 2048]); e.append(np.asarray(ei)[:, 0]); b.append(np.asarray(bi)[:, 0])
     return np.concatenate(e), np.concatenate(b)
 
 # %% ../nbs/10b_clinical_trajectory.ipynb #06ad3824
