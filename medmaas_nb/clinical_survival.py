@@ -16,8 +16,8 @@ from .clinical import ClinicalTask, train_candidates, register_clinical, age_ban
 
 # %% auto #0
 __all__ = ['YEAR', 'GBSG2_FEATURES', 'breast_cancer_survival', 'WHAS500_FEATURES', 'heart_attack_survival', 'load_survival_task',
-           'RankAverage', 'survival_candidates', 'survival_metrics', 'bootstrap_survival_metrics', 'plot_risk_groups',
-           'plot_patient_curves', 'SurvivalTask', 'survival_task']
+           'RankAverage', 'gbsg_fp_terms', 'published_cox', 'survival_candidates', 'survival_metrics',
+           'bootstrap_survival_metrics', 'plot_risk_groups', 'plot_patient_curves', 'SurvivalTask', 'survival_task']
 
 # %% ../nbs/10a_clinical_survival.ipynb #abc267ec
 def load_survival_task(dataset:str, # 'gbsg2' or 'whas500'
@@ -30,7 +30,7 @@ def load_survival_task(dataset:str, # 'gbsg2' or 'whas500'
                    target_name=f'({ev}, {t}) in days',
                    meta={'split': f'random {1-test_size:.0%}/{test_size:.0%} stratified by event (seed {seed}); CV on train only', 'quick': quick})
 
-# %% ../nbs/10a_clinical_survival.ipynb #851ff243
+# %% ../nbs/10a_clinical_survival.ipynb #532b2203
 def _encoder(features:list, # the input spec's features
              splines:tuple=(), # numeric features given cubic splines
              logs:tuple=() # numeric features entering as log(1 + x)
@@ -63,11 +63,26 @@ class RankAverage(BaseEstimator):
             out.append(StepFunction(x, np.mean([c(np.clip(x, c.x[0], c.x[-1])) for c in curves], 0)))
         return np.array(out)
 
+def gbsg_fp_terms(X)->np.ndarray:
+    "Sauerbrei & Royston's (1999) GBSG terms: (age/50)^-2, (age/50)^-0.5, exp(-0.12 pnodes), (progrec+1)^0.5, grade II/III, hormonal therapy."
+    X = pd.DataFrame(X); a = X['age'].to_numpy(float) / 50
+    return np.column_stack([a ** -2, a ** -0.5, np.exp(-0.12 * X['pnodes'].to_numpy(float)), np.sqrt(X['progrec'].to_numpy(float) + 1),
+                            (X['tgrade'].astype(str) != 'I').astype(float), (X['horTh'].astype(str) == 'yes').astype(float)])
+
+def published_cox(terms:callable # (DataFrame) -> the model's fixed terms, a module-level function (so skops can save it)
+                 ):
+    "A Cox model on a published model's fixed terms (standardized; a hair of ridge penalty for numerical stability)."
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    return make_pipeline(FunctionTransformer(terms), StandardScaler(), CoxPHSurvivalAnalysis(alpha=1e-4))
+
 def survival_candidates(features:list, # the input spec's features
                         quick:bool=False, seed:int=0, n_estimators:int=150,
                         splines:tuple=(), logs:tuple=(), # the task's clinical terms (see `_encoder`)
+                        published:dict|None=None, # {name: terms function} of published models, refitted by `published_cox`
                         **_)->dict:
-    "Cox, Coxnet, random survival forest, gradient-boosted survival trees, Cox with clinical terms, and that Cox rank-averaged with the trees."
+    "Cox, Coxnet, random survival forest, gradient-boosted survival trees, Cox with clinical terms, that Cox rank-averaged with the trees, and published models."
     from sklearn.pipeline import make_pipeline
     _enc = lambda: _encoder(features)
     from sksurv.linear_model import CoxPHSurvivalAnalysis, CoxnetSurvivalAnalysis
@@ -82,9 +97,10 @@ def survival_candidates(features:list, # the input spec's features
                                                                                     random_state=seed, n_jobs=1)),
            'gradient_boosting': gbs()}
     if splines or logs: out.update({'cox + clinical terms': terms(), 'cox terms + boosting': RankAverage([terms(), gbs()])})
+    out.update({n: published_cox(f) for n, f in (published or {}).items()})
     return out
 
-# %% ../nbs/10a_clinical_survival.ipynb #9e3c14b8
+# %% ../nbs/10a_clinical_survival.ipynb #fa8d709d
 YEAR = 365.25
 
 def _grid(y_train, y_test, n:int=50)->np.ndarray:
@@ -92,12 +108,15 @@ def _grid(y_train, y_test, n:int=50)->np.ndarray:
     lo, hi = np.percentile(y_test[t], [10, 80])
     return np.linspace(lo, min(hi, y_train[t].max() - 1), n)
 
-def survival_metrics(model, X_test:pd.DataFrame, y_train, y_test, years:tuple=(1, 3, 5))->dict:
+def survival_metrics(model, X_test:pd.DataFrame, y_train, y_test, years:tuple=(1, 3, 5),
+                     predictions:tuple|None=None # (risk, survival functions) of `X_test`, if already computed
+                    )->dict:
     "Harrell's and Uno's C, time-dependent AUC at the horizons, integrated Brier score of the model and of Kaplan-Meier."
     from sksurv.metrics import concordance_index_ipcw, cumulative_dynamic_auc, integrated_brier_score
     from sksurv.nonparametric import kaplan_meier_estimator
     ev, t = survival_fields(y_test)
-    risk = np.asarray(model.predict(X_test)); out = compute_metrics('survival', y_test, risk)
+    risk, fs = predictions or (np.asarray(model.predict(X_test)), model.predict_survival_function(X_test))
+    out = compute_metrics('survival', y_test, risk)
     tmax = min(y_test[t][y_test[ev]].max(), y_train[t].max())
     hs = [h for h in years if h * YEAR < tmax]
     out['uno_c'] = float(concordance_index_ipcw(y_train, y_test, risk, tau=tmax - 1)[0])
@@ -105,7 +124,7 @@ def survival_metrics(model, X_test:pd.DataFrame, y_train, y_test, years:tuple=(1
         auc, _ = cumulative_dynamic_auc(y_train, y_test, risk, [h * YEAR for h in hs])
         out.update({f'auc_{h}y': float(a) for h, a in zip(hs, auc)})
     grid = _grid(y_train, y_test)
-    surv = np.vstack([f(grid) for f in model.predict_survival_function(X_test)])
+    surv = np.vstack([f(grid) for f in fs])
     out['ibs'] = float(integrated_brier_score(y_train, y_test, surv, grid))
     kt, ks = kaplan_meier_estimator(y_train[ev], y_train[t])
     km = np.interp(grid, kt, ks, left=1.0)
@@ -114,11 +133,12 @@ def survival_metrics(model, X_test:pd.DataFrame, y_train, y_test, years:tuple=(1
 
 def bootstrap_survival_metrics(model, X_test, y_train, y_test, n_boot:int=200, seed:int=0)->dict:
     "`survival_metrics` with bootstrap 95 % intervals: {metric: {value, ci_low, ci_high}}."
-    point = survival_metrics(model, X_test, y_train, y_test)
+    risk, fs = np.asarray(model.predict(X_test)), np.asarray(model.predict_survival_function(X_test))  # once, then resampled
+    point = survival_metrics(model, X_test, y_train, y_test, predictions=(risk, fs))
     rng = np.random.default_rng(seed); samples = {k: [] for k in point}
     for _ in range(n_boot):
         idx = rng.integers(0, len(y_test), len(y_test))
-        try: m = survival_metrics(model, X_test.iloc[idx], y_train, y_test[idx])
+        try: m = survival_metrics(model, X_test.iloc[idx], y_train, y_test[idx], predictions=(risk[idx], fs[idx]))
         except (ValueError, ZeroDivisionError, IndexError): continue
         for k, v in m.items():
             if k in samples and np.isfinite(v): samples[k].append(v)
@@ -207,25 +227,26 @@ GBSG2_FEATURES = [
     Feature('tsize', 'tumour size', 'mm', 1, 150),
 ]
 
-# %% ../nbs/10a_clinical_survival.ipynb #d8fd54d9
+# %% ../nbs/10a_clinical_survival.ipynb #1eb07a29
 def survival_task(name:str, dataset:str, # task name, manifest dataset
                   features:list, # the input spec's features
                   description:str, spec_description:str, # what the task predicts; what one input record is
                   anchors:list, goals:dict, subgroups:callable, limitations:str,
-                  splines:tuple=(), logs:tuple=() # the clinical terms of `cox + clinical terms`
+                  splines:tuple=(), logs:tuple=(), # the clinical terms of `cox + clinical terms`
+                  published:dict|None=None # published models' terms (see `survival_candidates`)
                  )->SurvivalTask:
     "Declare and register a survival task with the family's defaults."
     return register_clinical(SurvivalTask(
         name=name, family='clinical', kind='survival', dataset=dataset, description=description,
         load=lambda quick=False, seed=0, test_size=0.25, **kw: load_survival_task(dataset, quick, seed, test_size),
-        candidates=lambda **kw: survival_candidates(features, splines=splines, logs=logs, **kw), train=train_candidates,
+        candidates=lambda **kw: survival_candidates(features, splines=splines, logs=logs, published=published, **kw), train=train_candidates,
         primary_metric='c_index', input_spec=InputSpec('tabular', features, spec_description),
         output_names=['risk'], primary_output='risk score', cv_splits=5, cv_repeats=2, anchor_cv=(5, 1), goals=goals,
         anchors=anchors, subgroups=subgroups, limitations=limitations,
         params={'n_estimators': Param(150, 'trees in the forest and boosting stages (full runs)'),
                 'test_size': Param(0.25, 'held-out test fraction')}), _survival_extra)
 
-# %% ../nbs/10a_clinical_survival.ipynb #37330da9
+# %% ../nbs/10a_clinical_survival.ipynb #9590aec6
 _GBSG_UG = 'scikit-survival user guide, 75/25 split'
 _GBSG_HERE = '5-fold CV on all 686 patients, Harrell\'s C (measured here, scikit-survival 0.28.0)'
 breast_cancer_survival = survival_task(
@@ -245,8 +266,10 @@ breast_cancer_survival = survival_task(
                          'menopausal status': X['menostat'].astype(str)},
     limitations='686 women with node-positive breast cancer in one 1980s German trial; all women, so no sex subgroup. Treatments '
                 'have changed since (no HER2 status, no modern endocrine or targeted therapy). Risk scores rank patients; the '
-                'survival probabilities are calibrated to this trial population only.',
-    splines=('age',), logs=('pnodes', 'progrec', 'estrec'))
+                'survival probabilities are calibrated to this trial population only. The published fractional-polynomial model '
+                '(chosen by the training-split CV at seed 0) has terms that Sauerbrei & Royston derived on these same 686 patients, '
+                'test patients included, so its figures may be somewhat optimistic.',
+    splines=('age',), logs=('pnodes', 'progrec', 'estrec'), published={'cox FP (Sauerbrei-Royston)': gbsg_fp_terms})
 
 # %% ../nbs/10a_clinical_survival.ipynb #d5ecac44
 _01 = ['0', '1']

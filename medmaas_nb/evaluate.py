@@ -21,8 +21,8 @@ HIGHER_IS_BETTER = {'r2': True, 'mse': False, 'mae': False, 'roc_auc': True, 'ac
                     'mrr': True, 'recall_at_1': True, 'recall_at_5': True, 'recall_at_10': True}
 
 # %% auto #0
-__all__ = ['KINDS', 'HIGHER_IS_BETTER', 'survival_fields', 'compute_metrics', 'fast_metrics', 'bootstrap_metrics', 'make_cv',
-           'default_scores', 'cross_validate', 'summarize_cv', 'select_model', 'summary_table', 'Anchor',
+__all__ = ['KINDS', 'HIGHER_IS_BETTER', 'survival_fields', 'compute_metrics', 'rank_auc', 'fast_metrics', 'bootstrap_metrics',
+           'make_cv', 'default_scores', 'cross_validate', 'summarize_cv', 'select_model', 'summary_table', 'Anchor',
            'anchor_table', 'plot_residuals', 'plot_importance', 'plot_roc', 'plot_calibration', 'plot_confusion',
            'permutation_importance_table']
 
@@ -70,8 +70,10 @@ def compute_metrics(kind:str, # task kind: binary, multiclass, regression, survi
         return {'mrr': float(np.mean(1 / rank)), **{f'recall_at_{k}': float(np.mean(rank <= k)) for k in (1, 5, 10)}}
     raise ValueError(f'Unknown task kind {kind!r}; expected one of {KINDS}.')
 
-# %% ../nbs/02_evaluate.ipynb #72a1bb7f
-def _auc(y:np.ndarray, s:np.ndarray)->float:
+# %% ../nbs/02_evaluate.ipynb #4576312b
+def rank_auc(y:np.ndarray, # 0/1 truth
+             s:np.ndarray # scores
+            )->float:
     "ROC AUC as the Mann-Whitney statistic (ties count one half); NaN without both classes."
     n1 = int(y.sum()); n0 = len(y) - n1
     if n1 == 0 or n0 == 0: return float('nan')
@@ -96,7 +98,7 @@ def fast_metrics(kind:str, y_true, scores, threshold:float=0.5)->dict|None:
         tp, fp = int(np.sum(p & y)), int(np.sum(p & (1 - y))); fn, tn = int(y.sum()) - tp, int((1 - y).sum()) - fp
         sens = tp / (tp + fn) if tp + fn else nan; spec = tn / (tn + fp) if tn + fp else nan
         two = 0 < tp + fn < len(y)
-        return {'roc_auc': _auc(y, S) if two else nan, 'average_precision': _average_precision(y, S) if two else nan,
+        return {'roc_auc': rank_auc(y, S) if two else nan, 'average_precision': _average_precision(y, S) if two else nan,
                 'accuracy': (tp + tn) / len(y), 'balanced_accuracy': float(np.nanmean([sens, spec])),
                 'sensitivity': sens, 'specificity': spec, 'f1': 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
                 'brier': float(np.mean((S - y) ** 2))}
@@ -107,7 +109,7 @@ def fast_metrics(kind:str, y_true, scores, threshold:float=0.5)->dict|None:
         out = {'accuracy': float(np.mean(pred == y)), 'f1_macro': float(np.mean(2 * tp[seen] / (sup + npred)[seen])),
                'balanced_accuracy': float(np.mean(tp[sup > 0] / sup[sup > 0]))}
         ok = k > 2 and np.all(sup > 0) and np.allclose(1, S.sum(1))  # else scikit-learn refuses the one-vs-rest AUC
-        out['roc_auc_ovr'] = float(np.mean([_auc((y == c).astype(int), S[:, c]) for c in range(k)])) if ok else nan
+        out['roc_auc_ovr'] = float(np.mean([rank_auc((y == c).astype(int), S[:, c]) for c in range(k)])) if ok else nan
         return out
     return None
 
