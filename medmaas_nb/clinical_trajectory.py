@@ -211,7 +211,7 @@ def fit_baselines(X, y, nxt, seed:int=0, quick:bool=False)->dict:
         out[n] = (f, c.fit(F, y), r.fit(F[ok], nxt[ok]))
     return out
 
-# %% ../nbs/10b_clinical_trajectory.ipynb #bb0796b1
+# %% ../nbs/10b_clinical_trajectory.ipynb #f7397e27
 def build_gru(units:int=32, dropout:float=0.2, seed:int=0):
     "Masking -> GRU -> dense, with an event head and a next-log-bilirubin head."
     from medmaas_nb.core import keras
@@ -233,6 +233,7 @@ def fit_gru(X, y, nxt, groups, epochs:int=40, seed:int=0, units:int=32, verbose:
     from medmaas_nb.core import keras
     from sklearn.model_selection import GroupShuffleSplit
     K = keras(); m = build_gru(units, seed=seed)
+    m.run_eagerly = epochs <= 5  # a quick fit: tracing the training step (about 3 s) would cost more than it saves
     tr, va = next(GroupShuffleSplit(1, test_size=0.15, random_state=seed).split(X, y, groups))
     w, t = (~np.isnan(nxt)).astype('float32'), np.nan_to_num(nxt).astype('float32')
     data = lambda i: (X[i], [y[i].astype('float32'), t[i]], [np.ones(len(i), 'float32'), w[i]])
