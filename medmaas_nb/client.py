@@ -14,7 +14,7 @@ class ServiceError(Exception):
         super().__init__(f'{status}: {message}'); self.status, self.message, self.request_id, self.field = status, message, request_id, field
 
 # %% auto #0
-__all__ = ['ServiceError', 'Client', 'curl_command', 'free_port', 'ServiceProcess']
+__all__ = ['ServiceError', 'Client', 'curl_command', 'free_port', 'ServiceProcess', 'ProcessHandle']
 
 # %% ../nbs/08_client.ipynb #0dc421d6
 _V2_NP = {'BOOL': np.bool_, 'UINT8': np.uint8, 'INT8': np.int8, 'INT16': np.int16, 'INT32': np.int32, 'INT64': np.int64,
@@ -108,7 +108,7 @@ def curl_command(url:str, # full URL
     if body is not None: parts += ['-H', "'Content-Type: application/json'", '-d', shlex.quote(json.dumps(body))]
     return ' '.join(parts if key.startswith('$') else [shlex.quote(p) if not p.startswith('"') else p for p in parts])
 
-# %% ../nbs/08_client.ipynb #ca0be6fc
+# %% ../nbs/08_client.ipynb #567bcb04
 def free_port()->int:
     "A free TCP port on 127.0.0.1."
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
@@ -119,16 +119,18 @@ class ServiceProcess:
                  port:int|None=None, # default: a free port
                  env:dict|None=None, # extra environment variables (e.g. MEDMAAS_REGISTRY_DIR)
                  timeout:float=120.0, # seconds to wait for readiness
-                 log_file:Path|None=None # where the server's output goes (default: discarded)
+                 log_file:Path|None=None, # where the server's output goes (default: discarded)
+                 wait_for:Path|None=None # a run's `registration.json`: start now, serve that version once it appears
                 ):
         self.port = port or free_port(); self.url = f'http://127.0.0.1:{self.port}'
-        self.tasks, self.env, self.timeout, self.log_file = tasks, env or {}, timeout, log_file
-        self.proc = None; self.startup_s = None
+        self.tasks, self.env, self.timeout, self.log_file, self.wait_for = tasks, env or {}, timeout, log_file, wait_for
+        self.proc = None; self.startup_s = None; self.prestarted = False
 
     def launch(self)->ServiceProcess:
         "Start the server process and return at once (do other work, then `wait()`)."
         cmd = [sys.executable, '-c', 'import sys; from medmaas_nb.pipeline import main; sys.exit(main())',
                'serve', '--host', '127.0.0.1', '--port', str(self.port)] + (['--models', *self.tasks] if self.tasks else [])
+        if self.wait_for: cmd += ['--wait-for', str(self.wait_for)]
         out = open(self.log_file, 'ab') if self.log_file else subprocess.DEVNULL
         self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL)
@@ -136,7 +138,7 @@ class ServiceProcess:
         return self
 
     def wait(self)->ServiceProcess:
-        "Wait until the launched server is ready (`startup_s` counts from `launch`); stops it if it never gets there."
+        "Wait until the launched server is ready (`startup_s` counts from `launch`, or from `adopt`); stops it if it never gets there."
         with Client(self.url) as c:
             try: c.wait_ready(self.timeout, self.proc)
             except Exception: self.stop(); raise
@@ -157,3 +159,64 @@ class ServiceProcess:
 
     def __enter__(self): return self.start()
     def __exit__(self, *a): self.stop()
+
+    def save(self, path:Path)->Path:
+        "Record the launched server (address and process id) so that another process can `adopt` it."
+        from medmaas_nb.core import write_json
+        write_json(path, {'url': self.url, 'port': self.port, 'pid': self.proc.pid, 'tasks': self.tasks,
+                          'wait_for': str(self.wait_for) if self.wait_for else None}); return Path(path)
+
+    @classmethod
+    def adopt(cls, path:Path, # a file written by `save`
+              timeout:float=120.0 # seconds to wait for readiness
+             )->ServiceProcess:
+        "Take over a server that another process launched and recorded with `save`: `wait`, `client` and `stop` work as usual."
+        info = json.loads(Path(path).read_text())
+        sp = cls(info['tasks'], port=info['port'], timeout=timeout)
+        sp.proc, sp.prestarted, sp._t0 = ProcessHandle(info['pid']), True, time.perf_counter()
+        return sp
+
+    @classmethod
+    def for_run(cls, run_dir:Path, # the pipeline run's folder
+                task:str, # the task the run trains
+                version:int|None=None # the version the run registered; None: start before it exists
+               )->ServiceProcess:
+        """The service of a pipeline run, launched (call `wait`), with a keys file, audit log and server log of its own in
+        `run_dir/service`. Without a version it starts ahead of the model, waiting for the run's `registration.json`, and is
+        recorded there; with one, a recorded service is adopted, else one serving `TASK:version` is launched."""
+        svc = Path(run_dir)/'service'; svc.mkdir(exist_ok=True); record = svc/'prestarted.json'
+        if version is not None and record.exists(): return cls.adopt(record)
+        env = {'MEDMAAS_KEYS_FILE': str(svc/'keys.json'), 'MEDMAAS_AUDIT_LOG': str(svc/'audit.jsonl')}
+        if version is not None: return cls([f'{task}:{version}'], env=env, log_file=svc/'service.log').launch()
+        sp = cls([task], env=env, log_file=svc/'service.log', wait_for=Path(run_dir)/'registration.json').launch()
+        sp.save(record); return sp
+
+class ProcessHandle:
+    "The parts of `subprocess.Popen` that `ServiceProcess` uses, for a process this one did not start (known by its pid)."
+    def __init__(self, pid:int): self.pid, self.returncode = pid, None
+
+    def poll(self)->int|None:
+        "None while the process runs; else its exit code if known (-1 if it was started elsewhere and has gone)."
+        if self.returncode is not None: return self.returncode
+        try:  # a zombie (exited, not yet reaped by the process that started it) has gone too
+            if Path(f'/proc/{self.pid}/stat').read_text().rsplit(')', 1)[1].split()[0] == 'Z': self.returncode = -1
+        except FileNotFoundError: self.returncode = -1
+        except (OSError, IndexError):  # no /proc: ask the kernel
+            try: os.kill(self.pid, 0)
+            except ProcessLookupError: self.returncode = -1
+        return self.returncode
+
+    def terminate(self): self._signal(15)
+    def kill(self): self._signal(9)
+    def _signal(self, sig:int):
+        if self.poll() is None:
+            try: os.kill(self.pid, sig)
+            except ProcessLookupError: self.returncode = -1
+
+    def wait(self, timeout:float|None=None)->int:
+        "Wait until the process has gone; `subprocess.TimeoutExpired` after `timeout` seconds."
+        t0 = time.monotonic()
+        while self.poll() is None:
+            if timeout is not None and time.monotonic() - t0 > timeout: raise subprocess.TimeoutExpired(f'pid {self.pid}', timeout)
+            time.sleep(0.02)
+        return self.returncode

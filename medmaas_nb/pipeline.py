@@ -30,7 +30,7 @@ def new_run_id()->str:
 __all__ = ['log', 'STEPS', 'StepFailed', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'run_task',
            'main']
 
-# %% ../nbs/05_pipeline.ipynb #294f9f7f
+# %% ../nbs/05_pipeline.ipynb #2e12e056
 def warm_up_code(step_nb:Path, # a step notebook
                  task:str, # the task the step will run
                  runtime:bool=False # also import the task's model runtime (TensorFlow for a Keras task)
@@ -44,7 +44,7 @@ def warm_up_code(step_nb:Path, # a step notebook
         except SyntaxError: continue  # a cell with IPython syntax
         lines += [ast.unparse(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) and getattr(n, 'module', '') != '__future__']
     lines += ['from medmaas_nb.tasks import get_task', f'_task = get_task({task!r})']
-    if runtime: lines.append("if _task.runtime == 'keras':\n    from medmaas_nb.core import keras\n    keras()\nelse:\n    import skops.io")
+    if runtime: lines += ['from medmaas_nb.registry import import_runtime', 'import_runtime(_task.runtime)']
     src = '\n'.join(dict.fromkeys(lines))
     return f'try: exec(compile({src!r}, "<warm-up>", "exec"), {{}})\nexcept Exception: pass'
 
@@ -79,7 +79,7 @@ class WarmKernel:
         try: run_sync(self.km.shutdown_kernel)(now=False)
         except Exception as e: log.debug('kernel shutdown: %s', e)
 
-# %% ../nbs/05_pipeline.ipynb #9a31d396
+# %% ../nbs/05_pipeline.ipynb #ab92f820
 def _to_html(nb_path:Path)->Path|None:
     "Render an executed notebook to a standalone HTML file beside it."
     try:
@@ -161,13 +161,18 @@ def run_task(task_name:str, # task to run
     res = RunResult(task.name, run_id, run_dir, p)
     nb_params = {'task': task.name, 'run_dir': str(run_dir), 'quick': p['quick'], 'seed': p['seed'], 'params': task.task_params(p)}
     from concurrent.futures import ThreadPoolExecutor
+    service = None
     try:
+        if {'30_evaluate', '40_serve'} <= set(steps):  # the serve step adopts it once the evaluate step has registered the model
+            from medmaas_nb.client import ServiceProcess
+            service = ServiceProcess.for_run(run_dir, task.name)
         with ThreadPoolExecutor(1) as renders:  # the HTML reports; waited for on the way out
             for i, step in enumerate(steps, 1):
                 if i < len(steps): kernels[steps[i]] = WarmKernel(pipelines_dir()/f'{steps[i]}.ipynb', task.name, run_dir, runtime=True)
                 _run_step(task.name, step, i, len(steps), nb_params, run_dir, kernels.pop(step), res, progress, renders)
     finally:
         for k in kernels.values(): k.shutdown()
+        if service is not None: service.stop()  # normally the serve step has stopped it already
     if (run_dir/'metrics.json').exists(): res.metrics = json.loads((run_dir/'metrics.json').read_text())
     if (run_dir/'registration.json').exists(): res.registered = json.loads((run_dir/'registration.json').read_text())
     if track and res.registered:
@@ -180,7 +185,7 @@ def run_task(task_name:str, # task to run
     write_json(run_dir/'timings.json', res.timings)
     return res
 
-# %% ../nbs/05_pipeline.ipynb #808fc8e1
+# %% ../nbs/05_pipeline.ipynb #e69905d4
 def _summary_row(task:str, res:RunResult|None, err:str|None)->dict:
     from medmaas_nb.tasks import get_task
     t = get_task(task); m = (res.metrics if res else {}) or {}
@@ -213,6 +218,7 @@ def _parser()->argparse.ArgumentParser:
     sv = sub.add_parser('serve', help='serve the registered models over HTTP (v2 and JSON API)')
     sv.add_argument('--host', default='127.0.0.1', help='interface (default: loopback only)')
     sv.add_argument('--port', type=int, default=8080); sv.add_argument('--models', nargs='+', metavar='TASK', help='tasks to serve, TASK:N pins version N (default: all registered)')
+    sv.add_argument('--wait-for', type=Path, metavar='REGISTRATION', help="a pipeline run's registration.json: import the task's runtime now, serve the version it names once it appears (one task, no version)")
     k = sub.add_parser('keys', help='API keys for the service'); ksub = k.add_subparsers(dest='keys_cmd', required=True)
     kc = ksub.add_parser('create', help='create a key (shown once)'); kc.add_argument('name')
     kc.add_argument('--scope', choices=['predict', 'admin'], default='predict')
@@ -284,5 +290,5 @@ def _dispatch(args)->int:
         return 0
     if args.cmd == 'serve':
         from medmaas_nb.serving import serve
-        serve(args.host, args.port, args.models); return 0
+        serve(args.host, args.port, args.models, wait_for=args.wait_for); return 0
     return 2

@@ -7,6 +7,7 @@ from medmaas_nb.tasks import all_tasks, get_task
 from medmaas_nb.data import availability
 from medmaas_nb.pipeline import run_task, STEPS, StepFailed
 from medmaas_nb.registry import Registry
+from medmaas_nb.client import ProcessHandle
 
 TASKS = [t for t in all_tasks() if availability(all_tasks()[t].dataset) != 'missing']
 _runs = {}
@@ -38,6 +39,10 @@ def test_quick_run_leaves_reports_metrics_and_a_registered_model(session_dirs, n
     mv.verify()
     serve = json.loads((d/'serve.json').read_text())
     assert serve['predictions_equal'] is True and serve['version'] == mv.version
+    # the runner started the service with the first step; the serve step adopted it and stopped it
+    assert serve['prestarted'] is True
+    pid = json.loads((d/'service'/'prestarted.json').read_text())['pid']
+    assert ProcessHandle(pid).poll() is not None, 'the service outlived its run'
 
 def test_run_is_tracked_in_mlflow(session_dirs):
     res = quick_run('diabetes-progression')
@@ -74,3 +79,6 @@ def test_failing_step_names_the_step_and_cell_and_registers_nothing(isolated):
     run_dir = next((isolated/'runs'/'breast-ultrasound').iterdir())
     assert (run_dir/'10_data.ipynb').exists() and not (run_dir/'20_train.ipynb').exists()
     assert Registry().versions('breast-ultrasound') == before == []
+    # the service started with the run (waiting for a registration that never came) is stopped with it
+    pid = json.loads((run_dir/'service'/'prestarted.json').read_text())['pid']
+    assert ProcessHandle(pid).poll() is not None, 'a failed run left its service running'
