@@ -709,7 +709,7 @@ promoter = _sequence_task(
                 'squashed SVM margins: they rank and decide, but are not calibrated.',
 )
 
-# %% ../nbs/12_genomics.ipynb #6eeaf210
+# %% ../nbs/12_genomics.ipynb #85041b5b
 METASTASIS_CATEGORICAL = ['er', 'grade']
 
 class SurvivalSelectKBest(TransformerMixin, BaseEstimator):
@@ -762,10 +762,14 @@ def metastasis_candidates(quick:bool=False, seed:int=0, k:int=20, n_estimators:i
     # elastic net: l1_ratio and alpha tuned by 3-fold CV inside each training fold (never on the fold's test patients)
     coxnet = GridSearchCV(CoxnetSurvivalAnalysis(), {'l1_ratio': [0.1, 0.5, 0.9], 'alphas': [[0.05], [0.1], [0.3]]},
                           cv=KFold(3, shuffle=True, random_state=seed), error_score=np.nan)
+    from sksurv.ensemble import RandomSurvivalForest
+    from medmaas_nb.clinical_survival import RankAverage
+    forest = lambda: P(('model', RandomSurvivalForest(n_estimators=200, min_samples_leaf=10, max_features='sqrt', random_state=seed, n_jobs=1)))
     return {**out, 'coxnet_tuned': P(('model', coxnet)),
             'componentwise_boost': P(('model', ComponentwiseGradientBoostingSurvivalAnalysis(n_estimators=n, learning_rate=0.1,
                                                                                              random_state=seed))),
-            'select_stumps': P(('select', SurvivalSelectKBest(k)), ('model', stumps()))}
+            'select_stumps': P(('select', SurvivalSelectKBest(k)), ('model', stumps())),
+            'survival_forest': forest(), 'ridge_cox + forest': RankAverage([out['ridge_cox'], forest()])}
 
 def _metastasis_frame():
     X, y = load_package_dataset('gse7390'); X = X.copy()
