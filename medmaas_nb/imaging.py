@@ -326,7 +326,7 @@ def image_scores(model, # a served model (image -> probability)
     fn, X = compiled(model), np.asarray(X, np.float32)
     return np.concatenate([fn(X[i:i + batch]).numpy().reshape(-1) for i in range(0, len(X), batch)]) if len(X) else np.zeros(0, np.float32)
 
-# %% ../nbs/11_imaging.ipynb #0457c52d
+# %% ../nbs/11_imaging.ipynb #312824a6
 def choose_threshold(y, # validation labels
                      p, # validation probabilities
                      rule:str='accuracy' # 'accuracy' or 'youden' (sensitivity + specificity - 1)
@@ -359,13 +359,29 @@ def _augmenter(flip:bool, seed:int, intensity:float=0.0):
     if intensity: layers += [L.RandomContrast(intensity, seed=seed + 4), L.RandomBrightness(intensity / 2, value_range=(0, 1), seed=seed + 5)]
     return K.Sequential(layers, name='augment')
 
-def _batches(X, y, batch_size:int, seed:int, weights:dict|None=None):
-    "A shuffled, batched, prefetched `tf.data` pipeline of (image, label[, class weight])."
+def _crop_flip(pad:int, flip:bool, seed:int, intensity:float=0.0):
+    "A `tf.data` map: reflect-pad by `pad` pixels and crop back at random (whole-pixel shifts), optional flip and contrast/brightness jitter."
+    import tensorflow as tf
+    gen = tf.random.Generator.from_seed(seed)
+    def f(x, *rest):
+        h, w = x.shape[0], x.shape[1]
+        if pad: x = tf.image.stateless_random_crop(tf.pad(x, [[pad, pad], [pad, pad], [0, 0]], mode='REFLECT'), (h, w, 1), seed=gen.make_seeds(1)[:, 0])
+        if flip: x = tf.image.stateless_random_flip_left_right(x, seed=gen.make_seeds(1)[:, 0])
+        if intensity:
+            s = gen.make_seeds(2)
+            x = tf.image.stateless_random_contrast(x, 1 - intensity, 1 + intensity, seed=s[:, 0])
+            x = tf.clip_by_value(tf.image.stateless_random_brightness(x, intensity / 2, seed=s[:, 1]), 0, 1)
+        return (x, *rest)
+    return f
+
+def _batches(X, y, batch_size:int, seed:int, weights:dict|None=None, augment=None):
+    "A shuffled, batched, prefetched `tf.data` pipeline of (image, label[, class weight]), `augment` mapped over single images."
     import tensorflow as tf
     X, y = np.asarray(X, np.float32), np.asarray(y, np.float32)
     parts = (X, y) if weights is None else (X, y, np.array([weights[int(c)] for c in y], np.float32))
-    return (tf.data.Dataset.from_tensor_slices(parts).shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size).prefetch(2))
+    d = tf.data.Dataset.from_tensor_slices(parts).shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
+    if augment is not None: d = d.map(augment)
+    return d.batch(batch_size).prefetch(2)
 
 def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
                  Xtr, ytr, Xva, yva, # training and validation split
@@ -376,7 +392,11 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
                  width:int=16, # filters of the residual network's first block
                  intensity:float=0.0, # random contrast (and half as much brightness) jitter (strong model only)
                  label_smoothing:float=0.0, # label smoothing of the loss (strong model only)
+                 augment:str='affine', # strong model: 'affine' (random shifts, rotations, zooms) or 'crop' (reflect-pad and crop: whole-pixel shifts)
+                 pad:int=2, # pixels of padding for augment='crop'
+                 class_weights:bool=True, # strong model: weight the loss against the class imbalance
                  snapshots:int=1, # keep the weights of the `snapshots` best validation epochs (strong model only)
+                 swa:int=0, # strong model: run all `epochs`, no early stopping, and keep the average of the last `swa` epochs' weights (0: the best epochs)
                  verbose:int=0)->tuple:
     "Train one network; returns (member model(s), per-epoch history with validation AUC, best epoch)."
     from sklearn.metrics import roc_auc_score
@@ -385,20 +405,26 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
     member = build_member(arch, prefix, width=width)
     strong = arch != 'baseline_cnn'
     if strong:
-        inp = K.Input(Xtr.shape[1:]); net = K.Model(inp, member(_augmenter(flip, seed, intensity)(inp)))
+        if augment == 'crop': net, aug = member, _crop_flip(pad, flip, seed, intensity)
+        else: inp = K.Input(Xtr.shape[1:]); net, aug = K.Model(inp, member(_augmenter(flip, seed, intensity)(inp))), None
         steps = epochs * math.ceil(len(Xtr) / batch_size)
-        opt = K.optimizers.AdamW(K.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05), weight_decay=1e-4)
-        counts = np.bincount(ytr, minlength=2); cw = {c: len(ytr) / (2 * max(counts[c], 1)) for c in (0, 1)}
+        opt = K.optimizers.AdamW(K.optimizers.schedules.CosineDecay(lr, steps, alpha=0.01), weight_decay=1e-4)
+        counts = np.bincount(ytr, minlength=2); cw = {c: len(ytr) / (2 * max(counts[c], 1)) for c in (0, 1)} if class_weights else None
         loss = K.losses.BinaryCrossentropy(from_logits=True, label_smoothing=label_smoothing)
-    else: net, opt, cw, loss, snapshots = member, K.optimizers.Adam(lr), None, K.losses.BinaryCrossentropy(from_logits=True), 1
+    else: net, opt, cw, loss, snapshots, swa, aug = member, K.optimizers.Adam(lr), None, K.losses.BinaryCrossentropy(from_logits=True), 1, 0, None
     net.compile(optimizer=opt, loss=loss)
-    fn = compiled(member); kept, hist, wait = [], [], 0  # kept: (val AUC, epoch, weights), best first
+    fn = compiled(member); kept, hist, wait, avg = [], [], 0, []  # kept: (val AUC, epoch, weights), best first; avg: [n, running mean]
     class _ValAUC(K.callbacks.Callback):
         def on_epoch_end(cb, epoch, logs=None):
-            nonlocal kept, wait
+            nonlocal kept, wait, avg
             p = _sigmoid(fn(np.asarray(Xva, np.float32)).numpy().ravel())
             auc = roc_auc_score(yva, p) if len(np.unique(yva)) == 2 else float('nan')
             hist.append({'epoch': epoch + 1, 'loss': float(logs.get('loss', np.nan)), 'val_auc': float(auc)})
+            if swa:  # a running mean of the weights over the schedule's last `swa` epochs; validation only watched
+                if epoch >= epochs - swa:
+                    w = member.get_weights(); n = avg[0] + 1 if avg else 1
+                    avg = [n, w if n == 1 else [a + (b - a) / n for a, b in zip(avg[1], w)]]
+                return
             best = kept[0][0] if kept else -np.inf
             if len(kept) < snapshots or auc > kept[-1][0]:
                 kept = sorted(kept + [(auc, epoch + 1, member.get_weights())], key=lambda k: -k[0])[:snapshots]
@@ -406,8 +432,11 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
             else:
                 wait += 1
                 if wait >= patience: cb.model.stop_training = True
-    net.fit(_batches(Xtr, ytr, batch_size, seed, cw), epochs=epochs, callbacks=[_ValAUC()], verbose=verbose, shuffle=False)
+    net.fit(_batches(Xtr, ytr, batch_size, seed, cw, aug), epochs=epochs, callbacks=[_ValAUC()], verbose=verbose, shuffle=False)
     hist = pd.DataFrame(hist); best_epoch = int(hist['val_auc'].idxmax() + 1) if len(hist) else 0
+    if swa:
+        if avg: member.set_weights(avg[1])
+        return member, hist, len(hist)
     if snapshots == 1 or len(kept) <= 1:
         if kept: member.set_weights(kept[0][2])
         return member, hist, best_epoch
@@ -416,7 +445,7 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
         m = build_member(arch, f'{prefix[:-1]}c{j}_', width=width); m.set_weights(w); snaps.append(m)
     return snaps, hist, best_epoch
 
-# %% ../nbs/11_imaging.ipynb #36b3bf52
+# %% ../nbs/11_imaging.ipynb #115f95f0
 def summarize_seeds(rows:pd.DataFrame, level:float=0.95)->dict:
     "Mean, sd and t interval over seeds of every metric column: {metric: {value, sd, ci_low, ci_high, n_folds}}."
     from scipy import stats
@@ -437,7 +466,7 @@ def _member_logits(m, X)->np.ndarray:
 def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, data, quick run, base seed
                    seeds:int=3, epochs:int=40, models:str='both', threshold_rule:str='accuracy', flip:bool=False,
                    width:int=16, batch_size:int=64, patience:int=8, intensity:float=0.0, label_smoothing:float=0.0,
-                   snapshots:int=1, **_)->TrainResult:
+                   snapshots:int=1, swa:int=0, augment:str='affine', pad:int=2, class_weights:bool=True, **_)->TrainResult:
     "Train each candidate with `seeds` seeds, choose on validation AUC, and return the averaged served model."
     import time
     Xtr, ytr = ds['train']; Xva, yva = ds['val']
@@ -450,7 +479,8 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
             t0 = time.perf_counter(); s = seed + i
             m, h, be = train_member(arch, Xtr, ytr, Xva, yva, seed=s, prefix=f's{i}_', epochs=n_epochs, batch_size=batch_size,
                                     flip=flip and arch != 'baseline_cnn', patience=3 if quick else patience, width=width,
-                                    intensity=intensity, label_smoothing=label_smoothing, snapshots=snapshots)
+                                    intensity=intensity, label_smoothing=label_smoothing, snapshots=snapshots, swa=swa,
+                                    augment=augment, pad=pad, class_weights=class_weights)
             members.append(m); hists[f'{arch} seed {s}'] = h.to_dict('list')
             p = _sigmoid(_member_logits(m, Xva)); t = choose_threshold(yva, p, threshold_rule)
             rows.append({'model': arch, 'fold': i, 'seed': s, **compute_metrics('binary', yva, p, threshold=t), 'threshold': t,
@@ -468,7 +498,7 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
                        extra={'threshold': t, 'threshold_rule': threshold_rule, 'n_seeds': n_seeds, 'seeds': [seed + i for i in range(n_seeds)],
                               'member_thresholds': folds[folds.model == chosen]['threshold'].tolist(), 'val_ensemble': ens_val,
                               'histories': hists, 'selection': 'mean validation AUC over seeds (official validation split)',
-                              'cv_label': 'validation split, mean of seeds', 'snapshots': snapshots})
+                              'cv_label': 'validation split, mean of seeds', 'snapshots': snapshots, 'swa': swa})
 
 # %% ../nbs/11_imaging.ipynb #ae4cf27b
 def gradcam(model, # a served model from `build_served`
@@ -618,7 +648,7 @@ def _evaluate_hook(ds:Dataset, model, run_dir:Path):
     write_json(run_dir/'seed_metrics.json', {'per_seed': st.reset_index().to_dict('records'), 'one_image_ms': ms,
                                              'gradcam_png': 'gradcam.png'})
 
-# %% ../nbs/11_imaging.ipynb #389e1011
+# %% ../nbs/11_imaging.ipynb #f2aef9cc
 _MEDMNIST_HOW = 'MedMNIST v2 benchmark, official test split, mean of 3 runs'
 _SRC = 'Yang et al., Scientific Data 10, 41 (2023); shared/docs/anchors.md'
 _COMMON_PARAMS = {
@@ -627,12 +657,19 @@ _COMMON_PARAMS = {
     'models': Param('both', 'candidates to train', choices=['both', 'baseline_cnn', 'small_resnet']),
     'batch_size': Param(64, 'training batch size'),
     'width': Param(16, "filters of the residual network's first block (doubled twice)", low=4, high=128),
-    'intensity': Param(0.2, 'random contrast (and half as much brightness) jitter in training (strong model)', low=0.0, high=1.0),
-    'label_smoothing': Param(0.05, 'label smoothing of the loss (strong model)', low=0.0, high=0.5),
-    'snapshots': Param(3, "per seed, the strong model's best validation epochs whose logits are averaged", low=1, high=20),
+    'snapshots': Param(3, "per seed, the strong model's best validation epochs whose logits are averaged (when swa is 0)", low=1, high=20),
 }
 
-def _task(name, dataset, classes, description, anchors, epochs, flip, modality, limitations, rule='accuracy', patience=8, extra_params=None):
+def _strong(augment:str, pad:int, intensity:float, label_smoothing:float, class_weights:bool, swa:int)->dict:
+    "A task's defaults for the stronger network's training, as `Param`s."
+    return {'augment': Param(augment, "strong model's geometric augmentation: 'crop' (reflect-pad and crop) or 'affine' (shifts, rotations, zooms)", choices=['crop', 'affine']),
+            'pad': Param(pad, "padding in pixels for augment='crop' (largest shift)", low=0, high=8),
+            'intensity': Param(intensity, 'random contrast (and half as much brightness) jitter in training (strong model)', low=0.0, high=1.0),
+            'label_smoothing': Param(label_smoothing, 'label smoothing of the loss (strong model)', low=0.0, high=0.5),
+            'class_weights': Param(class_weights, 'weight the loss against the class imbalance (strong model)'),
+            'swa': Param(swa, "strong model: train all epochs and average the weights of the last swa epochs (0: early stopping and the best validation epochs)", low=0, high=100)}
+
+def _task(name, dataset, classes, description, anchors, epochs, flip, modality, limitations, strong, rule='accuracy', patience=8, extra_params=None):
     return register_task(Task(
         name=name, family='imaging', kind='binary', dataset=dataset, description=description,
         load=partial(load_medmnist_task, dataset, classes), train=train_medmnist, score_fn=image_scores,
@@ -644,7 +681,7 @@ def _task(name, dataset, classes, description, anchors, epochs, flip, modality, 
                 'flip': Param(flip, 'random left-right flips in training (strong model)'),
                 'patience': Param(patience, 'epochs without a better validation AUC before stopping'),
                 'threshold_rule': Param(rule, 'how the validation split sets the decision threshold', choices=['accuracy', 'youden']),
-                **(extra_params or {})}))
+                **strong, **(extra_params or {})}))
 
 breast_ultrasound = _task(
     'breast-ultrasound', 'breastmnist', ['malignant', 'normal/benign'],
@@ -653,6 +690,7 @@ breast_ultrasound = _task(
      Anchor('ResNet-50 (224)', 'roc_auc', 0.866, _MEDMNIST_HOW, _SRC), Anchor('ResNet-50 (224)', 'accuracy', 0.842, _MEDMNIST_HOW, _SRC),
      Anchor('Google AutoML Vision', 'roc_auc', 0.919, _MEDMNIST_HOW, _SRC)],
     epochs=60, flip=True, modality='breast ultrasound', patience=15,
+    strong=_strong('crop', 3, intensity=0.2, label_smoothing=0.0, class_weights=False, swa=10),
     limitations='780 images from one Egyptian hospital (BUSI, women aged 25-75), shrunk to 28 x 28: fine texture and margins, '
                 'which radiologists use, are gone. Label 1 merges normal and benign. Not validated on other scanners or populations.')
 
@@ -663,7 +701,8 @@ pneumonia_xray = _task(
      Anchor('ResNet-50 (224)', 'roc_auc', 0.962, _MEDMNIST_HOW, _SRC), Anchor('ResNet-50 (224)', 'accuracy', 0.884, _MEDMNIST_HOW, _SRC),
      Anchor('AutoKeras', 'roc_auc', 0.947, _MEDMNIST_HOW, _SRC), Anchor('AutoKeras', 'accuracy', 0.878, _MEDMNIST_HOW, _SRC),
      Anchor('Google AutoML Vision', 'roc_auc', 0.991, _MEDMNIST_HOW, _SRC), Anchor('Google AutoML Vision', 'accuracy', 0.946, _MEDMNIST_HOW, _SRC)],
-    epochs=20, flip=False, modality='paediatric chest X-ray', rule='youden', patience=6,
+    epochs=15, flip=False, modality='paediatric chest X-ray', rule='youden', patience=6,
+    strong=_strong('crop', 2, intensity=0.1, label_smoothing=0.0, class_weights=False, swa=5),
     limitations='Children aged 1-5 from one Guangzhou centre (Kermany et al. 2018); bacterial and viral pneumonia merged. '
                 'The test split has more normal images (38 %) than the training split (26 %), so accuracy depends on the threshold. '
                 'Not for adults, other centres or other findings.',
