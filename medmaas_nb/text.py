@@ -18,15 +18,17 @@ from .deid import deidentify
 
 # %% auto #0
 __all__ = ['EVIDENCE_CUES', 'ENCODER_NAME', 'DRUGLIB_COLUMNS', 'RATING_BANDS', 'SIDE_EFFECT_LEVELS', 'ABSTRACT_CLASSES',
-           'PUBMEDQA_CLASSES', 'drug_review_sentiment', 'drug_review_side_effects', 'abstract_topic', 'pubmedqa',
-           'medquad_retrieval', 'TextInputSpec', 'SerialLogisticRegression', 'tfidf_logreg', 'EvidenceCues',
-           'tfidf_cues_logreg', 'text_candidates', 'sentence_encoder', 'embed', 'sentences', 'QAEmbeddingFeatures',
-           'minilm_logreg', 'minilm_tfidf_vote', 'pubmedqa_candidates', 'top_ngrams', 'word_weights', 'explain_text',
-           'highlight_html', 'train_keras_text', 'train_keras_mlp', 'challengers_report', 'explanation_report',
-           'examples_report', 'read_druglib', 'rating_band', 'review_text', 'load_druglib_task',
-           'load_druglib_side_effects', 'load_abstracts_task', 'load_pubmedqa_task', 'read_medquad',
-           'load_medquad_task', 'BM25Retriever', 'DualEncoderRetriever', 'FusionRetriever', 'RetrievalTask',
-           'medquad_candidates', 'train_medquad', 'medquad_report']
+           'PUBMEDQA_CLASSES', 'NEGATION_CUES', 'HEDGE_CUES', 'POSITIVE_CUES', 'drug_review_sentiment',
+           'drug_review_side_effects', 'abstract_topic', 'pubmedqa', 'medquad_retrieval', 'TextInputSpec',
+           'SerialLogisticRegression', 'tfidf_logreg', 'EvidenceCues', 'tfidf_cues_logreg', 'text_candidates',
+           'sentence_encoder', 'embed', 'sentences', 'QAEmbeddingFeatures', 'minilm_logreg', 'minilm_tfidf_vote',
+           'pubmedqa_candidates', 'top_ngrams', 'word_weights', 'explain_text', 'highlight_html', 'train_keras_text',
+           'train_keras_mlp', 'challengers_report', 'explanation_report', 'examples_report', 'read_druglib',
+           'rating_band', 'review_text', 'load_druglib_task', 'load_druglib_side_effects', 'load_abstracts_task',
+           'load_pubmedqa_task', 'abstract_sections', 'results_text', 'p_values', 'QACues', 'ResultsText',
+           'tfidf_results_cues_logreg', 'read_medquad', 'load_medquad_task', 'BM25Retriever', 'DualEncoderRetriever',
+           'FusionRetriever', 'RetrievalTask', 'medquad_candidates', 'train_medquad', 'retrieval_bootstrap',
+           'medquad_report']
 
 # %% ../nbs/13_text.ipynb #0b65c9a8
 @dataclass
@@ -173,7 +175,7 @@ def text_candidates(fields:list[str], quick:bool=False, seed:int=0, C:float=4.0,
             'tfidf_logreg': tfidf_logreg(fields, C=C, min_df=1 if quick else 2, ngram_max=1 if quick else 2),
             'tfidf_logreg_balanced': tfidf_logreg(fields, C=C, balanced=True, min_df=1 if quick else 2, ngram_max=1 if quick else 2)}
 
-# %% ../nbs/13_text.ipynb #7924ddd9
+# %% ../nbs/13_text.ipynb #768c4f69
 ENCODER_NAME = 'all-MiniLM-L6-v2'
 _ENCODERS, _EMBEDDINGS, _SHARDS_READ = {}, {}, set()
 
@@ -269,12 +271,14 @@ def minilm_tfidf_vote(C_emb:float=0.03, C_tfidf:float=0.3, weights:tuple=(0.5, 0
 def pubmedqa_candidates(quick:bool=False, seed:int=0, C:float=4.0,
                         encoder:bool=False, # also the sentence-encoder model, alone and in a soft vote with TF-IDF (full runs only; minutes of CPU)
                         **kw)->dict:
-    "The text candidates, TF-IDF with evidence cues, and (on request, full runs) the sentence-encoder model alone and in a soft vote with TF-IDF."
-    c = {**text_candidates(['question', 'context'], quick=quick, seed=seed, C=C), 'tfidf_cues_logreg': tfidf_cues_logreg(C=0.3)}
+    "The text candidates, TF-IDF with evidence cues, TF-IDF of the results section with counted cues (C 1 or 10, 'maybe' weighted x2), and (on request, full runs) the sentence-encoder models."
+    c = {**text_candidates(['question', 'context'], quick=quick, seed=seed, C=C), 'tfidf_cues_logreg': tfidf_cues_logreg(C=0.3),
+         'tfidf_results_cues_logreg': tfidf_results_cues_logreg(C=1.0), 'tfidf_results_cues_logreg_C10': tfidf_results_cues_logreg(C=10.0),
+         'tfidf_results_cues_logreg_maybe2': tfidf_results_cues_logreg(C=1.0, maybe_weight=2.0)}
     if encoder and not quick: c.update(minilm_logreg=minilm_logreg(), minilm_tfidf_vote=minilm_tfidf_vote())
     return c
 
-# %% ../nbs/13_text.ipynb #34e41430
+# %% ../nbs/13_text.ipynb #86ea428d
 def _linear_parts(model):
     if hasattr(model, 'named_estimators_') and 'tfidf' in model.named_estimators_: model = model.named_estimators_['tfidf']  # a soft vote: its TF-IDF member
     if not hasattr(model, 'named_steps') or 'tfidf' not in model.named_steps: return None
@@ -293,6 +297,7 @@ def top_ngrams(model, # a fitted `tfidf_logreg` pipeline
     return pd.DataFrame({classes[c]: [f'{names[j]} ({coef[c, j]:+.2f})' for j in np.argsort(-coef[c])[:k]] for c in range(coef.shape[0])})
 
 _TOKEN = re.compile(r'(?u)\b\w\w+\b')
+_FIELD_OF = {'results': 'context'}  # features read from part of a field are shown on that field
 
 def word_weights(model, # a fitted `tfidf_logreg` pipeline
                  X, # (n, fields) object array
@@ -308,6 +313,7 @@ def word_weights(model, # a fitted `tfidf_logreg` pipeline
         w = {f: {} for f in fields}
         for j, v in zip(row.indices, row.data):
             f, gram = names[j].split('__', 1)
+            f = _FIELD_OF.get(f, f)
             if f not in w: continue
             toks = gram.split()
             for t in toks: w[f][t] = w[f].get(t, 0.0) + float(v * coef[c, j]) / len(toks)
@@ -540,16 +546,17 @@ def load_abstracts_task(quick:bool=False, # 500 training / 250 test abstracts
                    meta={'split': f'stratified {1-test_size:.0%}/{test_size:.0%} split of the 2,888-abstract file (random_state={seed})' + (' (quick subsample)' if quick else ''),
                          'quick': quick, 'seed': seed})
 
-# %% ../nbs/13_text.ipynb #a7307ded
+# %% ../nbs/13_text.ipynb #81ced3ca
 PUBMEDQA_CLASSES = ['yes', 'no', 'maybe']
 
 def load_pubmedqa_task(quick:bool=False, # 300 training / 150 test questions
                        seed:int=0, **_)->Dataset:
-    "PubMedQA PQA-L: question + context -> yes/no/maybe, official 500-question test split."
+    "PubMedQA PQA-L: question + context (section labels kept: 'RESULTS: ...') -> yes/no/maybe, official 500-question test split."
     f = resolve('pubmedqa')
     d = json.loads(Path(f['ori_pqal.json']).read_text()); gt = json.loads(Path(f['test_ground_truth.json']).read_text())
     if len(d) != 1000 or len(gt) != 500 or not set(gt) <= set(d): raise ValueError('PubMedQA files do not match the documented 1000/500.')
-    def part(ids): return (_as_X([d[k]['QUESTION'] for k in ids], [' '.join(d[k]['CONTEXTS']) for k in ids]),
+    ctx = lambda v: ' '.join(f'{l}: {c}' if l else c for l, c in zip(list(v.get('LABELS', [])) + [''] * len(v['CONTEXTS']), v['CONTEXTS']))
+    def part(ids): return (_as_X([d[k]['QUESTION'] for k in ids], [ctx(d[k]) for k in ids]),
                            np.array([PUBMEDQA_CLASSES.index(d[k]['final_decision']) for k in ids]))
     (Xtr, ytr), (Xte, yte) = part(sorted(set(d) - set(gt))), part(sorted(gt))
     if quick: (Xtr, ytr), (Xte, yte) = _subsample(Xtr, ytr, 300, seed), _subsample(Xte, yte, 150, seed)
@@ -557,6 +564,84 @@ def load_pubmedqa_task(quick:bool=False, # 300 training / 150 test questions
                    target_name='final decision', classes=PUBMEDQA_CLASSES,
                    meta={'split': 'official: 500 test questions (test_ground_truth.json), the other 500 train' + (' (quick subsample)' if quick else ''),
                          'quick': quick, 'seed': seed})
+
+# %% ../nbs/13_text.ipynb #0723170f
+_SECTION = re.compile(r'(?:^|(?<=[.!?)\]] ))([A-Z][A-Z ,&/-]{2,60}):\s')
+_RESULT_SECTIONS = re.compile(r'RESULT|FINDING|OUTCOME|DISCUSSION|LIMITATION')
+
+def abstract_sections(context:str # an abstract, structured ('RESULTS: ...') or not
+                     )->list[tuple[str, str]]:
+    "The (label, text) sections of a structured abstract; one unlabelled section for plain text."
+    parts = _SECTION.split(str(context).strip())
+    if len(parts) < 3: return [('', str(context).strip())]
+    head = [('', parts[0].strip())] if parts[0].strip() else []
+    return head + [(parts[i].strip(), parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
+
+def results_text(context:str)->str:
+    "The results part of an abstract: its results-like sections, else its last section, else the last third of its sentences."
+    secs = abstract_sections(context)
+    if len(secs) == 1:
+        s = sentences(secs[0][1]); return ' '.join(s[-max(1, len(s) // 3):])
+    return ' '.join(t for l, t in secs if _RESULT_SECTIONS.search(l)) or secs[-1][1]
+
+_P_VALUE = re.compile(r'\bp\s*(<=|>=|<|>|=|≤|≥)\s*(0?\.\d+|1\.0*|0)\b', re.I)
+NEGATION_CUES = ['no significant', 'not significant', 'no difference', 'did not', 'was not', 'were not', 'not associated', 'no association',
+                 'no correlation', 'similar', 'comparable', 'failed to', 'neither', 'without', 'none', 'no ', 'not ', 'nor ', 'unchanged', 'not related']
+HEDGE_CUES = ['may', 'might', 'could', 'unclear', 'possible', 'possibly', 'suggest', 'trend', 'tended', 'marginal', 'borderline', 'however',
+              'although', 'but ', 'limited', 'further', 'warrant', 'inconclusive', 'controversial', 'only', 'small', 'weak', 'modest', 'slightly']
+POSITIVE_CUES = ['significantly', 'significant', 'increased', 'decreased', 'reduced', 'improved', 'higher', 'lower', 'associated with',
+                 'predict', 'correlated', 'independent', 'effective', 'better', 'greater', 'more likely', 'less likely']
+_STOP = set('the a an of in on for to and or with is are was were be by as at from that this these those do does did can could should would '
+            'will has have had it its their there than which what who whom whether between after before during among into about'.split())
+
+def _content_words(t:str)->set: return {w for w in re.findall(r'[a-z][a-z0-9-]+', t.lower()) if w not in _STOP and len(w) > 2}
+
+def p_values(text:str)->tuple[int, int]:
+    "(significant, not significant) p-values in a text, at the 0.05 level."
+    sig = ns = 0
+    for op, v in _P_VALUE.findall(text):
+        if float(v) < 0.05 and op in ('<', '<=', '≤', '='): sig += 1
+        else: ns += 1
+    return sig, ns
+
+class QACues(TransformerMixin, BaseEstimator):
+    "A dozen counted question-results cues (p-values, negation, hedging, positive findings, overlap, question form), log-scaled."
+    def fit(self, X, y=None): return self
+    def transform(self, X)->np.ndarray:
+        rows = []
+        for q, c in np.asarray(X, dtype=object).reshape(len(X), -1)[:, :2]:
+            r = results_text(c).lower(); ql = str(q).lower(); qw = _content_words(ql); sents = sentences(r)
+            about = [s for s in sents if len(_content_words(s) & qw) >= 2]
+            rows.append([sum(r.count(k) for k in NEGATION_CUES), sum(r.count(k) for k in HEDGE_CUES), sum(r.count(k) for k in POSITIVE_CUES),
+                         *p_values(r), sum(any(k in s for k in NEGATION_CUES[:15]) for s in about), len(about), len(sents),
+                         len(qw & _content_words(r)) / max(1, len(qw)), len(qw & _content_words(str(c))) / max(1, len(qw)),
+                         ql.startswith(('is ', 'are ', 'was ', 'were ')), ql.startswith(('do ', 'does ', 'did ')),
+                         ql.startswith(('can ', 'could ', 'should ', 'would ', 'will ', 'may ')), ' or ' in ql,
+                         any(k in f' {ql} ' for k in (' not ', "n't", ' no '))])
+        return np.log1p(np.array(rows, dtype=float))
+    def get_feature_names_out(self, input_features=None):
+        return np.array(['negation', 'hedging', 'positive', 'p_significant', 'p_not_significant', 'negation_near_question', 'sentences_near_question',
+                         'results_sentences', 'question_overlap_results', 'question_overlap_context', 'q_is', 'q_does', 'q_can', 'q_or', 'q_negated'], dtype=object)
+
+class ResultsText(TransformerMixin, BaseEstimator):
+    "The results part of each context (see `results_text`), for a TF-IDF vectoriser."
+    def fit(self, X, y=None): return self
+    def transform(self, X)->list[str]: return [results_text(c) for c in np.asarray(X, dtype=object).reshape(-1)]
+    def get_feature_names_out(self, input_features=None): return np.array(['results'], dtype=object)
+
+def tfidf_results_cues_logreg(C:float=1.0, # inverse regularisation strength
+                              maybe_weight:float=1.0 # class weight of 'maybe' (1 = unweighted)
+                             )->object:
+    "PubMedQA: TF-IDF of the question, the context and its results section, plus standardised `QACues`, then logistic regression."
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    vec = lambda: TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, strip_accents='unicode', dtype=np.float32)
+    cw = None if maybe_weight == 1 else {0: 1.0, 1: 1.0, 2: maybe_weight}
+    return Pipeline([('tfidf', ColumnTransformer([('question', vec(), 0), ('context', vec(), 1), ('results', make_pipeline(ResultsText(), vec()), 1),
+                                                  ('cues', make_pipeline(QACues(), StandardScaler()), [0, 1])])),
+                     ('clf', SerialLogisticRegression(C=C, max_iter=3000, class_weight=cw))])
 
 # %% ../nbs/13_text.ipynb #6a8bc75f
 def read_medquad(files:dict # `resolve('medquad')`
@@ -848,7 +933,7 @@ pubmedqa = _text_task(
              Anchor('BioBERT, multi-phase fine-tuning (+211k artificial, 61k unlabelled)', 'accuracy', 0.681, _PQA_HOW, 'shared/docs/anchors.md'),
              Anchor('single human annotator', 'accuracy', 0.780, _PQA_HOW, 'shared/docs/anchors.md')])
 
-# %% ../nbs/13_text.ipynb #c26736b3
+# %% ../nbs/13_text.ipynb #81012208
 @dataclass
 class RetrievalTask(Task):
     "A task whose model ranks a fixed collection; `predict` returns the top documents."
@@ -884,12 +969,25 @@ def train_medquad(task:Task, ds:Dataset, quick:bool=False, seed:int=0, **params)
     fusion.fit(X, y); w = fusion.weight_
     one = lambda r: {m: {'value': v, 'sd': 0.0, 'ci_low': v, 'ci_high': v, 'n_folds': 1} for m, v in r.items()}
     summ = {**summ, 'bm25_qtype (validation topics)': one(fusion.validation_[0.0]),
-            f'bm25_qtype_dual, weight {w:g} (validation topics)': one(fusion.validation_[w]),
+            'bm25_qtype_dual': one(fusion.validation_[w]),  # the chosen fusion weight, on the same held-out topics
             'keras_dual_encoder alone (validation topics)': one(fusion.validation_['dual encoder alone'])}
     return TrainResult(fusion, 'bm25_qtype_dual', folds, summ,
-                       {'fusion_weight': w, 'dual_encoder_loss': fusion.dual_.loss_,
+                       {'fusion_weight': w, 'dual_encoder_loss': fusion.dual_.loss_, 'cv_label': 'held-out training topics',
                         'note': 'BM25 + type prior won cross-validation; the fusion weight (0 = BM25 + type prior alone) was chosen on '
-                                '20 % of the training topics held out'})
+                                '20 % of the training topics held out; the rows marked "validation topics" and bm25_qtype_dual are '
+                                'figures on that one held-out slice, not cross-validated'})
+
+def retrieval_bootstrap(y_true, scores, # relevant document per query; (queries x documents) scores
+                        n_boot:int=1000, seed:int=0, level:float=0.95)->dict:
+    "MRR and recall@1/5/10 with bootstrap intervals, like `bootstrap_metrics('retrieval', ...)` but ranking once (seconds, not minutes)."
+    from medmaas_nb.evaluate import compute_metrics
+    y = np.asarray(y_true).astype(int); S = np.asarray(scores)
+    rank = (S >= S[np.arange(len(y)), y][:, None]).sum(1)
+    R = rank[np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))]
+    boot = {'mrr': (1 / R).mean(1), **{f'recall_at_{k}': (R <= k).mean(1) for k in (1, 5, 10)}}
+    a = (1 - level) / 2
+    return {m: {'value': float(v), 'ci_low': float(np.quantile(boot[m], a)), 'ci_high': float(np.quantile(boot[m], 1 - a))}
+            for m, v in compute_metrics('retrieval', y, S).items()}
 
 def _ci_table(rows:dict)->pd.DataFrame:
     return pd.DataFrame({k: {m: f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for m, v in r.items()} for k, r in rows.items()}).T
@@ -903,12 +1001,12 @@ def medquad_report(ds:Dataset, model, run_dir:Path):
     cands = medquad_candidates(quick=quick, seed=seed, ds=ds)
     for name, est in cands.items():
         if name == 'bm25_qtype_dual': continue
-        rows[name] = bootstrap_metrics('retrieval', yte, clone(est).fit(Xtr, ytr).decision_function(Xte), nb, seed)
+        rows[name] = retrieval_bootstrap(yte, clone(est).fit(Xtr, ytr).decision_function(Xte), nb, seed)
     fusion = model if isinstance(model, FusionRetriever) else clone(cands['bm25_qtype_dual']).fit(Xtr, ytr) if 'bm25_qtype_dual' in cands else None
     out = {}
     if fusion is not None:
-        rows['keras_dual_encoder'] = bootstrap_metrics('retrieval', yte, fusion.dual_.decision_function(Xte), nb, seed)
-        rows['bm25_qtype_dual'] = bootstrap_metrics('retrieval', yte, fusion.decision_function(Xte), nb, seed)
+        rows['keras_dual_encoder'] = retrieval_bootstrap(yte, fusion.dual_.decision_function(Xte), nb, seed)
+        rows['bm25_qtype_dual'] = retrieval_bootstrap(yte, fusion.decision_function(Xte), nb, seed)
         out = {'fusion_weight': fusion.weight_, 'validation': {str(k): v for k, v in fusion.validation_.items()}}
     display(Markdown('### Every retriever on the test questions (95 % bootstrap intervals)'))
     display(_ci_table(rows))
