@@ -88,3 +88,15 @@ def test_sentence_encoder_model_saves_small_and_reloads(tmp_path):
     r = subprocess.run([sys.executable, '-c', _ENCODER_CHECK, str(tmp_path)], capture_output=True, text=True, timeout=600,
                        env={**os.environ, 'MEDMAAS_CACHE_DIR': str(tmp_path/'cache')})
     assert r.returncode == 0, r.stderr[-3000:]
+
+def test_dual_encoder_fusion_trains_and_saves_without_keras(tmp_path):
+    from medmaas_nb.text import FusionRetriever, _as_X
+    from medmaas_nb.registry import save_model, load_model
+    topics, kinds = ['asthma', 'gout', 'anemia', 'psoriasis', 'migraine', 'glaucoma'], ['symptoms wheeze pain', 'treatment drugs therapy']
+    docs = tuple(f'{d}. {k} of {d}' for d in topics for k in kinds)
+    qs = [f'what are the {k.split()[0]} of {d} ?' for d in topics for k in kinds] * 3
+    m = FusionRetriever(docs, tuple(['symptoms', 'treatment'] * 6), tuple(d.split('.')[0] for d in docs), epochs=2, dim=16).fit(_as_X(qs), np.arange(36) % 12)
+    assert m.weight_ in m.weights and set(m.validation_) >= {0.0, 'dual encoder alone'}
+    files = save_model(m, tmp_path/'model'); back = load_model(tmp_path/'model')
+    assert not hasattr(back.dual_, 'keras_encoders_') and back.corpus == docs
+    assert np.allclose(back.decision_function(_as_X(qs[:4])), m.decision_function(_as_X(qs[:4])), atol=1e-5)
