@@ -108,7 +108,7 @@ def curl_command(url:str, # full URL
     if body is not None: parts += ['-H', "'Content-Type: application/json'", '-d', shlex.quote(json.dumps(body))]
     return ' '.join(parts if key.startswith('$') else [shlex.quote(p) if not p.startswith('"') else p for p in parts])
 
-# %% ../nbs/08_client.ipynb #567bcb04
+# %% ../nbs/08_client.ipynb #01e97828
 def free_port()->int:
     "A free TCP port on 127.0.0.1."
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
@@ -214,9 +214,12 @@ class ProcessHandle:
             except ProcessLookupError: self.returncode = -1
 
     def wait(self, timeout:float|None=None)->int:
-        "Wait until the process has gone; `subprocess.TimeoutExpired` after `timeout` seconds."
+        "Wait until the process has gone; `subprocess.TimeoutExpired` after `timeout` seconds (None: give up after 30 s)."
         t0 = time.monotonic()
         while self.poll() is None:
-            if timeout is not None and time.monotonic() - t0 > timeout: raise subprocess.TimeoutExpired(f'pid {self.pid}', timeout)
+            if time.monotonic() - t0 > (30.0 if timeout is None else timeout):
+                # without /proc a killed process that its starter has not reaped yet still answers `kill(pid, 0)`: stop waiting
+                if timeout is None: self.returncode = -1; break
+                raise subprocess.TimeoutExpired(f'pid {self.pid}', timeout)
             time.sleep(0.02)
         return self.returncode

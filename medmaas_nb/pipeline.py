@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, datetime as dt, json, os, secrets, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import get_settings, project_root, write_json, get_logger
+from .core import get_settings, project_root, write_json, atomic_write, get_logger
 
 log = get_logger(__name__)
 STEPS = ('10_data', '20_train', '30_evaluate', '40_serve')
@@ -86,7 +86,9 @@ def _to_html(nb_path:Path)->Path|None:
         import nbformat
         from nbconvert import HTMLExporter
         body, _ = HTMLExporter().from_notebook_node(nbformat.read(nb_path, as_version=4))
-        out = nb_path.with_suffix('.html'); out.write_text(body, encoding='utf-8'); return out
+        out = nb_path.with_suffix('.html')
+        with atomic_write(out) as f: f.write(body.encode('utf-8'))  # a reader never sees half a report
+        return out
     except Exception as e:  # a report that cannot be rendered is not a failed run
         log.warning('could not render %s to HTML: %s', nb_path.name, e); return None
 

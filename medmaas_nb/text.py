@@ -15,6 +15,7 @@ from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, bootstrap_metrics
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, register_task
 from .deid import deidentify
+from .core import write_json
 
 # %% auto #0
 __all__ = ['EVIDENCE_CUES', 'ENCODER_NAME', 'DRUGLIB_COLUMNS', 'RATING_BANDS', 'SIDE_EFFECT_LEVELS', 'ABSTRACT_CLASSES',
@@ -431,7 +432,7 @@ def challengers_report(ds:Dataset, model, run_dir:Path, classes:list[str], prima
                          + ('.' if k > b else ': with a few thousand texts, a network trained here loses to a linear model over n-grams.')
                          + f" (Keras: {len(hist['loss'])} epoch(s), stopped on 10 % of the training split.)"))
         out['keras_epochs'] = len(hist['loss'])
-    (run_dir/'challengers.json').write_text(json.dumps(out, indent=1))
+    write_json(run_dir/'challengers.json', out)
     return rows
 
 def explanation_report(ds:Dataset, model, classes:list[str], fields:list[str], n:int=3):
@@ -1023,7 +1024,7 @@ def medquad_report(ds:Dataset, model, run_dir:Path):
         display(Markdown('How the fusion weight was chosen (validation topics held out of the training questions; weight 0 = BM25 + type prior alone):'))
         display(pd.DataFrame(fusion.validation_).T.round(3))
     else: display(Markdown(' '.join(lines) + ' Quick run: the Keras dual encoder and its fusion are skipped (full runs train them).'))
-    (Path(run_dir)/'challengers.json').write_text(json.dumps({'test': rows, **out}, indent=1))
+    write_json(Path(run_dir)/'challengers.json', {'test': rows, **out})
     display(Markdown('### Three test questions and the top 3 answers of the registered model'))
     top = model.rank(Xte[:3], 3)
     for i in range(min(3, len(yte))):

@@ -10,6 +10,7 @@ from medmaas_nb.tasks import get_task
 from medmaas_nb.registry import Registry, save_model, make_card
 from medmaas_nb.security import KeyStore, AuditLog
 from medmaas_nb.client import Client, ServiceError, ServiceProcess
+from medmaas_nb.core import write_json
 
 TASK = 'diabetes-progression'
 BIN = Path(sys.executable).parent
@@ -304,3 +305,29 @@ def test_cli_keys_and_serve_start_fast_without_tensorflow(env, tmp_path):
             f'bad = [m for m in {heavy!r} if m in sys.modules]; assert not bad, f"imported {{bad}}"')
     p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=e, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
+
+def test_run_service_waits_for_the_registration_and_is_adopted(env, tmp_path, monkeypatch):
+    "A pipeline run's service: started before the model exists, it serves the version the run registers; the serve step adopts it."
+    monkeypatch.setenv('MEDMAAS_REGISTRY_DIR', str(env['reg'].root))
+    run_dir = tmp_path/'run'; run_dir.mkdir()
+    early = ServiceProcess.for_run(run_dir, TASK)  # as the runner does, with the first step
+    try:
+        assert early.proc.poll() is None and (run_dir/'service'/'prestarted.json').exists()
+        write_json(run_dir/'registration.json', {'task': TASK, 'version': env['mv'].version})  # the evaluate step
+        adopted = ServiceProcess.for_run(run_dir, TASK, env['mv'].version)  # the serve step
+        assert adopted.prestarted and adopted.url == early.url
+        key = KeyStore(run_dir/'service'/'keys.json').create('serve-step', 'predict')  # created after the service started
+        with adopted.wait().client(key) as c:
+            assert [(m['task'], m['version']) for m in c.models()] == [(TASK, env['mv'].version)]
+            assert c.predict_one(TASK, GOOD)['prediction'] > 0
+        adopted.stop()
+        assert early.proc.wait(10) is not None and adopted.proc.poll() is not None
+    finally: early.stop()
+    # run on its own (no service started with the run), the serve step launches one for the pinned version
+    alone = tmp_path/'alone'; alone.mkdir()
+    sp = ServiceProcess.for_run(alone, TASK, env['mv'].version)
+    try:
+        assert not sp.prestarted and '--wait-for' not in sp.proc.args
+        key = KeyStore(alone/'service'/'keys.json').create('serve-step', 'predict')
+        with sp.wait().client(key) as c: assert c.predict_one(TASK, GOOD)['prediction'] > 0
+    finally: sp.stop()
