@@ -28,7 +28,7 @@ class BodyTooLarge(Exception):
 # %% auto #0
 __all__ = ['log', 'OUTPUT_NAMES', 'RUNTIMES', 'ERROR_STATUS', 'MAX_INSTANCES', 'NotSupported', 'BodyTooLarge', 'ModelRuntime',
            'SklearnRuntime', 'DynamicBatcher', 'fixed_batches', 'KerasRuntime', 'ModelSet', 'fast_lane_allowed',
-           'create_app', 'await_registration', 'serve']
+           'create_app', 'await_registration', 'restore_priority', 'serve']
 
 # %% ../nbs/07_serving.ipynb #cce4728b
 OUTPUT_NAMES = {'regression': 'prediction', 'binary': 'probability', 'multiclass': 'probabilities', 'survival': 'risk'}
@@ -565,7 +565,8 @@ def await_registration(tasks:list[str], # exactly one task name, without a versi
     if not tasks or len(tasks) != 1 or ':' in tasks[0]:
         raise ValueError(f'Waiting for a registration needs exactly one task without a version (TASK, not TASK:N); got {tasks}.')
     task = get_task(tasks[0])
-    os.nice(10)  # prepare on spare CPU only: the run's own steps come first (the service keeps this priority)
+    priority = os.getpriority(os.PRIO_PROCESS, 0)
+    os.nice(10)  # prepare on spare CPU only: the run's own steps come first
     import_runtime(task.runtime)
     registration, parent, t0 = Path(registration), os.getppid(), time.monotonic()
     while not registration.exists():
@@ -575,7 +576,19 @@ def await_registration(tasks:list[str], # exactly one task name, without a versi
     info = json.loads(registration.read_text())
     if info.get('task') != task.name:
         raise SystemExit(f"{registration} registers {info.get('task')!r}, not {task.name!r}.")
+    restore_priority(priority)
     return [f"{task.name}:{info['version']}"]
+
+def restore_priority(priority:int # the niceness to return to
+                    )->bool:
+    "Give every thread of this process (Linux niceness is per thread; the runtime's thread pools inherit it) `priority` again; False where not permitted."
+    from pathlib import Path
+    tids = [int(p.name) for p in Path('/proc/self/task').iterdir()] if Path('/proc/self/task').is_dir() else [0]
+    for tid in tids:
+        try: os.setpriority(os.PRIO_PROCESS, tid, priority)
+        except ProcessLookupError: continue  # a thread that has just ended
+        except PermissionError: return False  # lowering niceness needs privileges: the service stays at low priority
+    return True
 
 def serve(host:str='127.0.0.1', # interface; loopback unless you mean to expose the service
           port:int=8080, # TCP port

@@ -320,6 +320,9 @@ def test_run_service_waits_for_the_registration_and_is_adopted(env, tmp_path, mo
         with adopted.wait().client(key) as c:
             assert [(m['task'], m['version']) for m in c.models()] == [(TASK, env['mv'].version)]
             assert c.predict_one(TASK, GOOD)['prediction'] > 0
+        if os.geteuid() == 0 and Path(f'/proc/{early.proc.pid}/task').is_dir():  # low priority only while it prepared
+            nice = lambda tid: int(Path(f'/proc/{early.proc.pid}/task/{tid}/stat').read_text().rsplit(')', 1)[1].split()[16])
+            assert {nice(t.name) for t in Path(f'/proc/{early.proc.pid}/task').iterdir()} == {os.getpriority(os.PRIO_PROCESS, 0)}
         adopted.stop()
         assert early.proc.wait(10) is not None and adopted.proc.poll() is not None
     finally: early.stop()
