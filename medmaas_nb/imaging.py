@@ -374,14 +374,28 @@ def _crop_flip(pad:int, flip:bool, seed:int, intensity:float=0.0):
         return (x, *rest)
     return f
 
-def _batches(X, y, batch_size:int, seed:int, weights:dict|None=None, augment=None):
+def _batches(X, y, batch_size:int, seed:int, weights:dict|None=None, augment=None, mixup:float=0.0):
     "A shuffled, batched, prefetched `tf.data` pipeline of (image, label[, class weight]), `augment` mapped over single images."
     import tensorflow as tf
     X, y = np.asarray(X, np.float32), np.asarray(y, np.float32)
     parts = (X, y) if weights is None else (X, y, np.array([weights[int(c)] for c in y], np.float32))
     d = tf.data.Dataset.from_tensor_slices(parts).shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
     if augment is not None: d = d.map(augment)
-    return d.batch(batch_size).prefetch(2)
+    d = d.batch(batch_size)
+    if mixup: d = d.map(_mixup(mixup, seed))
+    return d.prefetch(2)
+
+def _mixup(alpha:float, seed:int):
+    "A `tf.data` map over batches: each image and label becomes lam * itself + (1 - lam) * another of the batch, lam ~ Beta(alpha, alpha)."
+    import tensorflow as tf
+    gen = tf.random.Generator.from_seed(seed + 7)
+    def f(x, y, *rest):
+        n, s = tf.shape(x)[0], gen.make_seeds(3)
+        g1, g2 = (tf.random.stateless_gamma([n], seed=s[:, i], alpha=alpha) for i in (0, 1))
+        lam = g1 / (g1 + g2); perm = tf.argsort(tf.random.stateless_uniform([n], seed=s[:, 2]))
+        mix = lambda a, b, l: l * a + (1 - l) * b
+        return (mix(x, tf.gather(x, perm), tf.reshape(lam, [-1, 1, 1, 1])), mix(y, tf.gather(y, perm), lam), *rest)
+    return f
 
 def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
                  Xtr, ytr, Xva, yva, # training and validation split
@@ -396,6 +410,7 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
                  pad:int=2, # pixels of padding for augment='crop'
                  class_weights:bool=True, # strong model: weight the loss against the class imbalance
                  snapshots:int=1, # keep the weights of the `snapshots` best validation epochs (strong model only)
+                 mixup:float=0.0, # strong model: mixup's Beta(alpha, alpha) parameter (0: no mixup)
                  swa:int=0, # strong model: run all `epochs`, no early stopping, and keep the average of the last `swa` epochs' weights (0: the best epochs)
                  verbose:int=0)->tuple:
     "Train one network; returns (member model(s), per-epoch history with validation AUC, best epoch)."
@@ -432,7 +447,7 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
             else:
                 wait += 1
                 if wait >= patience: cb.model.stop_training = True
-    net.fit(_batches(Xtr, ytr, batch_size, seed, cw, aug), epochs=epochs, callbacks=[_ValAUC()], verbose=verbose, shuffle=False)
+    net.fit(_batches(Xtr, ytr, batch_size, seed, cw, aug, mixup if strong else 0.0), epochs=epochs, callbacks=[_ValAUC()], verbose=verbose, shuffle=False)
     hist = pd.DataFrame(hist); best_epoch = int(hist['val_auc'].idxmax() + 1) if len(hist) else 0
     if swa:
         if avg: member.set_weights(avg[1])
@@ -466,7 +481,8 @@ def _member_logits(m, X)->np.ndarray:
 def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, data, quick run, base seed
                    seeds:int=3, epochs:int=40, models:str='both', threshold_rule:str='accuracy', flip:bool=False,
                    width:int=16, batch_size:int=64, patience:int=8, intensity:float=0.0, label_smoothing:float=0.0,
-                   snapshots:int=1, swa:int=0, augment:str='affine', pad:int=2, class_weights:bool=True, **_)->TrainResult:
+                   snapshots:int=1, swa:int=0, augment:str='affine', pad:int=2, class_weights:bool=True, mixup:float=0.0,
+                   members:int=1, **_)->TrainResult:
     "Train each candidate with `seeds` seeds, choose on validation AUC, and return the averaged served model."
     import time
     Xtr, ytr = ds['train']; Xva, yva = ds['val']
@@ -474,31 +490,38 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
     n_seeds, n_epochs = (1, 1) if quick else (seeds, epochs)
     rows, fitted, hists = [], {}, {}
     for arch in archs:
-        members = []
+        trained = []  # per seed: one network or the list of its members
         for i in range(n_seeds):
             t0 = time.perf_counter(); s = seed + i
-            m, h, be = train_member(arch, Xtr, ytr, Xva, yva, seed=s, prefix=f's{i}_', epochs=n_epochs, batch_size=batch_size,
-                                    flip=flip and arch != 'baseline_cnn', patience=3 if quick else patience, width=width,
-                                    intensity=intensity, label_smoothing=label_smoothing, snapshots=snapshots, swa=swa,
-                                    augment=augment, pad=pad, class_weights=class_weights)
-            members.append(m); hists[f'{arch} seed {s}'] = h.to_dict('list')
+            k = 1 if quick or arch == 'baseline_cnn' else members  # networks averaged within this seed
+            nets = []
+            for j in range(k):  # member j of seed s trains with seed s + 1000 j; its layers are named for `build_served`
+                m, h, be = train_member(arch, Xtr, ytr, Xva, yva, seed=s + 1000 * j, prefix=f's{i}c{j}_' if k > 1 else f's{i}_',
+                                        epochs=n_epochs, batch_size=batch_size, flip=flip and arch != 'baseline_cnn',
+                                        patience=3 if quick else patience, width=width, intensity=intensity,
+                                        label_smoothing=label_smoothing, snapshots=1 if k > 1 else snapshots, swa=swa,
+                                        augment=augment, pad=pad, class_weights=class_weights, mixup=mixup)
+                nets.append(m); hists[f'{arch} seed {s}' + (f' member {j}' if k > 1 else '')] = h.to_dict('list')
+            m = nets if k > 1 else nets[0]
+            trained.append(m)
             p = _sigmoid(_member_logits(m, Xva)); t = choose_threshold(yva, p, threshold_rule)
             rows.append({'model': arch, 'fold': i, 'seed': s, **compute_metrics('binary', yva, p, threshold=t), 'threshold': t,
                          'best_epoch': be, 'epochs_run': len(h), 'fit_s': time.perf_counter() - t0})
-        fitted[arch] = members
+        fitted[arch] = trained
     folds = pd.DataFrame(rows)
     summ = {a: summarize_seeds(folds[folds.model == a].drop(columns='model')) for a in archs}
     chosen = max(archs, key=lambda a: summ[a]['roc_auc']['value'])
-    members = fitted[chosen]
-    z = np.mean([_member_logits(m, Xva) for m in members], axis=0)
+    trained = fitted[chosen]
+    z = np.mean([_member_logits(m, Xva) for m in trained], axis=0)
     t = choose_threshold(yva, _sigmoid(z), threshold_rule)
-    model = build_served(chosen, members, t, width=width)
+    model = build_served(chosen, trained, t, width=width)
     ens_val = compute_metrics('binary', yva, image_scores(model, Xva))
     return TrainResult(model, chosen, folds, summ,
                        extra={'threshold': t, 'threshold_rule': threshold_rule, 'n_seeds': n_seeds, 'seeds': [seed + i for i in range(n_seeds)],
                               'member_thresholds': folds[folds.model == chosen]['threshold'].tolist(), 'val_ensemble': ens_val,
                               'histories': hists, 'selection': 'mean validation AUC over seeds (official validation split)',
-                              'cv_label': 'validation split, mean of seeds', 'snapshots': snapshots, 'swa': swa})
+                              'cv_label': 'validation split, mean of seeds', 'snapshots': snapshots, 'swa': swa,
+                              'members_per_seed': members if chosen != 'baseline_cnn' else 1, 'mixup': mixup})
 
 # %% ../nbs/11_imaging.ipynb #ae4cf27b
 def gradcam(model, # a served model from `build_served`
@@ -658,15 +681,17 @@ _COMMON_PARAMS = {
     'batch_size': Param(64, 'training batch size'),
     'width': Param(16, "filters of the residual network's first block (doubled twice)", low=4, high=128),
     'snapshots': Param(3, "per seed, the strong model's best validation epochs whose logits are averaged (when swa is 0)", low=1, high=20),
+    'members': Param(1, "strong model: networks trained per seed (seeds seed + 1000 j) whose logits are averaged; a seed's figures are those of the average", low=1, high=10),
 }
 
-def _strong(augment:str, pad:int, intensity:float, label_smoothing:float, class_weights:bool, swa:int)->dict:
+def _strong(augment:str, pad:int, intensity:float, label_smoothing:float, class_weights:bool, swa:int, mixup:float=0.0)->dict:
     "A task's defaults for the stronger network's training, as `Param`s."
     return {'augment': Param(augment, "strong model's geometric augmentation: 'crop' (reflect-pad and crop) or 'affine' (shifts, rotations, zooms)", choices=['crop', 'affine']),
             'pad': Param(pad, "padding in pixels for augment='crop' (largest shift)", low=0, high=8),
             'intensity': Param(intensity, 'random contrast (and half as much brightness) jitter in training (strong model)', low=0.0, high=1.0),
             'label_smoothing': Param(label_smoothing, 'label smoothing of the loss (strong model)', low=0.0, high=0.5),
             'class_weights': Param(class_weights, 'weight the loss against the class imbalance (strong model)'),
+            'mixup': Param(mixup, "strong model: mixup's Beta(alpha, alpha) parameter (0: none)", low=0.0, high=2.0),
             'swa': Param(swa, "strong model: train all epochs and average the weights of the last swa epochs (0: early stopping and the best validation epochs)", low=0, high=100)}
 
 def _task(name, dataset, classes, description, anchors, epochs, flip, modality, limitations, strong, rule='accuracy', patience=8, extra_params=None):
