@@ -39,3 +39,15 @@ def test_missing_dataset_names_where_it_looked(isolated):
     r = medmaas('data', 'fetch', 'promoters', env={'MEDMAAS_DATA_DIR': str(isolated/'empty')})
     assert r.returncode == 2
     assert 'Looked in' in r.stderr and 'medmaas data fetch promoters' in r.stderr and 'Traceback' not in r.stderr
+
+def test_every_numeric_parameter_has_a_range():
+    "A number given with -p is checked against a range (the parameter's own or the well-known one for its name), and the default lies in it."
+    from medmaas_nb.tasks import all_tasks, COMMON_PARAMS
+    for t in all_tasks().values():
+        for name, p in {**COMMON_PARAMS, **t.params}.items():
+            if isinstance(p.default, bool) or not isinstance(p.default, (int, float)) or p.choices: continue
+            lo, hi = p.bounds(name)
+            assert lo is not None and hi is not None, f'{t.name}: parameter {name!r} has no range'
+            assert lo <= p.default <= hi, f'{t.name}: default of {name!r} outside [{lo}, {hi}]'
+    with pytest.raises(ValueError, match=r"'type_weight' must be in \[0.0, 100.0\]"):
+        all_tasks()['medquad-retrieval'].parse_params({'type_weight': '-1'})
