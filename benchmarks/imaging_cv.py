@@ -55,7 +55,8 @@ Written by `benchmarks/imaging_cv.py --table ... --write`. BreastMNIST's officia
 (624 images), 5 stratified folds (seed 0); each configuration trains several networks per fold (seeds 1000 fold + member,
 the same for every configuration), all for the full schedule with the last epochs' weights averaged. Out-of-fold AUC and
 accuracy at threshold 0.5, averaged over folds; "avg of k": the mean logit of the first k networks of a fold. The test
-split is never touched. Fit times are wall seconds on the 2-core machine, partly while other jobs ran.
+split is never touched. Fit times are wall seconds on the 2-core machine, partly while other jobs ran. A configuration with
+fewer folds was stopped early: compare it only through the same-folds column.
 
 '''
 
@@ -67,7 +68,8 @@ def table(paths):
         line = {'config': name, 'folds': g.fold.nunique(), 'fit s (mean)': round(g.fit_s.mean())}
         g0 = g[g.member == 0].set_index('fold').auc_member; both = g0.index.intersection(ref.index)
         line['AUC vs resnet16, same folds and seed'] = f"{(g0[both] - ref[both]).mean():+.3f} ({(g0[both] > ref[both]).sum()}/{len(both)} folds ahead)" if len(both) else ''
-        line['AUC one member'] = f"{g.auc_member.mean():.3f} +- {g.groupby('member').auc_member.mean().std(ddof=1) if g.member.nunique() > 1 else 0:.3f}"
+        sd = f" +- {g.groupby('member').auc_member.mean().std(ddof=1):.3f} (sd over members)" if g.member.nunique() > 1 else ''
+        line['AUC one member'] = f"{g.auc_member.mean():.3f}{sd}"
         line['ACC one member'] = f"{g.acc_member.mean():.3f}"
         for k in sorted(g.member.unique()):
             e = g[g.member == k]
