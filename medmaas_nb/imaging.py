@@ -375,7 +375,7 @@ def _crop_flip(pad:int, flip:bool, seed:int, intensity:float=0.0):
     return f
 
 def _batches(X, y, batch_size:int, seed:int, weights:dict|None=None, augment=None, mixup:float=0.0):
-    "A shuffled, batched, prefetched `tf.data` pipeline of (image, label[, class weight]), `augment` mapped over single images."
+    "A shuffled, batched, prefetched `tf.data` pipeline of (image, label[, class weight]), `augment` mapped over single images, `mixup` (alpha) over batches."
     import tensorflow as tf
     X, y = np.asarray(X, np.float32), np.asarray(y, np.float32)
     parts = (X, y) if weights is None else (X, y, np.array([weights[int(c)] for c in y], np.float32))
