@@ -11,27 +11,32 @@ measured; `--table ... --write` turns them into benchmarks/imaging_cv.md (one se
     python benchmarks/imaging_cv.py --task pneumonia-xray --configs pneumonia-baseline pneumonia-resnet16 --members 1 --out /tmp/pneu_cv.jsonl
     python benchmarks/imaging_cv.py --table /tmp/breast_cv.jsonl /tmp/pneu_cv.jsonl --write
 """
-import argparse, json, math, time
+import argparse, inspect, json, time
 from pathlib import Path
 import numpy as np
 
-CURRENT = dict(arch='small_resnet', width=16, epochs=60, batch_size=64, augment='crop', pad=3, flip=True, intensity=0.2,
-               label_smoothing=0.0, class_weights=False, swa=10)
+# Each configuration: the architecture and what it changes in the task's own defaults (its `Param`s), so that a candidate
+# trains exactly as a full run would train it except for the overrides.
 CONFIGS = {
-    'resnet16': CURRENT,                                  # breast-ultrasound's stronger network before the CV (width 16)
-    'resnet32': {**CURRENT, 'width': 32},                 # twice the filters in every block
-    'resnet16-e100': {**CURRENT, 'epochs': 100, 'swa': 20},  # a longer schedule, more weight averaging
-    'resnet16-ls': {**CURRENT, 'label_smoothing': 0.1},
-    'resnet16-cw': {**CURRENT, 'class_weights': True},
-    'resnet16-mixup': {**CURRENT, 'mixup': 0.3},           # mixup, Beta(0.3, 0.3)
-    'resnet32-mixup': {**CURRENT, 'width': 32, 'mixup': 0.3},
-    'resnet48': {**CURRENT, 'width': 48},
-    # pneumonia-xray: the task's two candidates as they train in a full run. The baseline stops early on the held-out fold
-    # (as it stops on the validation split in a full run), which flatters it; the ResNet runs its whole schedule.
-    'pneumonia-baseline': dict(arch='baseline_cnn', epochs=15, batch_size=64, patience=6),
-    'pneumonia-resnet16': dict(arch='small_resnet', width=16, epochs=15, batch_size=64, augment='crop', pad=2, flip=False,
-                               intensity=0.1, label_smoothing=0.0, class_weights=False, swa=5),
+    'resnet16': ('small_resnet', {'width': 16}),          # breast-ultrasound's stronger network before the CV
+    'resnet32': ('small_resnet', {'width': 32}),          # twice the filters in every block
+    'resnet48': ('small_resnet', {'width': 48}),
+    'resnet32-mixup': ('small_resnet', {'width': 32, 'mixup': 0.3}),  # mixup, Beta(0.3, 0.3)
+    # pneumonia-xray's two candidates as a full run trains them. The baseline stops early on the held-out fold (as it stops
+    # on the validation split in a full run), which flatters it; the ResNet runs its whole schedule.
+    'pneumonia-baseline': ('baseline_cnn', {}),
+    'pneumonia-resnet16': ('small_resnet', {}),
 }
+
+def member_kwargs(task, name:str)->tuple[str, dict]:
+    "(architecture, `train_member` keyword arguments) of configuration `name`: the task's defaults, then the overrides."
+    from medmaas_nb.imaging import train_member
+    arch, overrides = CONFIGS[name]
+    accepted = set(inspect.signature(train_member).parameters) - {'seed', 'prefix', 'verbose'}
+    kw = {k: v for k, v in task.task_params(task.parse_params({})).items() if k in accepted}
+    unknown = set(overrides) - accepted
+    if unknown: raise ValueError(f'{name}: train_member takes no {sorted(unknown)}')
+    return arch, {**kw, **overrides}
 
 def run(configs, folds, members, out, seed=0, task='breast-ultrasound'):
     from sklearn.model_selection import StratifiedKFold
@@ -45,10 +50,9 @@ def run(configs, folds, members, out, seed=0, task='breast-ultrasound'):
     with open(out, 'a') as f:
         for k, (tr, te) in enumerate(skf.split(X, y)):
             for name in configs:
-                cfg = dict(CONFIGS[name]); arch = cfg.pop('arch'); logits = []
+                arch, cfg = member_kwargs(T, name); logits = []
                 for m in range(members):
                     t0 = time.perf_counter()
-                    cfg.setdefault('patience', 10**6)  # the weight-averaged ResNet ignores it
                     net, hist, _ = train_member(arch, X[tr], y[tr], X[te], y[te], seed=1000 * k + m, prefix=f's{m}_', **cfg)
                     z = image_scores(net, X[te]); logits.append(z)
                     zbar = np.mean(logits, axis=0); p1, pk = _sigmoid(z), _sigmoid(zbar)
