@@ -576,7 +576,8 @@ def await_registration(tasks:list[str], # exactly one task name, without a versi
     info = json.loads(registration.read_text())
     if info.get('task') != task.name:
         raise SystemExit(f"{registration} registers {info.get('task')!r}, not {task.name!r}.")
-    restore_priority(priority)
+    if not restore_priority(priority):
+        log.warning("Not permitted to raise this service's priority back to %d: it keeps serving at nice %d.", priority, os.getpriority(os.PRIO_PROCESS, 0))
     return [f"{task.name}:{info['version']}"]
 
 def restore_priority(priority:int # the niceness to return to
