@@ -386,7 +386,7 @@ def _batches(X, y, batch_size:int, seed:int, weights:dict|None=None, augment=Non
     return d.prefetch(2)
 
 def _mixup(alpha:float, seed:int):
-    "A `tf.data` map over batches: each image and label becomes lam * itself + (1 - lam) * another of the batch, lam ~ Beta(alpha, alpha)."
+    "A `tf.data` map over batches: each image, label and class weight becomes lam * itself + (1 - lam) * another of the batch, lam ~ Beta(alpha, alpha)."
     import tensorflow as tf
     gen = tf.random.Generator.from_seed(seed + 7)
     def f(x, y, *rest):
@@ -394,7 +394,8 @@ def _mixup(alpha:float, seed:int):
         g1, g2 = (tf.random.stateless_gamma([n], seed=s[:, i], alpha=alpha) for i in (0, 1))
         lam = g1 / (g1 + g2); perm = tf.argsort(tf.random.stateless_uniform([n], seed=s[:, 2]))
         mix = lambda a, b, l: l * a + (1 - l) * b
-        return (mix(x, tf.gather(x, perm), tf.reshape(lam, [-1, 1, 1, 1])), mix(y, tf.gather(y, perm), lam), *rest)
+        return (mix(x, tf.gather(x, perm), tf.reshape(lam, [-1, 1, 1, 1])), mix(y, tf.gather(y, perm), lam),
+                *(mix(w, tf.gather(w, perm), lam) for w in rest))  # class weights blend as the labels do
     return f
 
 def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
