@@ -38,7 +38,17 @@ def member_kwargs(task, name:str)->tuple[str, dict]:
     if unknown: raise ValueError(f'{name}: train_member takes no {sorted(unknown)}')
     return arch, {**kw, **overrides}
 
-def run(configs, folds, members, out, seed=0, task='breast-ultrasound'):
+def _shift(X, dy:int, dx:int):
+    "Images moved by (dy, dx) whole pixels, reflect-padded as the 'crop' augmentation pads them."
+    p = max(abs(dy), abs(dx)); H, W = X.shape[1:3]
+    Xp = np.pad(X, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
+    return Xp[:, p - dy:p - dy + H, p - dx:p - dx + W]
+
+# Test-time augmentation views, scored on the same trained networks: the logit averaged over the views.
+TTA_VIEWS = {'flip': lambda X: [X, X[:, :, ::-1]],
+             'flipshift': lambda X: [v for Y in (X, X[:, :, ::-1]) for v in [Y] + [_shift(Y, dy, dx) for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]]}
+
+def run(configs, folds, members, out, seed=0, task='breast-ultrasound', tta=()):
     from sklearn.model_selection import StratifiedKFold
     from sklearn.metrics import roc_auc_score
     from medmaas_nb.tasks import get_task
@@ -50,7 +60,7 @@ def run(configs, folds, members, out, seed=0, task='breast-ultrasound'):
     with open(out, 'a') as f:
         for k, (tr, te) in enumerate(skf.split(X, y)):
             for name in configs:
-                arch, cfg = member_kwargs(T, name); logits = []
+                arch, cfg = member_kwargs(T, name); logits, tlogits = [], {v: [] for v in tta}
                 for m in range(members):
                     t0 = time.perf_counter()
                     net, hist, _ = train_member(arch, X[tr], y[tr], X[te], y[te], seed=1000 * k + m, prefix=f's{m}_', **cfg)
@@ -59,6 +69,11 @@ def run(configs, folds, members, out, seed=0, task='breast-ultrasound'):
                     row = {'task': task, 'config': name, 'fold': k, 'member': m, 'n_test': int(len(te)), 'fit_s': round(time.perf_counter() - t0, 1),
                            'auc_member': roc_auc_score(y[te], p1), 'acc_member': float(((p1 >= 0.5) == y[te]).mean()),
                            'auc_ensemble': roc_auc_score(y[te], pk), 'acc_ensemble': float(((pk >= 0.5) == y[te]).mean())}
+                    for v in tta:  # the same network, its logit averaged over the views of each held-out image
+                        zv = np.mean([image_scores(net, V) for V in TTA_VIEWS[v](X[te])], axis=0); tlogits[v].append(zv)
+                        q1, qk = _sigmoid(zv), _sigmoid(np.mean(tlogits[v], axis=0))
+                        row.update({f'auc_member_{v}': roc_auc_score(y[te], q1), f'acc_member_{v}': float(((q1 >= 0.5) == y[te]).mean()),
+                                    f'auc_ensemble_{v}': roc_auc_score(y[te], qk), f'acc_ensemble_{v}': float(((qk >= 0.5) == y[te]).mean())})
                     f.write(json.dumps(row) + '\n'); f.flush(); print(row, flush=True)
 
 HEADER = '''# Imaging: choosing the network by cross-validation
@@ -69,6 +84,18 @@ every configuration). Out-of-fold AUC and accuracy at threshold 0.5, averaged ov
 first k networks of a fold; "same folds and seed": the difference in AUC to the task's first configuration, network 0 of
 each fold. The test split is never touched. Fit times are wall seconds on the 2-core machine, partly while other jobs ran. A
 configuration with fewer folds was stopped early: compare it only through the same-folds column.
+'''
+
+TTA_HEADER = '''# Imaging: test-time augmentation, measured by cross-validation
+
+Written by `benchmarks/imaging_cv.py --table benchmarks/results/imaging_tta_breast.jsonl --write --md benchmarks/imaging_tta.md`
+from the rows in `benchmarks/results/`. Folds, seeds and networks as in `imaging_cv.md` (the task's official train and
+validation splits pooled, 5 stratified folds, seed 0, networks seeded 1000 fold + member). Each trained network is scored on
+its held-out fold twice: on the images as they are, and with its logit averaged over views of each image. `flip`: the
+image and its left-right mirror (2 views). `flipshift`: each of those and its four 1-pixel shifts with reflected edges (10
+views), the shifts the 'crop' augmentation trains with. "vs none, same networks": the AUC difference of the same networks
+(the average of all of a fold's networks where there are several) with and without the views. Accuracy at threshold 0.5.
+The test split is never touched.
 '''
 
 NOTES = {'breast-ultrasound': 'BreastMNIST, 624 images pooled. Every ResNet runs its whole 60-epoch schedule and serves the average of its last 10 epochs\' weights.',
@@ -96,12 +123,20 @@ def table(paths)->dict:
                 e = g[g.member == k]
                 if k and e.fold.nunique() == g.fold.nunique():
                     line[f'AUC avg of {k + 1}'] = f"{e.auc_ensemble.mean():.3f}"; line[f'ACC avg of {k + 1}'] = f"{e.acc_ensemble.mean():.3f}"
+            for v in [c[len('auc_member_'):] for c in g.columns if c.startswith('auc_member_') and g[c].notna().all()]:
+                # test-time augmentation: the same networks scored on the views, beside themselves without
+                last = g[g.member == g.member.max()]; col = 'ensemble' if g.member.max() else 'member'
+                gain = last[f'auc_{col}_{v}'] - last[f'auc_{col}']; k = g.member.max() + 1
+                line[f'TTA {v}: AUC one member'] = f"{g[f'auc_member_{v}'].mean():.3f}"
+                line[f'TTA {v}: ACC one member'] = f"{g[f'acc_member_{v}'].mean():.3f}"
+                if k > 1: line[f'TTA {v}: AUC avg of {k}'] = f"{last[f'auc_ensemble_{v}'].mean():.3f}"; line[f'TTA {v}: ACC avg of {k}'] = f"{last[f'acc_ensemble_{v}'].mean():.3f}"
+                line[f'TTA {v} vs none, same networks{f" (avg of {k})" if k > 1 else ""}'] = f"{gain.mean():+.3f} ({(gain > 0).sum()}/{len(gain)} folds ahead)"
             rows.append(line)
         out[task] = pd.DataFrame(rows)
     return out
 
-def markdown(tables:dict)->str:
-    parts = [HEADER]
+def markdown(tables:dict, header:str=HEADER)->str:
+    parts = [header]
     for task, t in tables.items():
         md = ['| ' + ' | '.join(t.columns) + ' |', '|' + '---|' * len(t.columns)]
         md += ['| ' + ' | '.join('' if v != v else str(v) for v in r) + ' |' for r in t.itertuples(index=False)]
@@ -113,12 +148,14 @@ if __name__ == '__main__':
     ap.add_argument('--configs', nargs='*', default=['resnet16', 'resnet32']); ap.add_argument('--folds', type=int, default=5)
     ap.add_argument('--members', type=int, default=3); ap.add_argument('--out', default='/tmp/imaging_cv.jsonl')
     ap.add_argument('--task', default='breast-ultrasound', choices=['breast-ultrasound', 'pneumonia-xray'])
+    ap.add_argument('--tta', nargs='*', default=[], choices=list(TTA_VIEWS), help='also score test-time augmentation views')
     ap.add_argument('--table', nargs='*', default=[]); ap.add_argument('--write', action='store_true')
+    ap.add_argument('--md', default=str(Path(__file__).with_suffix('.md')), help='the markdown file --write writes')
     a = ap.parse_args()
     if a.table:
         tables = table(a.table)
         for task, t in tables.items(): print(task); print(t.to_string(index=False))
         if a.write:
-            out = Path(__file__).with_suffix('.md'); tmp = out.with_suffix('.md.tmp')
-            tmp.write_text(markdown(tables)); tmp.replace(out)
-    else: run(a.configs, a.folds, a.members, a.out, task=a.task)
+            out = Path(a.md); tmp = out.with_suffix('.md.tmp')
+            tmp.write_text(markdown(tables, HEADER if out.name == 'imaging_cv.md' else TTA_HEADER)); tmp.replace(out)
+    else: run(a.configs, a.folds, a.members, a.out, task=a.task, tta=a.tta)

@@ -11,7 +11,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['project_root', 'Settings', 'get_settings', 'seed_everything', 'get_logger', 'file_digest', 'atomic_write',
-           'write_json', 'keras', 'tensorflow_loaded']
+           'write_json', 'keras', 'keras_layer', 'tensorflow_loaded']
 
 # %% ../nbs/00_core.ipynb #7d71a643
 def project_root(start:Path|None=None # where to start looking; defaults to the package's parent, then the working directory
@@ -118,10 +118,46 @@ def _json_default(o):
 
 # %% ../nbs/00_core.ipynb #c451302a
 def keras():
-    "Import and return Keras (TensorFlow backend) on first use, with TensorFlow's start-up chatter silenced."
+    "Import and return Keras (TensorFlow backend) on first use, with TensorFlow's start-up chatter silenced and our layers registered."
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
-    return importlib.import_module('keras')
+    K = importlib.import_module('keras')
+    if 'medmaas_nb>ViewStack' not in K.saving.get_custom_objects(): _register_layers(K)
+    return K
+
+def keras_layer(name:str # 'ViewStack' or 'ViewMean'
+               ):
+    "One of the project's own Keras layer classes."
+    return keras().saving.get_custom_objects()[f'medmaas_nb>{name}']
+
+def _register_layers(K):
+    "Define the project's own Keras layers and register them, so a saved model that uses them loads (also with `safe_mode`)."
+    ops = K.ops
+
+    @K.saving.register_keras_serializable(package='medmaas_nb')
+    class ViewStack(K.layers.Layer):
+        """Test-time augmentation, first half: images (N, H, W, C) -> their views stacked (V N, H, W, C), view v in rows
+        v N .. v N + N - 1. A view (flip, dy, dx) mirrors the image left-right if `flip`, then moves it `dy` rows down and
+        `dx` columns right, filling the edge by reflection."""
+        def __init__(self, views, **kw):
+            super().__init__(**kw); self.views = [tuple(int(a) for a in v) for v in views]
+        def call(self, x):
+            p, (H, W) = max(max(abs(dy), abs(dx)) for _, dy, dx in self.views), x.shape[1:3]
+            padded = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode='reflect') if p else x
+            flipped = ops.pad(ops.flip(x, axis=2), [[0, 0], [p, p], [p, p], [0, 0]], mode='reflect') if p else ops.flip(x, axis=2)
+            out = [(flipped if f else padded)[:, p - dy:p - dy + H, p - dx:p - dx + W] for f, dy, dx in self.views]
+            return out[0] if len(out) == 1 else ops.concatenate(out, axis=0)
+        def compute_output_shape(self, shape): return (None, *shape[1:])
+        def get_config(self): return {**super().get_config(), 'views': [list(v) for v in self.views]}
+
+    @K.saving.register_keras_serializable(package='medmaas_nb')
+    class ViewMean(K.layers.Layer):
+        "Test-time augmentation, second half: outputs (V N, ...) of `ViewStack`ed images -> (N, ...), the mean over each image's views."
+        def __init__(self, n_views:int, **kw):
+            super().__init__(**kw); self.n_views = int(n_views)
+        def call(self, z): return ops.mean(ops.reshape(z, (self.n_views, -1, *z.shape[1:])), axis=0)
+        def compute_output_shape(self, shape): return (None, *shape[1:])
+        def get_config(self): return {**super().get_config(), 'n_views': self.n_views}
 
 def tensorflow_loaded()->bool:
     "Whether TensorFlow has been imported in this process."

@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .core import keras, seed_everything, get_logger
+from .core import keras, keras_layer, seed_everything, get_logger
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, compute_metrics, HIGHER_IS_BETTER
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, register_task
@@ -17,11 +17,11 @@ from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, register_t
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'MEDMNIST_SPLITS', 'IMAGE_SIZE', 'ARCHITECTURES', 'breast_ultrasound', 'pneumonia_xray', 'MedMNISTFormatError',
-           'load_medmnist_npz', 'to_float', 'merge_train', 'load_medmnist_task', 'ImageInputSpec', 'png_bytes',
-           'baseline_cnn', 'small_resnet', 'build_member', 'build_served', 'compiled', 'image_scores',
-           'choose_threshold', 'train_member', 'summarize_seeds', 'train_medmnist', 'gradcam', 'explain_images',
-           'plot_gradcam_grid', 'member_models', 'seed_table', 'seeds_beside_anchors']
+__all__ = ['log', 'MEDMNIST_SPLITS', 'IMAGE_SIZE', 'ARCHITECTURES', 'TTA_VIEWS', 'breast_ultrasound', 'pneumonia_xray',
+           'MedMNISTFormatError', 'load_medmnist_npz', 'to_float', 'merge_train', 'load_medmnist_task',
+           'ImageInputSpec', 'png_bytes', 'baseline_cnn', 'small_resnet', 'build_member', 'image_view', 'build_served',
+           'compiled', 'image_scores', 'choose_threshold', 'train_member', 'summarize_seeds', 'train_medmnist',
+           'gradcam', 'explain_images', 'plot_gradcam_grid', 'member_models', 'seed_table', 'seeds_beside_anchors']
 
 # %% ../nbs/11_imaging.ipynb #a7729785
 MEDMNIST_SPLITS = ('train', 'val', 'test')
@@ -282,21 +282,45 @@ def build_member(arch:str, prefix:str='', size:int=IMAGE_SIZE, width:int=16):
     K = keras(); inp = K.Input((size, size, 1), name=f'{prefix}image')
     return K.Model(inp, ARCHITECTURES[arch](inp, prefix, width=width), name=f'{prefix}{arch}')
 
+# Test-time augmentation views (flip, dy, dx): mirrored left-right if flip, then moved dy rows down, dx columns right (reflected edges)
+TTA_VIEWS = {'none': [(0, 0, 0)], 'flip': [(0, 0, 0), (1, 0, 0)],
+             'flipshift': [(f, dy, dx) for f in (0, 1) for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]}
+
+def image_view(X, # images (N, H, W, C)
+               view:tuple, # (flip, dy, dx) as in `TTA_VIEWS`
+               inverse:bool=False # undo the view instead (maps computed on the view -> the original image's frame)
+              )->np.ndarray:
+    "One test-time augmentation view of a batch of images (NumPy; the served model's `ViewStack` computes the same)."
+    f, dy, dx = view; X = np.asarray(X)
+    if inverse: dy, dx = -dy, -dx
+    if f and not inverse: X = X[:, :, ::-1]
+    p, (H, W) = max(abs(dy), abs(dx)), X.shape[1:3]
+    if p:
+        pad = [(0, 0), (p, p), (p, p)] + [(0, 0)] * (X.ndim - 3)
+        X = np.pad(X, pad, mode='reflect')[:, p - dy:p - dy + H, p - dx:p - dx + W]
+    return X[:, :, ::-1] if f and inverse else X
+
 def build_served(arch:str, # architecture of the members
                  members:list, # trained member models (from `build_member`), or per seed a list of checkpoint models
                  threshold:float=0.5, # decision threshold chosen on validation, moved to 0.5
-                 size:int=IMAGE_SIZE, width:int=16):
-    "One flat Keras model: image -> averaged member logits -> sigmoid shifted so `threshold` maps to 0.5."
+                 size:int=IMAGE_SIZE, width:int=16,
+                 tta:str='none' # test-time augmentation: a key of `TTA_VIEWS`
+                ):
+    "One flat Keras model: image [-> its views] -> averaged member logits [-> mean over views] -> sigmoid shifted so `threshold` maps to 0.5."
     K = keras(); L = K.layers
+    if tta not in TTA_VIEWS: raise ValueError(f'tta must be one of {list(TTA_VIEWS)}, got {tta!r}')
+    views = TTA_VIEWS[tta]
     inp = K.Input((size, size, 1), name='image')
+    x = keras_layer('ViewStack')(views, name='tta_views')(inp) if len(views) > 1 else inp
     logits, nets = [], []
     for i, m in enumerate(members):
         if isinstance(m, (list, tuple)) and len(m) == 1: m = m[0]
         if isinstance(m, (list, tuple)):  # checkpoints of one seed: their mean logit is that seed's logit
-            zs = [ARCHITECTURES[arch](inp, f's{i}c{j}_', width=width) for j in range(len(m))]
+            zs = [ARCHITECTURES[arch](x, f's{i}c{j}_', width=width) for j in range(len(m))]
             logits.append(L.Average(name=f's{i}_logit')(zs)); nets += list(m)
-        else: logits.append(ARCHITECTURES[arch](inp, f's{i}_', width=width)); nets.append(m)
+        else: logits.append(ARCHITECTURES[arch](x, f's{i}_', width=width)); nets.append(m)
     z = logits[0] if len(logits) == 1 else L.Average(name='mean_logit')(logits)
+    if len(views) > 1: z = keras_layer('ViewMean')(len(views), name='tta_mean')(z)
     out = L.Dense(1, activation='sigmoid', trainable=False, name='probability')(z)
     model = K.Model(inp, out, name=f'{arch}_x{len(members)}')
     for m in nets:
@@ -475,21 +499,23 @@ def summarize_seeds(rows:pd.DataFrame, level:float=0.95)->dict:
         out[c] = {'value': m, 'sd': sd, 'ci_low': m - half, 'ci_high': m + half, 'n_folds': int(len(v))}
     return out
 
-def _member_logits(m, X)->np.ndarray:
-    "Logits of one trained member, or the mean logit of a seed's checkpoints."
+def _member_logits(m, X, views:list=TTA_VIEWS['none'])->np.ndarray:
+    "Logits of one trained member, or the mean logit of a seed's checkpoints; with `views`, each averaged over the images' views."
+    if len(views) > 1: return np.mean([_member_logits(m, image_view(X, v)) for v in views], axis=0)
     return np.mean([image_scores(k, X) for k in m], axis=0) if isinstance(m, (list, tuple)) else image_scores(m, X)
 
 def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, data, quick run, base seed
                    seeds:int=3, epochs:int=40, models:str='both', threshold_rule:str='accuracy', flip:bool=False,
                    width:int=16, batch_size:int=64, patience:int=8, intensity:float=0.0, label_smoothing:float=0.0,
                    snapshots:int=1, swa:int=0, augment:str='affine', pad:int=2, class_weights:bool=True, mixup:float=0.0,
-                   members:int=1, **_)->TrainResult:
+                   members:int=1, tta:str='none', **_)->TrainResult:
     "Train each candidate with `seeds` seeds, choose on validation AUC, and return the averaged served model."
     import time
     Xtr, ytr = ds['train']; Xva, yva = ds['val']
     archs = list(ARCHITECTURES) if models == 'both' else [models]
     n_seeds, n_epochs = (1, 1) if quick else (seeds, epochs)
     rows, fitted, hists = [], {}, {}
+    views = lambda arch: TTA_VIEWS['none' if arch == 'baseline_cnn' else tta]  # the stronger network only: the baseline trains unaugmented
     for arch in archs:
         trained = []  # per seed: one network or the list of its members
         for i in range(n_seeds):
@@ -505,7 +531,7 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
                 nets.append(m); hists[f'{arch} seed {s}' + (f' member {j}' if k > 1 else '')] = h.to_dict('list')
             m = nets if k > 1 else nets[0]
             trained.append(m)
-            p = _sigmoid(_member_logits(m, Xva)); t = choose_threshold(yva, p, threshold_rule)
+            p = _sigmoid(_member_logits(m, Xva, views(arch))); t = choose_threshold(yva, p, threshold_rule)
             rows.append({'model': arch, 'fold': i, 'seed': s, **compute_metrics('binary', yva, p, threshold=t), 'threshold': t,
                          'best_epoch': be, 'epochs_run': len(h), 'fit_s': time.perf_counter() - t0})
         fitted[arch] = trained
@@ -513,16 +539,17 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
     summ = {a: summarize_seeds(folds[folds.model == a].drop(columns='model')) for a in archs}
     chosen = max(archs, key=lambda a: summ[a]['roc_auc']['value'])
     trained = fitted[chosen]
-    z = np.mean([_member_logits(m, Xva) for m in trained], axis=0)
+    z = np.mean([_member_logits(m, Xva, views(chosen)) for m in trained], axis=0)
     t = choose_threshold(yva, _sigmoid(z), threshold_rule)
-    model = build_served(chosen, trained, t, width=width)
+    served_tta = 'none' if chosen == 'baseline_cnn' else tta
+    model = build_served(chosen, trained, t, width=width, tta=served_tta)
     ens_val = compute_metrics('binary', yva, image_scores(model, Xva))
     return TrainResult(model, chosen, folds, summ,
                        extra={'threshold': t, 'threshold_rule': threshold_rule, 'n_seeds': n_seeds, 'seeds': [seed + i for i in range(n_seeds)],
                               'member_thresholds': folds[folds.model == chosen]['threshold'].tolist(), 'val_ensemble': ens_val,
                               'histories': hists, 'selection': 'mean validation AUC over seeds (official validation split)',
                               'cv_label': 'validation split, mean of seeds', 'snapshots': snapshots, 'swa': swa,
-                              'members_per_seed': members if chosen != 'baseline_cnn' else 1, 'mixup': mixup})
+                              'members_per_seed': members if chosen != 'baseline_cnn' else 1, 'mixup': mixup, 'tta': served_tta})
 
 # %% ../nbs/11_imaging.ipynb #ae4cf27b
 def gradcam(model, # a served model from `build_served`
@@ -537,6 +564,7 @@ def gradcam(model, # a served model from `build_served`
     gm = _GRADCAM.get(model)
     if gm is None: gm = _GRADCAM[model] = K.Model(model.inputs, convs + [model.get_layer('probability').input, model.output])
     maps, probs = [], []
+    views = model.get_layer('tta_views').views if 'tta_views' in [l.name for l in model.layers] else None
     X = np.asarray(X, np.float32)
     for i in range(0, len(X), batch):
         x = tf.constant(X[i:i + batch])
@@ -551,6 +579,8 @@ def gradcam(model, # a served model from `build_served`
             cam = tf.nn.relu(tf.reduce_sum(w * A, axis=-1, keepdims=True))
             cams.append(tf.image.resize(cam, X.shape[1:3], method='bilinear')[..., 0])
         cam = tf.reduce_mean(tf.stack(cams), 0).numpy()
+        if views:  # (V n, H, W): each view's maps back in the image's frame, then averaged over the views
+            cam = np.mean([image_view(c, v, inverse=True) for c, v in zip(np.split(cam, len(views)), views)], axis=0)
         mx = cam.reshape(len(cam), -1).max(1)[:, None, None]
         maps.append(np.where(mx > 0, cam / np.where(mx > 0, mx, 1), 0)); probs.append(p.numpy().ravel())
     return np.concatenate(maps).astype(np.float32), np.concatenate(probs)
@@ -612,9 +642,11 @@ def _train_hook(ds:Dataset, result:TrainResult):
                      f"moved to 0.5 in the served model. Validation AUC of the average: {e['val_ensemble']['roc_auc']:.3f}."))
 
 def member_models(model)->list:
-    "The per-seed networks inside a served model, each image -> probability at its own logit."
-    K = keras()
-    return [K.Model(model.inputs, K.layers.Activation('sigmoid', name=f'{l.name}_p')(l.output))
+    "The per-seed networks inside a served model, each image -> probability at its own logit (averaged over the views, with test-time augmentation)."
+    K = keras(); names = [l.name for l in model.layers]
+    n_views = len(model.get_layer('tta_views').views) if 'tta_views' in names else 1
+    over_views = lambda z, name: keras_layer('ViewMean')(n_views, name=f'{name}_views')(z) if n_views > 1 else z
+    return [K.Model(model.inputs, K.layers.Activation('sigmoid', name=f'{l.name}_p')(over_views(l.output, l.name)))
             for l in model.layers if re.fullmatch(r's\d+_logit', l.name)]
 
 def seed_table(model, ds:Dataset, rule:str='accuracy')->pd.DataFrame:
@@ -686,6 +718,8 @@ _COMMON_PARAMS = {
     'width': Param(16, "filters of the residual network's first block (doubled twice)", low=4, high=128),
     'snapshots': Param(3, "per seed, the strong model's best validation epochs whose logits are averaged (when swa is 0)", low=1, high=20),
     'members': Param(1, "strong model: networks trained per seed (seeds seed + 1000 j) whose logits are averaged; a seed's figures are those of the average", low=1, high=10),
+    'tta': Param('none', "strong model: test-time augmentation, the logit averaged over views of each image: 'flip' (it and its mirror), "
+                         "'flipshift' (each of those and its four 1-pixel shifts)", choices=list(TTA_VIEWS)),
 }
 
 def _strong(augment:str, pad:int, intensity:float, label_smoothing:float, class_weights:bool, swa:int, mixup:float=0.0)->dict:
@@ -721,7 +755,8 @@ breast_ultrasound = _task(
     epochs=60, flip=True, modality='breast ultrasound', patience=15,
     strong=_strong('crop', 3, intensity=0.2, label_smoothing=0.0, class_weights=False, swa=10),
     extra_params={  # chosen by 5-fold CV on the pooled train + validation images (benchmarks/imaging_cv.md), never on test
-        'width': dataclasses.replace(_COMMON_PARAMS['width'], default=32), 'members': dataclasses.replace(_COMMON_PARAMS['members'], default=2)},
+        'width': dataclasses.replace(_COMMON_PARAMS['width'], default=32), 'members': dataclasses.replace(_COMMON_PARAMS['members'], default=2),
+        'tta': dataclasses.replace(_COMMON_PARAMS['tta'], default='flipshift')},  # benchmarks/imaging_tta.md
     limitations='780 images from one Egyptian hospital (BUSI, women aged 25-75), shrunk to 28 x 28: fine texture and margins, '
                 'which radiologists use, are gone. Label 1 merges normal and benign. Not validated on other scanners or populations.')
 
