@@ -521,19 +521,19 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
         for i in range(n_seeds):
             t0 = time.perf_counter(); s = seed + i
             k = 1 if quick or arch == 'baseline_cnn' else members  # networks averaged within this seed
-            nets = []
+            nets, best, ran = [], [], []
             for j in range(k):  # member j of seed s trains with seed s + 1000 j; its layers are named for `build_served`
                 m, h, be = train_member(arch, Xtr, ytr, Xva, yva, seed=s + 1000 * j, prefix=f's{i}c{j}_' if k > 1 else f's{i}_',
                                         epochs=n_epochs, batch_size=batch_size, flip=flip and arch != 'baseline_cnn',
                                         patience=3 if quick else patience, width=width, intensity=intensity,
                                         label_smoothing=label_smoothing, snapshots=1 if k > 1 else snapshots, swa=swa,
                                         augment=augment, pad=pad, class_weights=class_weights, mixup=mixup)
-                nets.append(m); hists[f'{arch} seed {s}' + (f' member {j}' if k > 1 else '')] = h.to_dict('list')
+                nets.append(m); best.append(be); ran.append(len(h)); hists[f'{arch} seed {s}' + (f' member {j}' if k > 1 else '')] = h.to_dict('list')
             m = nets if k > 1 else nets[0]
             trained.append(m)
             p = _sigmoid(_member_logits(m, Xva, views(arch))); t = choose_threshold(yva, p, threshold_rule)
             rows.append({'model': arch, 'fold': i, 'seed': s, **compute_metrics('binary', yva, p, threshold=t), 'threshold': t,
-                         'best_epoch': be, 'epochs_run': len(h), 'fit_s': time.perf_counter() - t0})
+                         'best_epoch': float(np.mean(best)), 'epochs_run': float(np.mean(ran)), 'fit_s': time.perf_counter() - t0})  # epochs: mean over the seed's networks
         fitted[arch] = trained
     folds = pd.DataFrame(rows)
     summ = {a: summarize_seeds(folds[folds.model == a].drop(columns='model')) for a in archs}

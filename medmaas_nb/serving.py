@@ -49,8 +49,11 @@ class ModelRuntime:
 
     def load(self)->ModelRuntime:
         "Verify and load the model, warm it up, then mark it ready."
-        t0 = time.perf_counter(); self.model = self.mv.load(); self.warm_up(); self.ready = True
+        t0 = time.perf_counter(); self.model = self.mv.load(); self.loaded(); self.warm_up(); self.ready = True
         log.info('%s v%s ready in %.2fs', self.name, self.version, time.perf_counter() - t0); return self
+
+    def loaded(self):
+        "Called once the model is loaded, before the warm-up (a runtime may adapt to the model here)."
 
     def warm_up(self):
         "Run the spec's example through the model once; records the output tensor's shape."
@@ -223,10 +226,20 @@ def fixed_batches(fn, # (inputs) -> one result per input (array or list)
 class KerasRuntime(ModelRuntime):
     "Keras models (`.keras`, TensorFlow imported on load): predictions go through a `DynamicBatcher`, in batches of one fixed size."
     platform = 'keras'
-    def __init__(self, task:Task, mv:ModelVersion, max_batch:int=32, max_wait_ms:float=2.0, observe=None):
-        super().__init__(task, mv); self.max_batch = max_batch
+    def __init__(self, task:Task, mv:ModelVersion,
+                 max_batch:int=32, # network inputs per model call (a model that scores V views of each input takes max_batch // V inputs)
+                 max_wait_ms:float=2.0, observe=None):
+        super().__init__(task, mv); self.max_batch = self.network_batch = max_batch
         self._b_scores = DynamicBatcher(self._scores, max_batch, max_wait_ms, observe)
         self._b_predict = DynamicBatcher(self._predict, max_batch, max_wait_ms, observe)
+
+    def loaded(self):
+        "A model that scores several views of each input (test-time augmentation, `ViewStack`) gets fewer inputs per call."
+        from .core import keras_layer
+        stack = keras_layer('ViewStack')
+        views = max((len(l.views) for l in getattr(self.model, 'layers', []) if isinstance(l, stack)), default=1)
+        self.max_batch = self._b_scores.max_batch = self._b_predict.max_batch = max(1, self.network_batch // views)
+        if views > 1: log.info('%s: %d views per input, %d inputs per model call', self.name, views, self.max_batch)
 
     # float32 kernels may sum in another order for another batch size; one fixed size makes each input's answer
     # independent of what it was batched with (and equal to `fixed_batches(task.predict, X, max_batch)` in process)

@@ -334,3 +334,29 @@ def test_run_service_waits_for_the_registration_and_is_adopted(env, tmp_path, mo
         key = KeyStore(alone/'service'/'keys.json').create('serve-step', 'predict')
         with sp.wait().client(key) as c: assert c.predict_one(TASK, GOOD)['prediction'] > 0
     finally: sp.stop()
+
+def test_keras_runtime_counts_test_time_views_in_its_batch(tmp_path):
+    "An image model with ten test-time views inside takes 32 // 10 = 3 images per model call, and answers as in process."
+    from medmaas_nb.imaging import build_member, build_served
+    from medmaas_nb.serving import create_app, fixed_batches
+    T = get_task('breast-ultrasound')
+    model = build_served('small_resnet', [build_member('small_resnet', f's{i}_', width=4) for i in range(2)], 0.5, width=4, tta='flipshift')
+    save_model(model, tmp_path/'model', 'keras')
+    reg = Registry(tmp_path/'registry'); reg.register(T.name, tmp_path/'model', {'task': T.name, 'model': {'runtime': 'keras'}})
+    keys = KeyStore(tmp_path/'keys.json'); key = keys.create('k')
+    app = create_app([T.name], registry=reg, keys=keys, audit=False, max_batch=32, max_wait_ms=30)
+    X = np.random.default_rng(0).random((12, 28, 28, 1)).astype('float32')
+    recs = T.input_spec.to_records(X)
+    with ThreadServer(app) as s:
+        rt = app.state.models.get(T.name)
+        assert (rt.max_batch, rt.network_batch) == (3, 32)
+        def one(r):
+            with Client(s.url, key) as c: return c.predict_one(T.name, r)['probability']
+        with ThreadPoolExecutor(12) as ex: got = list(ex.map(one, recs))
+        m = httpx.get(s.url + '/metrics').text
+    want = fixed_batches(lambda x: T.scores(model, x), T.input_spec.validate(recs), 3)
+    assert np.allclose(got, want, atol=1e-6)
+    line = lambda *parts: float(next(l for l in m.splitlines() if all(p in l for p in parts)).split()[-1])
+    calls, inputs = line('medmaas_batch_size_count'), line('medmaas_batch_size_sum')
+    assert inputs >= 12 and calls < inputs  # concurrent requests shared model calls...
+    assert line('medmaas_batch_size_bucket', 'le="4.0"') == calls  # ...3 images at most in one (the buckets are 1, 2, 4, ...)
