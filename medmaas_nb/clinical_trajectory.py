@@ -238,7 +238,8 @@ def fit_gru(X, y, nxt, groups, epochs:int=40, seed:int=0, units:int=32, verbose:
     w, t = (~np.isnan(nxt)).astype('float32'), np.nan_to_num(nxt).astype('float32')
     data = lambda i: (X[i], [y[i].astype('float32'), t[i]], [np.ones(len(i), 'float32'), w[i]])
     es = K.callbacks.EarlyStopping(patience=6, restore_best_weights=True)
-    h = m.fit(*data(tr)[:2], sample_weight=data(tr)[2], validation_data=data(va), epochs=epochs, batch_size=128, verbose=verbose,
+    h = m.fit(*data(tr)[:2], sample_weight=data(tr)[2], validation_data=data(va), epochs=epochs, verbose=verbose,
+              batch_size=128 if epochs > 5 else 512,  # a quick fit runs eagerly, where each batch costs the same: few, large ones
               callbacks=[es] if epochs > 5 else [])
     return m, len(h.history['loss'])
 
