@@ -38,15 +38,13 @@ def member_kwargs(task, name:str)->tuple[str, dict]:
     if unknown: raise ValueError(f'{name}: train_member takes no {sorted(unknown)}')
     return arch, {**kw, **overrides}
 
-def _shift(X, dy:int, dx:int):
-    "Images moved by (dy, dx) whole pixels, reflect-padded as the 'crop' augmentation pads them."
-    p = max(abs(dy), abs(dx)); H, W = X.shape[1:3]
-    Xp = np.pad(X, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
-    return Xp[:, p - dy:p - dy + H, p - dx:p - dx + W]
+def _views(name:str):
+    "Test-time augmentation views as the served model computes them (`medmaas_nb.imaging.TTA_VIEWS`, `image_view`)."
+    from medmaas_nb.imaging import TTA_VIEWS, image_view
+    return lambda X: [image_view(X, v) for v in TTA_VIEWS[name]]
 
 # Test-time augmentation views, scored on the same trained networks: the logit averaged over the views.
-TTA_VIEWS = {'flip': lambda X: [X, X[:, :, ::-1]],
-             'flipshift': lambda X: [v for Y in (X, X[:, :, ::-1]) for v in [Y] + [_shift(Y, dy, dx) for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]]}
+TTA_VIEWS = {name: _views(name) for name in ('flip', 'flipshift')}
 
 def run(configs, folds, members, out, seed=0, task='breast-ultrasound', tta=()):
     from sklearn.model_selection import StratifiedKFold
