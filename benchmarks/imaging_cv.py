@@ -11,7 +11,7 @@ measured; `--table ... --write` turns them into benchmarks/imaging_cv.md (one se
     python benchmarks/imaging_cv.py --task pneumonia-xray --configs pneumonia-baseline pneumonia-resnet16 --members 1 --out /tmp/pneu_cv.jsonl
     python benchmarks/imaging_cv.py --table /tmp/breast_cv.jsonl /tmp/pneu_cv.jsonl --write
 """
-import argparse, inspect, json, time
+import argparse, json, time
 from pathlib import Path
 import numpy as np
 
@@ -30,11 +30,10 @@ CONFIGS = {
 
 def member_kwargs(task, name:str)->tuple[str, dict]:
     "(architecture, `train_member` keyword arguments) of configuration `name`: the task's defaults, then the overrides."
-    from medmaas_nb.imaging import train_member
+    from medmaas_nb.imaging import member_params
     arch, overrides = CONFIGS[name]
-    accepted = set(inspect.signature(train_member).parameters) - {'seed', 'prefix', 'verbose'}
-    kw = {k: v for k, v in task.task_params(task.parse_params({})).items() if k in accepted}
-    unknown = set(overrides) - accepted
+    kw = member_params(task.task_params(task.parse_params({})))
+    unknown = set(overrides) - set(kw)
     if unknown: raise ValueError(f'{name}: train_member takes no {sorted(unknown)}')
     return arch, {**kw, **overrides}
 

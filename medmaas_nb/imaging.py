@@ -20,8 +20,9 @@ log = get_logger(__name__)
 __all__ = ['log', 'MEDMNIST_SPLITS', 'IMAGE_SIZE', 'ARCHITECTURES', 'TTA_VIEWS', 'breast_ultrasound', 'pneumonia_xray',
            'MedMNISTFormatError', 'load_medmnist_npz', 'to_float', 'merge_train', 'load_medmnist_task',
            'ImageInputSpec', 'png_bytes', 'baseline_cnn', 'small_resnet', 'build_member', 'image_view', 'build_served',
-           'compiled', 'image_scores', 'choose_threshold', 'train_member', 'summarize_seeds', 'train_medmnist',
-           'gradcam', 'explain_images', 'plot_gradcam_grid', 'member_models', 'seed_table', 'seeds_beside_anchors']
+           'compiled', 'image_scores', 'choose_threshold', 'train_member', 'summarize_seeds', 'member_params',
+           'train_medmnist', 'gradcam', 'explain_images', 'plot_gradcam_grid', 'member_models', 'seed_table',
+           'seeds_beside_anchors']
 
 # %% ../nbs/11_imaging.ipynb #a7729785
 MEDMNIST_SPLITS = ('train', 'val', 'test')
@@ -504,16 +505,25 @@ def _member_logits(m, X, views:list=TTA_VIEWS['none'])->np.ndarray:
     if len(views) > 1: return np.mean([_member_logits(m, image_view(X, v)) for v in views], axis=0)
     return np.mean([image_scores(k, X) for k in m], axis=0) if isinstance(m, (list, tuple)) else image_scores(m, X)
 
+def member_params(params:dict # a task's parameters (`task.task_params(...)`), or any dict
+                 )->dict:
+    "`train_member`'s training settings: its defaults, replaced by the entries of `params` it takes (by its own argument names)."
+    import inspect
+    takes = {k: p.default for k, p in inspect.signature(train_member).parameters.items()
+             if k not in ('arch', 'Xtr', 'ytr', 'Xva', 'yva', 'seed', 'prefix', 'verbose')}
+    return {**takes, **{k: v for k, v in params.items() if k in takes}}
+
 def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, data, quick run, base seed
-                   seeds:int=3, epochs:int=40, models:str='both', threshold_rule:str='accuracy', flip:bool=False,
-                   width:int=16, batch_size:int=64, patience:int=8, intensity:float=0.0, label_smoothing:float=0.0,
-                   snapshots:int=1, swa:int=0, augment:str='affine', pad:int=2, class_weights:bool=True, mixup:float=0.0,
-                   members:int=1, tta:str='none', **_)->TrainResult:
+                   seeds:int=3, models:str='both', threshold_rule:str='accuracy', # seeds per candidate, candidates, threshold rule
+                   members:int=1, tta:str='none', # networks per seed (strong model), test-time views
+                   **params # the task's other parameters: those `train_member` takes set its training (`member_params`)
+                  )->TrainResult:
     "Train each candidate with `seeds` seeds, choose on validation AUC, and return the averaged served model."
     import time
     Xtr, ytr = ds['train']; Xva, yva = ds['val']
     archs = list(ARCHITECTURES) if models == 'both' else [models]
-    n_seeds, n_epochs = (1, 1) if quick else (seeds, epochs)
+    train_kw = {**member_params(params), **({'epochs': 1, 'patience': 3} if quick else {})}
+    n_seeds, width = (1 if quick else seeds), train_kw['width']
     rows, fitted, hists = [], {}, {}
     views = lambda arch: TTA_VIEWS['none' if arch == 'baseline_cnn' else tta]  # the stronger network only: the baseline trains unaugmented
     for arch in archs:
@@ -524,10 +534,7 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
             nets, best, ran = [], [], []
             for j in range(k):  # member j of seed s trains with seed s + 1000 j; its layers are named for `build_served`
                 m, h, be = train_member(arch, Xtr, ytr, Xva, yva, seed=s + 1000 * j, prefix=f's{i}c{j}_' if k > 1 else f's{i}_',
-                                        epochs=n_epochs, batch_size=batch_size, flip=flip and arch != 'baseline_cnn',
-                                        patience=3 if quick else patience, width=width, intensity=intensity,
-                                        label_smoothing=label_smoothing, snapshots=1 if k > 1 else snapshots, swa=swa,
-                                        augment=augment, pad=pad, class_weights=class_weights, mixup=mixup)
+                                        **{**train_kw, **({'snapshots': 1} if k > 1 else {})})  # several networks: one snapshot each
                 nets.append(m); best.append(be); ran.append(len(h)); hists[f'{arch} seed {s}' + (f' member {j}' if k > 1 else '')] = h.to_dict('list')
             m = nets if k > 1 else nets[0]
             trained.append(m)
@@ -548,8 +555,8 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
                        extra={'threshold': t, 'threshold_rule': threshold_rule, 'n_seeds': n_seeds, 'seeds': [seed + i for i in range(n_seeds)],
                               'member_thresholds': folds[folds.model == chosen]['threshold'].tolist(), 'val_ensemble': ens_val,
                               'histories': hists, 'selection': 'mean validation AUC over seeds (official validation split)',
-                              'cv_label': 'validation split, mean of seeds', 'snapshots': snapshots, 'swa': swa,
-                              'members_per_seed': members if chosen != 'baseline_cnn' else 1, 'mixup': mixup, 'tta': served_tta})
+                              'cv_label': 'validation split, mean of seeds', 'snapshots': train_kw['snapshots'], 'swa': train_kw['swa'],
+                              'members_per_seed': members if chosen != 'baseline_cnn' else 1, 'mixup': train_kw['mixup'], 'tta': served_tta})
 
 # %% ../nbs/11_imaging.ipynb #ae4cf27b
 def gradcam(model, # a served model from `build_served`
