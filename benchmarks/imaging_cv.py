@@ -154,5 +154,6 @@ if __name__ == '__main__':
         for task, t in tables.items(): print(task); print(t.to_string(index=False))
         if a.write:
             out = Path(a.md); tmp = out.with_suffix('.md.tmp')
-            tmp.write_text(markdown(tables, HEADER if out.name == 'imaging_cv.md' else TTA_HEADER)); tmp.replace(out)
+            tta = any(c.startswith('TTA ') for t in tables.values() for c in t.columns)  # rows scored with views get that header
+            tmp.write_text(markdown(tables, TTA_HEADER if tta else HEADER)); tmp.replace(out)
     else: run(a.configs, a.folds, a.members, a.out, task=a.task, tta=a.tta)
