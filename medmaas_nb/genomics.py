@@ -133,8 +133,9 @@ class SequenceOneHot(TransformerMixin, BaseEstimator):
 
 class KmerCounts(TransformerMixin, BaseEstimator):
     "Position-free k-mer frequencies for k = k_min..k_max (sparse); `canonical` merges each k-mer with its reverse complement."
-    def __init__(self, k_min:int=1, k_max:int=6, canonical:bool=False):
-        self.k_min, self.k_max, self.canonical = k_min, k_max, canonical
+    def __init__(self, k_min:int=1, k_max:int=6, canonical:bool=False,
+                 per_k:bool=False): # scale each k's block to unit length, so every k weighs the same in a dot product
+        self.k_min, self.k_max, self.canonical, self.per_k = k_min, k_max, canonical, per_k
     def fit(self, X, y=None): return self
     def transform(self, X):
         codes = encode(X); n = len(codes); blocks = []
@@ -143,7 +144,11 @@ class KmerCounts(TransformerMixin, BaseEstimator):
             rows = np.repeat(np.arange(n), m); cols = idx.ravel(); ok = cols >= 0
             rows, cols = rows[ok], cols[ok]
             if self.canonical: cols = np.minimum(cols, _rc_index(cols, k))
-            blocks.append(sparse.csr_matrix((np.full(len(cols), 1.0 / m), (rows, cols)), shape=(n, 4 ** k)))
+            B = sparse.csr_matrix((np.full(len(cols), 1.0 / m), (rows, cols)), shape=(n, 4 ** k))
+            if self.per_k:
+                from sklearn.preprocessing import normalize
+                B = normalize(B)
+            blocks.append(B)
         return sparse.hstack(blocks).tocsr()
 
 class PositionalKmers(TransformerMixin, BaseEstimator):
@@ -589,8 +594,8 @@ def promoter_candidates(quick:bool=False, seed:int=0, C:float=0.0, # one C inste
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import Normalizer
     feats = {**{f'wd{K}': (lambda K=K: WeightedDegree(K)) for K in range(1, 7)},
-             'spectrum': lambda: make_pipeline(KmerCounts(1, 6), Normalizer()),
-             'spectrum_both_strands': lambda: make_pipeline(KmerCounts(1, 6, canonical=True), Normalizer())}
+             'spectrum': lambda: make_pipeline(KmerCounts(1, 6, per_k=True), Normalizer()),
+             'spectrum_both_strands': lambda: make_pipeline(KmerCounts(1, 6, canonical=True, per_k=True), Normalizer())}
     Cs = [float(C)] if C else [1.0] if quick else [1.0, 3.0, 10.0]
     if quick: feats = {k: feats[k] for k in ('wd1', 'wd3')}
     return {f'{f}_C{c:g}': make_pipeline(make(), MarginSVC(c)) for f, make in feats.items() for c in Cs}
