@@ -17,12 +17,12 @@ from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, register_t
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'MEDMNIST_SPLITS', 'IMAGE_SIZE', 'ARCHITECTURES', 'TTA_VIEWS', 'breast_ultrasound', 'pneumonia_xray',
-           'MedMNISTFormatError', 'load_medmnist_npz', 'to_float', 'merge_train', 'load_medmnist_task',
-           'ImageInputSpec', 'png_bytes', 'baseline_cnn', 'small_resnet', 'build_member', 'image_view', 'build_served',
-           'compiled', 'image_scores', 'choose_threshold', 'train_member', 'summarize_seeds', 'member_params',
-           'train_medmnist', 'gradcam', 'explain_images', 'plot_gradcam_grid', 'member_models', 'seed_table',
-           'seeds_beside_anchors']
+__all__ = ['log', 'MEDMNIST_SPLITS', 'IMAGE_SIZE', 'ARCHITECTURES', 'PLAIN_ARCHITECTURES', 'TTA_VIEWS', 'breast_ultrasound',
+           'pneumonia_xray', 'MedMNISTFormatError', 'load_medmnist_npz', 'to_float', 'merge_train',
+           'load_medmnist_task', 'ImageInputSpec', 'png_bytes', 'baseline_cnn', 'small_resnet', 'build_member',
+           'image_view', 'build_served', 'compiled', 'image_scores', 'choose_threshold', 'train_member',
+           'summarize_seeds', 'member_params', 'train_medmnist', 'gradcam', 'explain_images', 'plot_gradcam_grid',
+           'member_models', 'seed_table', 'seeds_beside_anchors']
 
 # %% ../nbs/11_imaging.ipynb #a7729785
 MEDMNIST_SPLITS = ('train', 'val', 'test')
@@ -274,6 +274,9 @@ def small_resnet(x, # input tensor (N, 28, 28, 1)
     return L.Dense(1, name=f'{prefix}logit')(x)
 
 ARCHITECTURES = {'baseline_cnn': baseline_cnn, 'small_resnet': small_resnet}
+# Trained exactly as the brief says: Adam, no augmentation, one network per seed, no test-time views. Every other
+# architecture gets the stronger recipe (augmentation, schedule, class weights, members, views).
+PLAIN_ARCHITECTURES = frozenset({'baseline_cnn'})
 
 # %% ../nbs/11_imaging.ipynb #8ec6c7f4
 def _logit(p:float)->float: p = min(max(p, 1e-6), 1 - 1e-6); return math.log(p / (1 - p))
@@ -444,7 +447,7 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
     _limit_threads(2)
     K = keras(); K.utils.set_random_seed(seed)
     member = build_member(arch, prefix, width=width)
-    strong = arch != 'baseline_cnn'
+    strong = arch not in PLAIN_ARCHITECTURES
     if strong:
         if augment == 'crop': net, aug = member, _crop_flip(pad, flip, seed, intensity)
         else: inp = K.Input(Xtr.shape[1:]); net, aug = K.Model(inp, member(_augmenter(flip, seed, intensity)(inp))), None
@@ -525,12 +528,12 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
     train_kw = {**member_params(params), **({'epochs': 1, 'patience': 3} if quick else {})}
     n_seeds, width = (1 if quick else seeds), train_kw['width']
     rows, fitted, hists = [], {}, {}
-    views = lambda arch: TTA_VIEWS['none' if arch == 'baseline_cnn' else tta]  # the stronger network only: the baseline trains unaugmented
+    views = lambda arch: TTA_VIEWS['none' if arch in PLAIN_ARCHITECTURES else tta]  # the stronger recipe only: plain networks train unaugmented
     for arch in archs:
         trained = []  # per seed: one network or the list of its members
         for i in range(n_seeds):
             t0 = time.perf_counter(); s = seed + i
-            k = 1 if quick or arch == 'baseline_cnn' else members  # networks averaged within this seed
+            k = 1 if quick or arch in PLAIN_ARCHITECTURES else members  # networks averaged within this seed
             nets, best, ran = [], [], []
             for j in range(k):  # member j of seed s trains with seed s + 1000 j; its layers are named for `build_served`
                 m, h, be = train_member(arch, Xtr, ytr, Xva, yva, seed=s + 1000 * j, prefix=f's{i}c{j}_' if k > 1 else f's{i}_',
@@ -548,7 +551,7 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
     trained = fitted[chosen]
     z = np.mean([_member_logits(m, Xva, views(chosen)) for m in trained], axis=0)
     t = choose_threshold(yva, _sigmoid(z), threshold_rule)
-    served_tta = 'none' if chosen == 'baseline_cnn' else tta
+    served_tta = 'none' if chosen in PLAIN_ARCHITECTURES else tta
     model = build_served(chosen, trained, t, width=width, tta=served_tta)
     ens_val = compute_metrics('binary', yva, image_scores(model, Xva))
     return TrainResult(model, chosen, folds, summ,
@@ -556,7 +559,7 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
                               'member_thresholds': folds[folds.model == chosen]['threshold'].tolist(), 'val_ensemble': ens_val,
                               'histories': hists, 'selection': 'mean validation AUC over seeds (official validation split)',
                               'cv_label': 'validation split, mean of seeds', 'snapshots': train_kw['snapshots'], 'swa': train_kw['swa'],
-                              'members_per_seed': members if chosen != 'baseline_cnn' else 1, 'mixup': train_kw['mixup'], 'tta': served_tta})
+                              'members_per_seed': 1 if chosen in PLAIN_ARCHITECTURES else members, 'mixup': train_kw['mixup'], 'tta': served_tta})
 
 # %% ../nbs/11_imaging.ipynb #ae4cf27b
 def gradcam(model, # a served model from `build_served`
