@@ -20,9 +20,9 @@ log = get_logger(__name__)
 __all__ = ['log', 'MEDMNIST_SPLITS', 'IMAGE_SIZE', 'ARCHITECTURES', 'PLAIN_ARCHITECTURES', 'TTA_VIEWS', 'breast_ultrasound',
            'pneumonia_xray', 'MedMNISTFormatError', 'load_medmnist_npz', 'to_float', 'merge_train',
            'load_medmnist_task', 'ImageInputSpec', 'png_bytes', 'baseline_cnn', 'small_resnet', 'build_member',
-           'image_view', 'build_served', 'compiled', 'image_scores', 'choose_threshold', 'train_member',
-           'summarize_seeds', 'member_params', 'train_medmnist', 'gradcam', 'explain_images', 'plot_gradcam_grid',
-           'member_models', 'seed_table', 'seeds_beside_anchors']
+           'image_view', 'views_to_image', 'build_served', 'compiled', 'image_scores', 'choose_threshold',
+           'train_member', 'summarize_seeds', 'member_params', 'train_medmnist', 'gradcam', 'explain_images',
+           'plot_gradcam_grid', 'member_models', 'seed_table', 'seeds_beside_anchors']
 
 # %% ../nbs/11_imaging.ipynb #a7729785
 MEDMNIST_SPLITS = ('train', 'val', 'test')
@@ -303,6 +303,19 @@ def image_view(X, # images (N, H, W, C)
         pad = [(0, 0), (p, p), (p, p)] + [(0, 0)] * (X.ndim - 3)
         X = np.pad(X, pad, mode='reflect')[:, p - dy:p - dy + H, p - dx:p - dx + W]
     return X[:, :, ::-1] if f and inverse else X
+
+def views_to_image(maps, # (V n, H, W): maps computed on the views, one view after the other (as `ViewStack` stacks them)
+                   views:list # the V views, as in `TTA_VIEWS`
+                  )->np.ndarray:
+    "Per-view maps back in the images' frame (n, H, W): each pixel the mean over every view pixel that shows it."
+    maps = np.asarray(maps, np.float64); H, W = maps.shape[1:3]; n = len(maps) // len(views)
+    pixel = np.arange(H * W).reshape(1, H, W)
+    total, seen = np.zeros((n, H * W)), np.zeros(H * W)
+    for m, v in zip(np.split(maps, len(views)), views):
+        shown = image_view(pixel, v)[0].ravel()  # the original pixel each view pixel shows: a shift loses one edge row and shows its neighbour twice
+        np.add.at(total, (slice(None), shown), m.reshape(n, -1))
+        seen += np.bincount(shown, minlength=H * W)
+    return np.where(seen > 0, total / np.maximum(seen, 1), 0.0).reshape(n, H, W)
 
 def build_served(arch:str, # architecture of the members
                  members:list, # trained member models (from `build_member`), or per seed a list of checkpoint models
@@ -589,8 +602,7 @@ def gradcam(model, # a served model from `build_served`
             cam = tf.nn.relu(tf.reduce_sum(w * A, axis=-1, keepdims=True))
             cams.append(tf.image.resize(cam, X.shape[1:3], method='bilinear')[..., 0])
         cam = tf.reduce_mean(tf.stack(cams), 0).numpy()
-        if views:  # (V n, H, W): each view's maps back in the image's frame, then averaged over the views
-            cam = np.mean([image_view(c, v, inverse=True) for c, v in zip(np.split(cam, len(views)), views)], axis=0)
+        if views: cam = views_to_image(cam, views)  # (V n, H, W) -> (n, H, W) in the images' frame
         mx = cam.reshape(len(cam), -1).max(1)[:, None, None]
         maps.append(np.where(mx > 0, cam / np.where(mx > 0, mx, 1), 0)); probs.append(p.numpy().ravel())
     return np.concatenate(maps).astype(np.float32), np.concatenate(probs)
