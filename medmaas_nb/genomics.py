@@ -145,7 +145,7 @@ class KmerCounts(TransformerMixin, BaseEstimator):
             rows, cols = rows[ok], cols[ok]
             if self.canonical: cols = np.minimum(cols, _rc_index(cols, k))
             B = sparse.csr_matrix((np.full(len(cols), 1.0 / m), (rows, cols)), shape=(n, 4 ** k))
-            if self.per_k:
+            if getattr(self, 'per_k', False):  # a model saved before `per_k` existed has no such attribute
                 from sklearn.preprocessing import normalize
                 B = normalize(B)
             blocks.append(B)
