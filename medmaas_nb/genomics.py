@@ -17,14 +17,15 @@ from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, register_t
 
 # %% auto #0
 __all__ = ['BASES', 'IUPAC', 'ALPHABET', 'SPLICE_CLASSES', 'SPLIT_SEED', 'splice_junction', 'PROMOTER_CLASSES', 'promoter',
-           'METASTASIS_CATEGORICAL', 'metastasis_genes', 'reverse_complement', 'as_sequences', 'encode', 'one_hot',
-           'parse_splice', 'parse_promoters', 'kmer_names', 'SequenceOneHot', 'KmerCounts', 'PositionalKmers',
-           'WeightedDegree', 'MarginSVC', 'SequenceInputSpec', 'mutagenesis', 'learned_logo', 'position_importance',
-           'consensus_learned', 'plot_logo', 'ism_explainer', 'statlog_split', 'load_splice_task', 'splice_candidates',
-           'splice_train', 'build_cnn', 'fit_cnn', 'splice_evaluate', 'load_promoter_task', 'promoter_candidates',
-           'gram_matrices', 'cv_decisions', 'nested_loo', 'promoter_train', 'promoter_evaluate', 'SurvivalSelectKBest',
-           'load_metastasis_task', 'metastasis_candidates', 'anchor_split_cindex', 'repeated_cv_all',
-           'metastasis_evaluate']
+           'METASTASIS_CATEGORICAL', 'WANG_2005_WEIGHTS', 'WANG_2005_OFFSETS', 'metastasis_genes', 'reverse_complement',
+           'as_sequences', 'encode', 'one_hot', 'parse_splice', 'parse_promoters', 'kmer_names', 'SequenceOneHot',
+           'KmerCounts', 'PositionalKmers', 'WeightedDegree', 'MarginSVC', 'SequenceInputSpec', 'mutagenesis',
+           'learned_logo', 'position_importance', 'consensus_learned', 'plot_logo', 'ism_explainer', 'statlog_split',
+           'load_splice_task', 'splice_candidates', 'splice_train', 'build_cnn', 'fit_cnn', 'splice_evaluate',
+           'load_promoter_task', 'promoter_candidates', 'gram_matrices', 'cv_decisions', 'nested_loo', 'promoter_train',
+           'promoter_evaluate', 'SurvivalSelectKBest', 'load_metastasis_task', 'metastasis_candidates',
+           'anchor_split_cindex', 'repeated_cv_all', 'metastasis_evaluate', 'wang_relapse_score',
+           'PublishedRelapseScore', 'cindex_by_er_group']
 
 # %% ../nbs/12_genomics.ipynb #c96768f9
 BASES = 'ACGT'
@@ -799,7 +800,7 @@ def repeated_cv_all(model, n_splits:int=5, n_repeats:int=5, seed:int=0)->dict:
     return summarize_cv(cross_validate(model, X, y, 'survival', n_splits, n_repeats, seed))['c_index']
 
 def metastasis_evaluate(ds, model, run_dir):
-    "Metastasis report section: time-dependent AUC on the test split and which genes the selection keeps."
+    "Metastasis report section: time-dependent AUC on the test split, the published signature beside the model, and which genes the selection keeps."
     import matplotlib.pyplot as plt
     from sksurv.metrics import cumulative_dynamic_auc
     from medmaas_nb.evaluate import survival_fields
@@ -815,6 +816,15 @@ def metastasis_evaluate(ds, model, run_dir):
     ax.axhline(0.5, color='grey', lw=.5); ax.set(xlabel='years since diagnosis', ylabel='cumulative/dynamic AUC',
                                                    title='Time-dependent AUC (test split)'); ax.legend(); plt.show()
     out = {'time_dependent_auc': {'times_days': times.tolist(), 'auc': auc.tolist(), 'mean_auc': float(mean_auc)}}
+    f = lambda d: f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
+    beside = {'chosen model': cindex_by_er_group(Xte, yte, risk),
+              'Wang 2005 signature (published weights, nothing fitted)': cindex_by_er_group(Xte, yte, wang_relapse_score(Xte))}
+    out['beside_published_signature'] = beside
+    groups = list(beside['chosen model'])
+    _md('### Beside the published signature (test split)\nHarrell\'s C-index with bootstrap interval (300 resamples), over all test patients and '
+        'within each ER group (where the signature\'s constants play no role):\n\n'
+        '| risk score | ' + ' | '.join(f"{g} (n = {beside['chosen model'][g]['n']})" for g in groups) + ' |\n|---|' + '---|' * len(groups)
+        + ''.join(f'\n| {k} | ' + ' | '.join(f(v[g]) for g in groups) + ' |' for k, v in beside.items()))
     steps = dict(model.steps) if hasattr(model, 'steps') else {}
     if 'select' in steps:
         names = list(steps['prep'].get_feature_names_out())
@@ -826,16 +836,76 @@ def metastasis_evaluate(ds, model, run_dir):
         from sksurv.ensemble import GradientBoostingSurvivalAnalysis
         guide = Pipeline([('prep', _prep()), ('model', GradientBoostingSurvivalAnalysis(n_estimators=100, learning_rate=1.0,
                                                                                         max_depth=1, random_state=0))])
-        out['anchor_split'] = {'chosen recipe': anchor_split_cindex(model), 'user-guide stumps (lr 1.0, 100 stages)': anchor_split_cindex(guide)}
+        out['anchor_split'] = {'chosen recipe': anchor_split_cindex(model), 'user-guide stumps (lr 1.0, 100 stages)': anchor_split_cindex(guide),
+                               'Wang 2005 signature (nothing fitted)': anchor_split_cindex(PublishedRelapseScore())}
         out['repeated_cv_all_198'] = repeated_cv_all(model)
-        f = lambda d: f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
+        Xall, yall = _metastasis_frame()
+        out['published_signature_all_198'] = cindex_by_er_group(Xall, yall, wang_relapse_score(Xall))
         _md('### Like with like\nThe anchor (gradient-boosted stumps 0.765) is one 75/25 split of all 198 patients (scikit-survival '
             'user guide, `train_test_split(test_size=0.25, random_state=0)`): the same split here, recipes refit on its 75 %, '
             'C-index on its 25 % (bootstrap interval): ' + '; '.join(f'{k} {f(v)}' for k, v in out['anchor_split'].items()) +
             f". One split of 50 patients moves by several points from split to split; 5 x 5-fold CV on all 198 patients of the "
-            f"chosen recipe: {f(out['repeated_cv_all_198'])} (corrected-t interval).")
+            f"chosen recipe: {f(out['repeated_cv_all_198'])} (corrected-t interval). The published signature, with nothing fitted, on "
+            f"all 198 patients: {f(out['published_signature_all_198']['all'])}; within the ER-positive patients "
+            f"{f(out['published_signature_all_198']['ER positive'])}.")
     _save_protocols(run_dir, out)
     return out
+
+# %% ../nbs/12_genomics.ipynb #bf819bd6
+# Wang et al. (2005), Lancet 365:671-679, Table 3: the standardised Cox coefficient of each Affymetrix U133A probe set,
+# 60 for ER-positive and 16 for ER-negative tumours
+WANG_2005_WEIGHTS = {
+    'positive': {
+        '219340_s_at': -3.83, '217771_at': -3.865, '202418_at': 3.63, '206295_at': -3.471, '201091_s_at': 3.506,
+        '204015_s_at': -3.476, '200726_at': 3.392, '200965_s_at': -3.353, '210314_x_at': -3.301,
+        '221882_s_at': 3.101, '217767_at': -3.174, '219588_s_at': 3.083, '204073_s_at': 3.336, '212567_s_at': -3.054,
+        '211382_s_at': -3.025, '201663_s_at': 3.095, '221344_at': -3.175, '210028_s_at': -3.082,
+        '218782_s_at': 3.058, '201664_at': 3.085, '219724_s_at': -2.992, '204014_at': -2.791, '212014_x_at': -2.948,
+        '202240_at': 2.931, '204740_at': -2.896, '208180_s_at': 2.924, '204768_s_at': 2.915, '203391_at': -2.968,
+        '211762_s_at': 2.824, '218914_at': -2.777, '221028_s_at': -2.635, '211779_x_at': -2.854,
+        '218883_s_at': 2.842, '204888_s_at': -2.835, '217815_at': 2.777, '201368_at': -2.759, '201288_at': -2.745,
+        '201068_s_at': 2.79, '218478_s_at': 2.883, '214919_s_at': -2.794, '209835_x_at': -2.743, '217471_at': -2.761,
+        '203306_s_at': -2.831, '205034_at': 2.659, '221816_s_at': -2.715, '219510_at': 2.836, '217102_at': -2.687,
+        '208683_at': -2.631, '215510_at': -2.716, '218533_s_at': 2.703, '215633_x_at': -2.641, '221928_at': -2.686,
+        '214806_at': -2.654, '204540_at': 2.695, '221916_at': -2.758, '216693_x_at': 2.702, '209500_x_at': -2.694,
+        '209524_at': 2.711, '207118_s_at': -2.771, '211040_x_at': 2.604},
+    'negative': {
+        '218430_s_at': -3.495, '217404_s_at': 3.224, '205848_at': -3.225, '214915_at': -3.145, '216010_x_at': -3.055,
+        '204631_at': -3.037, '202687_s_at': -3.066, '221634_at': 3.06, '220886_at': -2.985, '202239_at': -2.983,
+        '204218_at': -3.022, '221241_s_at': -3.054, '209862_s_at': -3.006, '217019_at': -2.917, '210593_at': -2.924,
+        '216103_at': -2.882}}
+WANG_2005_OFFSETS = {'positive': 313.5, 'negative': 280.0}
+
+def wang_relapse_score(X:pd.DataFrame, # one row per patient: `er` ('positive' or 'negative') and `X<probe set>` columns
+                      )->np.ndarray:
+    "Wang et al. (2005) relapse score: the ER group's constant plus its probe sets' weighted expression. Nothing is fitted."
+    if 'er' not in X: raise ValueError("column 'er' (oestrogen receptor status, 'positive' or 'negative') is missing")
+    er = X['er'].astype(str).str.strip().str.lower()
+    bad = sorted(set(er) - set(WANG_2005_WEIGHTS))
+    if bad: raise ValueError(f"column 'er' must be 'positive' or 'negative', got {bad[:3]}")
+    missing = [f'X{p}' for w in WANG_2005_WEIGHTS.values() for p in w if f'X{p}' not in X]
+    if missing: raise ValueError(f'{len(missing)} probe-set columns of the signature are missing: {", ".join(missing[:3])}')
+    score = np.full(len(X), np.nan)
+    for group, weights in WANG_2005_WEIGHTS.items():
+        rows = (er == group).to_numpy()
+        score[rows] = WANG_2005_OFFSETS[group] + X.loc[rows, [f'X{p}' for p in weights]].to_numpy(float) @ np.array(list(weights.values()))
+    return score
+
+class PublishedRelapseScore(BaseEstimator):
+    "The Wang et al. (2005) relapse score as a survival 'model' with nothing to fit, so CV and the anchor split can score it like the recipes."
+    def fit(self, X, y=None): self.fitted_ = True; return self
+    def predict(self, X): return wang_relapse_score(X)
+
+def cindex_by_er_group(X:pd.DataFrame, # patients, with the `er` column
+                       y, # their survival outcomes
+                       risk, # a risk score per patient
+                       n_boot:int=300, # bootstrap resamples for the intervals
+                       seed:int=0)->dict:
+    "Harrell's C-index of a risk score over all patients and within each ER group, each with a bootstrap interval and its size."
+    er = X['er'].astype(str).str.strip().str.lower().to_numpy(); risk = np.asarray(risk, float)
+    groups = {'all': np.ones(len(er), bool), 'ER positive': er == 'positive', 'ER negative': er == 'negative'}
+    return {g: {**bootstrap_metrics('survival', y[m], risk[m], n_boot, seed)['c_index'], 'n': int(m.sum())}
+            for g, m in groups.items()}
 
 # %% ../nbs/12_genomics.ipynb #6558fac2
 metastasis_genes = register_task(Task(
