@@ -17,8 +17,8 @@ from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, register_t
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'MEDMNIST_SPLITS', 'IMAGE_SIZE', 'ARCHITECTURES', 'PLAIN_ARCHITECTURES', 'TTA_VIEWS', 'breast_ultrasound',
-           'pneumonia_xray', 'MedMNISTFormatError', 'load_medmnist_npz', 'to_float', 'merge_train',
+__all__ = ['log', 'MEDMNIST_SPLITS', 'IMAGE_SIZE', 'PNG_SIGNATURE', 'ARCHITECTURES', 'PLAIN_ARCHITECTURES', 'TTA_VIEWS',
+           'breast_ultrasound', 'pneumonia_xray', 'MedMNISTFormatError', 'load_medmnist_npz', 'to_float', 'merge_train',
            'load_medmnist_task', 'ImageInputSpec', 'png_bytes', 'baseline_cnn', 'small_resnet', 'build_member',
            'image_view', 'views_to_image', 'build_served', 'compiled', 'image_scores', 'choose_threshold',
            'train_member', 'summarize_seeds', 'member_params', 'train_medmnist', 'gradcam', 'explain_images',
@@ -121,12 +121,22 @@ def load_medmnist_task(dataset:str, # dataset name in the manifest ('breastmnist
                          'class_counts': {s: np.bincount(y, minlength=len(classes)).tolist() for s, (_, y) in out.items()}})
 
 # %% ../nbs/11_imaging.ipynb #595f358d
-def _decode_png(b:bytes, where:str)->np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-    try: im = Image.open(io.BytesIO(b)); im.load()
-    except (UnidentifiedImageError, OSError) as e: raise InvalidInput(f'{where}: the bytes are not a readable PNG image ({e}).', where) from None
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+def _decode_png(b:bytes, where:str, size:int=IMAGE_SIZE)->np.ndarray:
+    "PNG bytes -> uint8 (size, size); size and mode come from the header first, so a file inflating to a huge image costs nothing."
+    from PIL import Image
+    if not b.startswith(PNG_SIGNATURE):
+        raise InvalidInput(f'{where}: the bytes are not a PNG image (they lack the PNG signature); send a single-channel 8-bit PNG.', where)
+    try: im = Image.open(io.BytesIO(b))
+    except Exception: raise InvalidInput(f'{where}: the PNG header is truncated or corrupt ({len(b)} bytes).', where) from None
+    if im.size != (size, size):
+        raise InvalidInput(f'{where}: the PNG is {im.size[0]} x {im.size[1]} pixels; expected {size} x {size} (resize it first, as MedMNIST '
+                           f'does, e.g. PIL Image.resize(({size}, {size}), Image.BICUBIC)).', where)
     if im.mode not in ('L', '1'):
         raise InvalidInput(f'{where}: PNG mode {im.mode!r} is not 8-bit greyscale; send a single-channel 8-bit PNG (mode L), e.g. Image.convert("L").', where)
+    try: im.load()
+    except Exception: raise InvalidInput(f'{where}: the PNG image data are truncated or corrupt ({len(b)} bytes).', where) from None
     return np.asarray(im.convert('L'), dtype=np.uint8)
 
 class ImageInputSpec(InputSpec):
@@ -149,7 +159,7 @@ class ImageInputSpec(InputSpec):
         if isinstance(img, str):
             try: img = base64.b64decode(img, validate=True)
             except (binascii.Error, ValueError): raise InvalidInput(f'{where}: a string must be a base64-encoded PNG image.', where) from None
-        if isinstance(img, (bytes, bytearray)): img = _decode_png(bytes(img), where)
+        if isinstance(img, (bytes, bytearray)): img = _decode_png(bytes(img), where, self.size)
         try: a = np.asarray(img)
         except ValueError: raise InvalidInput(f'{where}: ragged nested lists; expected {self.size} rows of {self.size} pixel values.', where) from None
         if a.dtype == object or a.dtype.kind not in 'biuf':
