@@ -22,7 +22,8 @@ __all__ = ['log', 'MEDMNIST_SPLITS', 'IMAGE_SIZE', 'PNG_SIGNATURE', 'ARCHITECTUR
            'load_medmnist_task', 'ImageInputSpec', 'png_bytes', 'baseline_cnn', 'small_resnet', 'build_member',
            'image_view', 'views_to_image', 'build_served', 'compiled', 'image_scores', 'choose_threshold',
            'train_member', 'summarize_seeds', 'member_params', 'train_medmnist', 'gradcam', 'explain_images',
-           'plot_gradcam_grid', 'member_models', 'seed_table', 'seeds_beside_anchors']
+           'plot_gradcam_grid', 'member_models', 'seed_table', 'seeds_beside_anchors', 'rank_correlation',
+           'randomized_copy', 'gradcam_randomization_check']
 
 # %% ../nbs/11_imaging.ipynb #a7729785
 MEDMNIST_SPLITS = ('train', 'val', 'test')
@@ -736,8 +737,14 @@ def _evaluate_hook(ds:Dataset, model, run_dir:Path):
     maps, p = gradcam(model, X)
     fig = plot_gradcam_grid(X, y, p, maps, ds.classes)
     fig.savefig(run_dir/'gradcam.png', dpi=130); plt.show()
+    chk = gradcam_randomization_check(model, X, maps=maps)
+    display(Markdown(f"**Sanity check** (Adebayo et al. 2018): Spearman rank correlation between each image's Grad-CAM map from the "
+                     f"trained network and from the same network with random weights, over {chk['n_images']} test images: "
+                     f"**{chk['spearman_mean']:.2f}** (per random draw: {', '.join(f'{r:.2f}' for r in chk['spearman_per_draw'])}; "
+                     f"{chk['undefined']} pairs with an all-zero map left out). Near 0 or below, the maps depend on what the network "
+                     "learned; near 1, an untrained network would have drawn much the same maps."))
     write_json(run_dir/'seed_metrics.json', {'per_seed': st.reset_index().to_dict('records'), 'one_image_ms': ms,
-                                             'gradcam_png': 'gradcam.png'})
+                                             'gradcam_png': 'gradcam.png', 'gradcam_randomization': chk})
 
 # %% ../nbs/11_imaging.ipynb #f2aef9cc
 _MEDMNIST_HOW = 'MedMNIST v2 benchmark, official test split, mean of 3 runs'
@@ -805,3 +812,44 @@ pneumonia_xray = _task(
                 'The test split has more normal images (38 %) than the training split (26 %), so accuracy depends on the threshold. '
                 'Not for adults, other centres or other findings.',
     extra_params={'train_supplement': Param(True, "add the normal training images of the manifest's pneumoniamnist_balanced.npz that the main file lacks")})
+
+# %% ../nbs/11_imaging.ipynb #ba9ffb06
+def rank_correlation(a, b)->float:
+    "Spearman's rank correlation of two maps (flattened); NaN when either is constant (an all-zero map ranks nothing)."
+    from scipy.stats import rankdata
+    a, b = rankdata(np.ravel(a)), rankdata(np.ravel(b))
+    if a.std() == 0 or b.std() == 0: return float('nan')
+    return float(np.corrcoef(a, b)[0, 1])
+
+def randomized_copy(model, # a served model from `build_served`
+                    seed:int=0)->object:
+    "A copy of the model with every learned weight redrawn (He-normal kernels, zero biases, batch norm reset); the decision layer is kept."
+    K = keras(); rand = K.models.clone_model(model); rng = np.random.default_rng(seed)
+    for layer in rand.layers:
+        if not layer.weights: continue
+        if layer.name == 'probability': layer.set_weights(model.get_layer('probability').get_weights()); continue
+        new = []
+        for v in layer.weights:
+            name, shape = getattr(v, 'path', v.name).split('/')[-1], tuple(v.shape)
+            if name in ('gamma', 'moving_variance'): new.append(np.ones(shape, np.float32))
+            elif len(shape) > 1: new.append(rng.normal(0, np.sqrt(2 / np.prod(shape[:-1])), shape).astype(np.float32))
+            else: new.append(np.zeros(shape, np.float32))
+        layer.set_weights(new)
+    return rand
+
+def gradcam_randomization_check(model, # a served model
+                                X, # float32 images (N, 28, 28, 1)
+                                n:int=64, # images drawn from X (seeded)
+                                draws:int=3, # random-weight copies
+                                seed:int=0,
+                                maps=None # the trained model's Grad-CAM maps of all of X, if already computed
+                               )->dict:
+    "Adebayo et al. (2018) model-randomisation check: Spearman correlation of each image's Grad-CAM map, trained vs random weights."
+    X = np.asarray(X, np.float32); idx = np.sort(np.random.default_rng(seed).permutation(len(X))[:n])
+    trained = gradcam(model, X[idx])[0] if maps is None else np.asarray(maps)[idx]
+    rho = np.array([[rank_correlation(a, b) for a, b in zip(trained, gradcam(randomized_copy(model, seed + d), X[idx])[0])]
+                    for d in range(draws)])
+    ok = ~np.isnan(rho)
+    return {'n_images': len(idx), 'draws': draws, 'undefined': int((~ok).sum()),
+            'spearman_mean': float(rho[ok].mean()) if ok.any() else float('nan'),
+            'spearman_per_draw': [float(r[o].mean()) if o.any() else float('nan') for r, o in zip(rho, ok)]}
