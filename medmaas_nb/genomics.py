@@ -902,9 +902,11 @@ def cindex_by_er_group(X:pd.DataFrame, # patients, with the `er` column
                        n_boot:int=300, # bootstrap resamples for the intervals
                        seed:int=0)->dict:
     "Harrell's C-index of a risk score over all patients and within each ER group, each with a bootstrap interval and its size."
-    er = X['er'].astype(str).str.strip().str.lower().to_numpy(); risk = np.asarray(risk, float)
+    from medmaas_nb.evaluate import survival_fields
+    er = X['er'].astype(str).str.strip().str.lower().to_numpy(); risk = np.asarray(risk, float); event = survival_fields(y)[0]
     groups = {'all': np.ones(len(er), bool), 'ER positive': er == 'positive', 'ER negative': er == 'negative'}
-    return {g: {**bootstrap_metrics('survival', y[m], risk[m], n_boot, seed)['c_index'], 'n': int(m.sum())}
+    none = {'value': float('nan'), 'ci_low': float('nan'), 'ci_high': float('nan')}  # a group without an event ranks nothing
+    return {g: {**(bootstrap_metrics('survival', y[m], risk[m], n_boot, seed)['c_index'] if y[m][event].any() else none), 'n': int(m.sum())}
             for g, m in groups.items()}
 
 # %% ../nbs/12_genomics.ipynb #6558fac2

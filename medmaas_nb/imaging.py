@@ -588,9 +588,10 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
 # %% ../nbs/11_imaging.ipynb #ae4cf27b
 def gradcam(model, # a served model from `build_served`
             X, # float32 images (N, 28, 28, 1)
-            batch:int=256
+            batch:int=256,
+            target=None # per image, the class (0 or 1) whose evidence to map; by default the predicted class
            )->tuple[np.ndarray, np.ndarray]:
-    "Grad-CAM maps for the predicted class, (N, 28, 28) in [0, 1], and the probabilities (N,)."
+    "Grad-CAM maps for the predicted class (or `target`), (N, 28, 28) in [0, 1], and the probabilities (N,)."
     import tensorflow as tf
     K = keras()
     convs = [l.output for l in model.layers if l.name.endswith('last_conv')]
@@ -604,7 +605,8 @@ def gradcam(model, # a served model from `build_served`
         x = tf.constant(X[i:i + batch])
         with tf.GradientTape() as tape:
             *feats, z, p = gm(x, training=False)
-            sign = tf.where(p >= 0.5, 1.0, -1.0)  # the predicted class's logit: unlike p, its gradient does not vanish when p is near 0 or 1
+            sign = (tf.where(p >= 0.5, 1.0, -1.0) if target is None  # the class's logit: unlike p, its gradient does not vanish near 0 or 1
+                    else tf.constant(np.where(np.asarray(target)[i:i + batch] == 1, 1.0, -1.0)[:, None], tf.float32))
             target = tf.reduce_sum(sign * z)
         grads = tape.gradient(target, feats)
         cams = []
@@ -847,7 +849,8 @@ def gradcam_randomization_check(model, # a served model
     "Adebayo et al. (2018) model-randomisation check: Spearman correlation of each image's Grad-CAM map, trained vs random weights."
     X = np.asarray(X, np.float32); idx = np.sort(np.random.default_rng(seed).permutation(len(X))[:n])
     trained = gradcam(model, X[idx])[0] if maps is None else np.asarray(maps)[idx]
-    rho = np.array([[rank_correlation(a, b) for a, b in zip(trained, gradcam(randomized_copy(model, seed + d), X[idx])[0])]
+    cls = (image_scores(model, X[idx]) >= 0.5).astype(int)  # the random network maps the evidence for the trained network's class
+    rho = np.array([[rank_correlation(a, b) for a, b in zip(trained, gradcam(randomized_copy(model, seed + d), X[idx], target=cls)[0])]
                     for d in range(draws)])
     ok = ~np.isnan(rho)
     return {'n_images': len(idx), 'draws': draws, 'undefined': int((~ok).sum()),
