@@ -586,6 +586,28 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
                               'members_per_seed': 1 if chosen in PLAIN_ARCHITECTURES else members, 'mixup': train_kw['mixup'], 'tta': served_tta})
 
 # %% ../nbs/11_imaging.ipynb #ae4cf27b
+def _gradcam_fn(model):
+    "The model's Grad-CAM as a graph function, traced once per model: (images, class sign per image) -> (maps before views are undone, probabilities)."
+    fn = _GRADCAM.get(model)
+    if fn is not None: return fn
+    import tensorflow as tf
+    convs = [l.output for l in model.layers if l.name.endswith('last_conv')]
+    if not convs: raise ValueError("The model has no layer named '*last_conv' to take Grad-CAM maps from.")
+    gm = keras().Model(model.inputs, convs + [model.get_layer('probability').input, model.output])
+    shape = list(model.inputs[0].shape[1:])
+    def cams(x, sign):  # sign +1: evidence for class 1; -1: for class 0; 0: for the predicted class
+        with tf.GradientTape() as tape:
+            *feats, z, p = gm(x, training=False)
+            s = tf.where(sign == 0, tf.where(p >= 0.5, 1.0, -1.0), sign)  # the class's logit: unlike p, its gradient does not vanish near 0 or 1
+            score = tf.reduce_sum(s * z)
+        maps = []
+        for A, g in zip(feats, tape.gradient(score, feats)):
+            w = tf.reduce_mean(g, axis=(1, 2), keepdims=True)
+            maps.append(tf.image.resize(tf.nn.relu(tf.reduce_sum(w * A, axis=-1, keepdims=True)), shape[:2], method='bilinear')[..., 0])
+        return tf.reduce_mean(tf.stack(maps), 0), p
+    fn = _GRADCAM[model] = tf.function(cams, input_signature=[tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([None, 1], tf.float32)])
+    return fn
+
 def gradcam(model, # a served model from `build_served`
             X, # float32 images (N, 28, 28, 1)
             batch:int=256,
@@ -593,28 +615,15 @@ def gradcam(model, # a served model from `build_served`
            )->tuple[np.ndarray, np.ndarray]:
     "Grad-CAM maps for the predicted class (or `target`), (N, 28, 28) in [0, 1], and the probabilities (N,)."
     import tensorflow as tf
-    K = keras()
-    convs = [l.output for l in model.layers if l.name.endswith('last_conv')]
-    if not convs: raise ValueError("The model has no layer named '*last_conv' to take Grad-CAM maps from.")
-    gm = _GRADCAM.get(model)
-    if gm is None: gm = _GRADCAM[model] = K.Model(model.inputs, convs + [model.get_layer('probability').input, model.output])
-    maps, probs = [], []
+    fn = _gradcam_fn(model)
     views = model.get_layer('tta_views').views if 'tta_views' in [l.name for l in model.layers] else None
     X = np.asarray(X, np.float32)
+    signs = (np.zeros(len(X)) if target is None else np.where(np.ravel(target) == 1, 1.0, -1.0)).astype(np.float32)[:, None]
+    if len(signs) != len(X): raise ValueError(f'target: expected one class per image ({len(X)}), got {len(signs)}')
+    maps, probs = [], []
     for i in range(0, len(X), batch):
-        x = tf.constant(X[i:i + batch])
-        with tf.GradientTape() as tape:
-            *feats, z, p = gm(x, training=False)
-            sign = (tf.where(p >= 0.5, 1.0, -1.0) if target is None  # the class's logit: unlike p, its gradient does not vanish near 0 or 1
-                    else tf.constant(np.where(np.asarray(target)[i:i + batch] == 1, 1.0, -1.0)[:, None], tf.float32))
-            target = tf.reduce_sum(sign * z)
-        grads = tape.gradient(target, feats)
-        cams = []
-        for A, g in zip(feats, grads):
-            w = tf.reduce_mean(g, axis=(1, 2), keepdims=True)
-            cam = tf.nn.relu(tf.reduce_sum(w * A, axis=-1, keepdims=True))
-            cams.append(tf.image.resize(cam, X.shape[1:3], method='bilinear')[..., 0])
-        cam = tf.reduce_mean(tf.stack(cams), 0).numpy()
+        cam, p = fn(tf.constant(X[i:i + batch]), tf.constant(signs[i:i + batch]))
+        cam = cam.numpy()
         if views: cam = views_to_image(cam, views)  # (V n, H, W) -> (n, H, W) in the images' frame
         mx = cam.reshape(len(cam), -1).max(1)[:, None, None]
         maps.append(np.where(mx > 0, cam / np.where(mx > 0, mx, 1), 0)); probs.append(p.numpy().ravel())

@@ -1,0 +1,66 @@
+"""Grad-CAM as a traced graph function vs the same computation run eagerly, side by side in one process.
+
+`imaging.gradcam` runs the Grad-CAM computation (forward pass, gradient of the class logit, weighted feature maps) through
+`tf.function`, traced once per model. The eager run here calls the very same Python function without tracing
+(`tf.function.python_function`), so the two differ only in how TensorFlow executes them; the maps are checked equal.
+
+The served models are built as the full runs build them (three seeds; breast-ultrasound: two width-32 small ResNets per
+seed and ten test-time views; pneumonia-xray: one width-16 small ResNet per seed, no views), with untrained weights: the
+time does not depend on the weights' values. Images: the first 64 of each task's official test split.
+
+    PYTHONPATH=$PWD MEDMAAS_DATA_DIR=../shared/data python benchmarks/gradcam_speed.py            # print the table
+    PYTHONPATH=$PWD MEDMAAS_DATA_DIR=../shared/data python benchmarks/gradcam_speed.py --write    # and write gradcam_speed.md
+"""
+import argparse, time
+from pathlib import Path
+import numpy as np
+
+SERVED = {'breast-ultrasound': dict(width=32, members=2, tta='flipshift'), 'pneumonia-xray': dict(width=16, members=1, tta='none')}
+
+def served_model(task:str, seeds:int=3):
+    "The task's served model as a full run builds it, with untrained networks."
+    from medmaas_nb.imaging import build_member, build_served
+    c = SERVED[task]
+    name = lambda i, j: f's{i}c{j}_' if c['members'] > 1 else f's{i}_'  # the layer names build_served gives them
+    nets = [[build_member('small_resnet', name(i, j), width=c['width']) for j in range(c['members'])] for i in range(seeds)]
+    return build_served('small_resnet', nets, 0.5, width=c['width'], tta=c['tta'])
+
+def timed(fn, repeats:int)->float:
+    "Median seconds of `repeats` calls."
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); fn(); out.append(time.perf_counter() - t0)
+    return float(np.median(out))
+
+def table(n_images:int=64, repeats:int=3)->str:
+    import tensorflow as tf
+    from medmaas_nb.imaging import _gradcam_fn, gradcam
+    from medmaas_nb.tasks import get_task
+    lines = ['| task (served model) | images per call | eager, s | graph, s | eager / graph | max map difference |', '|---|---|---|---|---|---|']
+    for task in SERVED:
+        model = served_model(task)
+        X = get_task(task).load()['test'][0][:n_images].astype(np.float32)
+        fn = _gradcam_fn(model); gradcam(model, X[:2])  # trace once, as a service does at its first request
+        for n in (1, n_images):
+            x, s = tf.constant(X[:n]), tf.zeros((n, 1))
+            eager = timed(lambda: fn.python_function(x, s)[0].numpy(), repeats)
+            graph = timed(lambda: fn(x, s)[0].numpy(), repeats)
+            diff = float(np.abs(fn.python_function(x, s)[0].numpy() - fn(x, s)[0].numpy()).max())
+            c = SERVED[task]
+            lines.append(f"| {task} (3 seeds x {c['members']} width-{c['width']} ResNets, views: {c['tta']}) | {n} | {eager:.3f} | "
+                         f"{graph:.3f} | {eager / graph:.1f} | {diff:.1e} |")
+            print(lines[-1], flush=True)
+    return '\n'.join(lines)
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--write', action='store_true', help='write benchmarks/gradcam_speed.md')
+    ap.add_argument('--repeats', type=int, default=3)
+    a = ap.parse_args()
+    body = table(repeats=a.repeats)
+    if a.write:
+        out = Path(__file__).with_name('gradcam_speed.md')
+        head = ('# Grad-CAM: traced graph function vs eager, same computation\n\nMade by `benchmarks/gradcam_speed.py` '
+                f'({time.strftime("%Y-%m-%d")}), one process, median of {a.repeats} calls after tracing; maps before the views are '
+                'undone (the part TensorFlow runs). One image per call is what an explain request costs.\n\n')
+        tmp = out.with_suffix('.md.tmp'); tmp.write_text(head + body + '\n'); tmp.replace(out)
