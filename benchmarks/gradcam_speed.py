@@ -11,8 +11,7 @@ time does not depend on the weights' values. Images: the first 64 of each task's
     PYTHONPATH=$PWD MEDMAAS_DATA_DIR=../shared/data python benchmarks/gradcam_speed.py            # print the table
     PYTHONPATH=$PWD MEDMAAS_DATA_DIR=../shared/data python benchmarks/gradcam_speed.py --write    # and write gradcam_speed.md
 """
-import argparse, time
-from pathlib import Path
+import time
 import numpy as np
 
 SERVED = {'breast-ultrasound': dict(width=32, members=2, tta='flipshift'), 'pneumonia-xray': dict(width=16, members=1, tta='none')}
@@ -53,14 +52,10 @@ def table(n_images:int=64, repeats:int=3)->str:
     return '\n'.join(lines)
 
 if __name__ == '__main__':
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--write', action='store_true', help='write benchmarks/gradcam_speed.md')
-    ap.add_argument('--repeats', type=int, default=3)
+    from common import parser, write_table
+    ap = parser(__file__, __doc__); ap.add_argument('--repeats', type=int, default=3)
     a = ap.parse_args()
     body = table(repeats=a.repeats)
-    if a.write:
-        out = Path(__file__).with_name('gradcam_speed.md')
-        head = ('# Grad-CAM: traced graph function vs eager, same computation\n\nMade by `benchmarks/gradcam_speed.py` '
-                f'({time.strftime("%Y-%m-%d")}), one process, median of {a.repeats} calls after tracing; maps before the views are '
-                'undone (the part TensorFlow runs). One image per call is what an explain request costs.\n\n')
-        tmp = out.with_suffix('.md.tmp'); tmp.write_text(head + body + '\n'); tmp.replace(out)
+    if a.write: write_table(__file__, 'Grad-CAM: traced graph function vs eager, same computation',
+                            f'One process, median of {a.repeats} calls after tracing; maps before the views are undone (the part '
+                            'TensorFlow runs). One image per call is what an explain request costs.', body)

@@ -8,8 +8,7 @@ and scaling are refit inside every fold. C-index: Harrell's C pooled as the pipe
     PYTHONPATH=$PWD python benchmarks/metastasis_candidates.py            # print the table
     PYTHONPATH=$PWD python benchmarks/metastasis_candidates.py --write    # and write benchmarks/metastasis_candidates.md
 """
-import argparse, time
-from pathlib import Path
+import time
 import numpy as np
 from sklearn.base import BaseEstimator
 
@@ -72,12 +71,7 @@ def table(seed:int=0)->str:
 
 if __name__ == '__main__':
     import warnings; warnings.filterwarnings('ignore')
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--write', action='store_true', help='write benchmarks/metastasis_candidates.md')
-    a = ap.parse_args()
+    from common import parser, write_table
+    a = parser(__file__, __doc__).parse_args()
     body = table()
-    if a.write:
-        out = Path(__file__).with_name('metastasis_candidates.md')
-        head = ('# metastasis-genes recipes, compared on the training split\n\nMade by `benchmarks/metastasis_candidates.py` '
-                f'({time.strftime("%Y-%m-%d")}). The 50 held-out patients are not read.\n\n')
-        tmp = out.with_suffix('.md.tmp'); tmp.write_text(head + body + '\n'); tmp.replace(out)
+    if a.write: write_table(__file__, 'metastasis-genes recipes, compared on the training split', 'The 50 held-out patients are not read.', body)

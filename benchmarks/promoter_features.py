@@ -7,8 +7,7 @@ map serves every fold. The table gives the mean number of out-of-fold errors (of
     PYTHONPATH=$PWD python benchmarks/promoter_features.py            # print the table
     PYTHONPATH=$PWD python benchmarks/promoter_features.py --write    # and write benchmarks/promoter_features.md
 """
-import argparse, time
-from pathlib import Path
+import time
 import numpy as np
 
 def feature_maps()->dict:
@@ -46,13 +45,9 @@ def table(Cs=(1.0, 3.0, 10.0))->str:
     return '\n'.join(lines)
 
 if __name__ == '__main__':
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--write', action='store_true', help='write benchmarks/promoter_features.md')
-    a = ap.parse_args()
+    from common import parser, write_table
+    a = parser(__file__, __doc__).parse_args()
     t0 = time.perf_counter(); body = table()
     print(body); print(f'({time.perf_counter() - t0:.1f} s)')
-    if a.write:
-        out = Path(__file__).with_name('promoter_features.md')
-        head = ('# Promoter features, compared on the training split\n\nMade by `benchmarks/promoter_features.py` '
-                f'({time.strftime("%Y-%m-%d")}). Used to decide the promoter candidates; the held-out sequences are not read.\n\n')
-        tmp = out.with_suffix('.md.tmp'); tmp.write_text(head + body + '\n'); tmp.replace(out)
+    if a.write: write_table(__file__, 'Promoter features, compared on the training split',
+                            'Used to decide the promoter candidates; the held-out sequences are not read.', body)
