@@ -16,6 +16,25 @@ def quick_run(name):
     if name not in _runs: _runs[name] = run_task(name, quick=True, progress=lambda *_: None)
     return _runs[name]
 
+def _gradcam_check_saved(d, m):
+    "An imaging run keeps its Grad-CAM figure and the randomisation check printed under it."
+    chk = json.loads((d/'seed_metrics.json').read_text())['gradcam_randomization']
+    assert (d/'gradcam.png').stat().st_size > 1000
+    assert chk['n_images'] == min(64, m['n_test']) and chk['draws'] == len(chk['spearman_per_draw']) == 3, chk
+    assert all(-1 <= r <= 1 for r in chk['spearman_per_draw']) and len(set(chk['spearman_per_draw'])) == 3, chk
+
+def _published_signature_saved(d, m):
+    "The metastasis run sets the chosen model beside the published signature, on every test patient and per ER group."
+    beside = json.loads((d/'protocols.json').read_text())['beside_published_signature']
+    assert len(beside) == 2
+    for rows in beside.values():
+        assert rows['all']['n'] == m['n_test'] == rows['ER positive']['n'] + rows['ER negative']['n'], rows
+        assert 0 <= rows['all']['value'] <= 1, rows
+    assert beside['chosen model']['all']['value'] == pytest.approx(m['test']['c_index']['value'])  # the figure scored above
+
+HOOK_OUTPUTS = {'breast-ultrasound': _gradcam_check_saved, 'pneumonia-xray': _gradcam_check_saved,
+                'metastasis-genes': _published_signature_saved}
+
 @pytest.mark.parametrize('name', TASKS)
 def test_quick_run_leaves_reports_metrics_and_a_registered_model(session_dirs, name):
     res = quick_run(name)
@@ -43,6 +62,7 @@ def test_quick_run_leaves_reports_metrics_and_a_registered_model(session_dirs, n
     assert serve['prestarted'] is True
     pid = json.loads((d/'service'/'prestarted.json').read_text())['pid']
     assert ProcessHandle(pid).poll() is not None, 'the service outlived its run'
+    if name in HOOK_OUTPUTS: HOOK_OUTPUTS[name](d, m)
 
 def test_run_is_tracked_in_mlflow(session_dirs):
     res = quick_run('diabetes-progression')
