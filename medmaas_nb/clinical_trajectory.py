@@ -252,7 +252,8 @@ def _graph_call(model)->callable:
     except KeyError: pass
     except TypeError: return lambda x: model(x, training=False)  # not weak-referenceable: plain eager call
     import tensorflow as tf
-    f = tf.function(lambda x: model(x, training=False), autograph=False,
+    ref = weakref.ref(model)  # the cached function must not keep its model alive (the cache's key)
+    f = tf.function(lambda x: ref()(x, training=False), autograph=False,
                     input_signature=[tf.TensorSpec([None, MAX_VISITS, len(MODEL_FEATURES)], tf.float32)])
     _COMPILED[model] = f; return f
 

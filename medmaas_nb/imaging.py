@@ -366,7 +366,8 @@ def compiled(model):
     if fn is None:
         import tensorflow as tf
         shape = [None, *model.inputs[0].shape[1:]]
-        fn = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)])
+        ref = weakref.ref(model)  # the cached function must not keep its model alive (the cache's key)
+        fn = tf.function(lambda x: ref()(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)])
         _FNS[model] = fn
     return fn
 
