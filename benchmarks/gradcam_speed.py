@@ -18,10 +18,10 @@ SERVED = {'breast-ultrasound': dict(width=32, members=2, tta='flipshift'), 'pneu
 
 def served_model(task:str, seeds:int=3):
     "The task's served model as a full run builds it, with untrained networks."
-    from medmaas_nb.imaging import build_member, build_served
+    from medmaas_nb.imaging import build_member, build_served, member_prefix
     c = SERVED[task]
-    name = lambda i, j: f's{i}c{j}_' if c['members'] > 1 else f's{i}_'  # the layer names build_served gives them
-    nets = [[build_member('small_resnet', name(i, j), width=c['width']) for j in range(c['members'])] for i in range(seeds)]
+    nets = [[build_member('small_resnet', member_prefix(i, j, c['members']), width=c['width']) for j in range(c['members'])]
+            for i in range(seeds)]
     return build_served('small_resnet', nets, 0.5, width=c['width'], tta=c['tta'])
 
 def timed(fn, repeats:int)->float:

@@ -2,8 +2,9 @@
 
 The task's shipped candidates plus recipes that were not shipped (the scikit-survival user guide's boosted stumps, boosting
 with subsampling or dropout, forests with other leaf sizes, extremely randomised survival trees, a Cox model on the four
-clinical variables alone, and the published Wang et al. 2005 signature, as published and refit), each scored by 5 x 5-fold CV on the 148 training patients with the same folds; feature selection
-and scaling are refit inside every fold. C-index: Harrell's C pooled as the pipeline pools it, with the corrected-t interval.
+clinical variables alone, and the published Wang et al. 2005 signature, as published and refit), each scored by 5 x 5-fold
+CV on the 148 training patients with the same folds; feature selection and scaling are refit inside every fold. C-index:
+Harrell's C pooled as the pipeline pools it, with the corrected-t interval.
 
     PYTHONPATH=$PWD python benchmarks/metastasis_candidates.py            # print the table
     PYTHONPATH=$PWD python benchmarks/metastasis_candidates.py --write    # and write benchmarks/metastasis_candidates.md
@@ -16,9 +17,8 @@ class SignatureCox(BaseEstimator):
     "Cox model on the published signature's weighted sum within each ER group, and ER: refits its two constants and scales."
     def __init__(self, alpha:float=1.0): self.alpha = alpha
     def _features(self, X):
-        from medmaas_nb.genomics import wang_relapse_score, WANG_2005_OFFSETS
-        pos = (X['er'].astype(str).str.strip().str.lower() == 'positive').to_numpy()
-        sums = wang_relapse_score(X) - np.where(pos, WANG_2005_OFFSETS['positive'], WANG_2005_OFFSETS['negative'])
+        from medmaas_nb.genomics import wang_signature_sums
+        er, sums = wang_signature_sums(X); pos = er == 'positive'
         return np.c_[pos * sums, ~pos * sums, pos]
     def fit(self, X, y):
         from sksurv.linear_model import CoxPHSurvivalAnalysis

@@ -24,8 +24,8 @@ __all__ = ['BASES', 'IUPAC', 'ALPHABET', 'SPLICE_CLASSES', 'SPLIT_SEED', 'splice
            'load_splice_task', 'splice_candidates', 'splice_train', 'build_cnn', 'fit_cnn', 'splice_evaluate',
            'load_promoter_task', 'promoter_candidates', 'gram_matrices', 'cv_decisions', 'nested_loo', 'promoter_train',
            'promoter_evaluate', 'SurvivalSelectKBest', 'load_metastasis_task', 'metastasis_candidates',
-           'anchor_split_cindex', 'repeated_cv_all', 'metastasis_evaluate', 'wang_relapse_score',
-           'PublishedRelapseScore', 'cindex_by_er_group']
+           'anchor_split_cindex', 'repeated_cv_all', 'metastasis_evaluate', 'er_status', 'wang_signature_sums',
+           'wang_relapse_score', 'PublishedRelapseScore', 'cindex_by_er_group']
 
 # %% ../nbs/12_genomics.ipynb #c96768f9
 BASES = 'ACGT'
@@ -876,20 +876,32 @@ WANG_2005_WEIGHTS = {
         '216103_at': -2.882}}
 WANG_2005_OFFSETS = {'positive': 313.5, 'negative': 280.0}
 
+def er_status(X:pd.DataFrame # patients, with the `er` column
+             )->np.ndarray:
+    "The `er` column as 'positive' / 'negative' (case and spaces ignored), or an error naming the column and what it holds."
+    if 'er' not in X: raise ValueError("column 'er' (oestrogen receptor status, 'positive' or 'negative') is missing")
+    er = X['er'].astype(str).str.strip().str.lower().to_numpy()
+    bad = sorted(set(er) - set(WANG_2005_WEIGHTS))
+    if bad: raise ValueError(f"column 'er' must be 'positive' or 'negative', got {bad[:3]}")
+    return er
+
+def wang_signature_sums(X:pd.DataFrame, # one row per patient: `er` and the `X<probe set>` columns
+                       )->tuple[np.ndarray, np.ndarray]:
+    "(ER status, weighted expression over the probe sets of the patient's ER group): the relapse score without its constant."
+    er = er_status(X)
+    missing = [f'X{p}' for w in WANG_2005_WEIGHTS.values() for p in w if f'X{p}' not in X]
+    if missing: raise ValueError(f'{len(missing)} probe-set columns of the signature are missing: {", ".join(missing[:3])}')
+    sums = np.full(len(X), np.nan)
+    for group, weights in WANG_2005_WEIGHTS.items():
+        rows = er == group
+        sums[rows] = X.loc[rows, [f'X{p}' for p in weights]].to_numpy(float) @ np.array(list(weights.values()))
+    return er, sums
+
 def wang_relapse_score(X:pd.DataFrame, # one row per patient: `er` ('positive' or 'negative') and `X<probe set>` columns
                       )->np.ndarray:
     "Wang et al. (2005) relapse score: the ER group's constant plus its probe sets' weighted expression. Nothing is fitted."
-    if 'er' not in X: raise ValueError("column 'er' (oestrogen receptor status, 'positive' or 'negative') is missing")
-    er = X['er'].astype(str).str.strip().str.lower()
-    bad = sorted(set(er) - set(WANG_2005_WEIGHTS))
-    if bad: raise ValueError(f"column 'er' must be 'positive' or 'negative', got {bad[:3]}")
-    missing = [f'X{p}' for w in WANG_2005_WEIGHTS.values() for p in w if f'X{p}' not in X]
-    if missing: raise ValueError(f'{len(missing)} probe-set columns of the signature are missing: {", ".join(missing[:3])}')
-    score = np.full(len(X), np.nan)
-    for group, weights in WANG_2005_WEIGHTS.items():
-        rows = (er == group).to_numpy()
-        score[rows] = WANG_2005_OFFSETS[group] + X.loc[rows, [f'X{p}' for p in weights]].to_numpy(float) @ np.array(list(weights.values()))
-    return score
+    er, sums = wang_signature_sums(X)
+    return sums + np.where(er == 'positive', WANG_2005_OFFSETS['positive'], WANG_2005_OFFSETS['negative'])
 
 class PublishedRelapseScore(BaseEstimator):
     "The Wang et al. (2005) relapse score as a survival 'model' with nothing to fit, so CV and the anchor split can score it like the recipes."
@@ -903,7 +915,7 @@ def cindex_by_er_group(X:pd.DataFrame, # patients, with the `er` column
                        seed:int=0)->dict:
     "Harrell's C-index of a risk score over all patients and within each ER group, each with a bootstrap interval and its size."
     from medmaas_nb.evaluate import survival_fields
-    er = X['er'].astype(str).str.strip().str.lower().to_numpy(); risk = np.asarray(risk, float); event = survival_fields(y)[0]
+    er = er_status(X); risk = np.asarray(risk, float); event = survival_fields(y)[0]
     groups = {'all': np.ones(len(er), bool), 'ER positive': er == 'positive', 'ER negative': er == 'negative'}
     none = {'value': float('nan'), 'ci_low': float('nan'), 'ci_high': float('nan')}  # a group without an event ranks nothing
     return {g: {**(bootstrap_metrics('survival', y[m], risk[m], n_boot, seed)['c_index'] if y[m][event].any() else none), 'n': int(m.sum())}

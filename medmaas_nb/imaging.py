@@ -20,10 +20,10 @@ log = get_logger(__name__)
 __all__ = ['log', 'MEDMNIST_SPLITS', 'IMAGE_SIZE', 'PNG_SIGNATURE', 'ARCHITECTURES', 'PLAIN_ARCHITECTURES', 'TTA_VIEWS',
            'breast_ultrasound', 'pneumonia_xray', 'MedMNISTFormatError', 'load_medmnist_npz', 'to_float', 'merge_train',
            'load_medmnist_task', 'ImageInputSpec', 'png_bytes', 'baseline_cnn', 'small_resnet', 'build_member',
-           'image_view', 'views_to_image', 'build_served', 'compiled', 'image_scores', 'choose_threshold',
-           'train_member', 'summarize_seeds', 'member_params', 'train_medmnist', 'gradcam', 'explain_images',
-           'plot_gradcam_grid', 'member_models', 'seed_table', 'seeds_beside_anchors', 'rank_correlation',
-           'randomized_copy', 'gradcam_randomization_check']
+           'image_view', 'views_to_image', 'member_prefix', 'build_served', 'compiled', 'image_scores',
+           'choose_threshold', 'train_member', 'summarize_seeds', 'member_params', 'train_medmnist', 'gradcam',
+           'explain_images', 'plot_gradcam_grid', 'member_models', 'seed_table', 'seeds_beside_anchors',
+           'rank_correlation', 'randomized_copy', 'gradcam_randomization_check']
 
 # %% ../nbs/11_imaging.ipynb #a7729785
 MEDMNIST_SPLITS = ('train', 'val', 'test')
@@ -328,6 +328,13 @@ def views_to_image(maps, # (V n, H, W): maps computed on the views, one view aft
         seen += np.bincount(shown, minlength=H * W)
     return np.where(seen > 0, total / np.maximum(seen, 1), 0.0).reshape(n, H, W)
 
+def member_prefix(seed_index:int, # which seed (0, 1, ...)
+                  member:int, # which of the seed's networks (0, 1, ...)
+                  members:int # how many networks the seed has
+                 )->str:
+    "The layer-name prefix `build_served` gives network `member` of seed `seed_index`: train members with it so their weights load."
+    return f's{seed_index}c{member}_' if members > 1 else f's{seed_index}_'
+
 def build_served(arch:str, # architecture of the members
                  members:list, # trained member models (from `build_member`), or per seed a list of checkpoint models
                  threshold:float=0.5, # decision threshold chosen on validation, moved to 0.5
@@ -344,9 +351,9 @@ def build_served(arch:str, # architecture of the members
     for i, m in enumerate(members):
         if isinstance(m, (list, tuple)) and len(m) == 1: m = m[0]
         if isinstance(m, (list, tuple)):  # checkpoints of one seed: their mean logit is that seed's logit
-            zs = [ARCHITECTURES[arch](x, f's{i}c{j}_', width=width) for j in range(len(m))]
+            zs = [ARCHITECTURES[arch](x, member_prefix(i, j, len(m)), width=width) for j in range(len(m))]
             logits.append(L.Average(name=f's{i}_logit')(zs)); nets += list(m)
-        else: logits.append(ARCHITECTURES[arch](x, f's{i}_', width=width)); nets.append(m)
+        else: logits.append(ARCHITECTURES[arch](x, member_prefix(i, 0, 1), width=width)); nets.append(m)
     z = logits[0] if len(logits) == 1 else L.Average(name='mean_logit')(logits)
     if len(views) > 1: z = keras_layer('ViewMean')(len(views), name='tta_mean')(z)
     out = L.Dense(1, activation='sigmoid', trainable=False, name='probability')(z)
@@ -561,7 +568,7 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
             k = 1 if quick or arch in PLAIN_ARCHITECTURES else members  # networks averaged within this seed
             nets, best, ran = [], [], []
             for j in range(k):  # member j of seed s trains with seed s + 1000 j; its layers are named for `build_served`
-                m, h, be = train_member(arch, Xtr, ytr, Xva, yva, seed=s + 1000 * j, prefix=f's{i}c{j}_' if k > 1 else f's{i}_',
+                m, h, be = train_member(arch, Xtr, ytr, Xva, yva, seed=s + 1000 * j, prefix=member_prefix(i, j, k),
                                         **{**train_kw, **({'snapshots': 1} if k > 1 else {})})  # several networks: one snapshot each
                 nets.append(m); best.append(be); ran.append(len(h)); hists[f'{arch} seed {s}' + (f' member {j}' if k > 1 else '')] = h.to_dict('list')
             m = nets if k > 1 else nets[0]
