@@ -21,6 +21,11 @@ class InvalidInput(ValueError):
     def __init__(self, message:str, field:str|None=None):
         super().__init__(message); self.field = field
 
+def _short(value, n:int=60)->str:
+    "repr of a value cut to `n` characters, for error messages (a caller's 1 MB string is not echoed back)."
+    r = repr(value)
+    return r if len(r) <= n else f'{r[:n - 3]}...'
+
 @dataclass
 class Feature:
     "One named input feature with its unit and valid range."
@@ -37,12 +42,16 @@ class Feature:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             raise InvalidInput(f"'{self.name}' is missing; expected {self.expected()}.", self.name)
         if self.dtype == 'category':
-            if value not in (self.categories or []):
-                raise InvalidInput(f"'{self.name}' is {value!r}; expected one of {self.categories}.", self.name)
+            cats = self.categories or []
+            # `True == 1` in Python: a boolean is a category only where the categories are booleans
+            if not isinstance(value, (str, int, float)) or (isinstance(value, bool) and not any(isinstance(c, bool) for c in cats)) \
+               or value not in cats:
+                raise InvalidInput(f"'{self.name}' is {_short(value)}; expected one of {self.categories}.", self.name)
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise InvalidInput(f"'{self.name}' must be a number, got {type(value).__name__}; expected {self.expected()}.", self.name)
-        v = float(value)
+        try: v = float(value)
+        except OverflowError: raise InvalidInput(f"'{self.name}' is too large a number; expected {self.expected()}.", self.name) from None
         if not math.isfinite(v): raise InvalidInput(f"'{self.name}' is {v}; expected a finite number {self.expected()}.", self.name)
         if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
             raise InvalidInput(f"'{self.name}' = {v:g} is out of range; expected {self.expected()}.", self.name)
