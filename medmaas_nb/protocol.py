@@ -13,8 +13,9 @@ class ModelNotReady(RuntimeError):
     "The model exists but is not loaded and warmed up yet."
 
 # %% auto #0
-__all__ = ['DATATYPES', 'ModelNotReady', 'v2_datatype', 'decode_tensor', 'check_inputs', 'InferRequest', 'parse_json',
-           'encode_tensor', 'infer_response', 'model_metadata', 'server_metadata']
+__all__ = ['DATATYPES', 'ModelNotReady', 'v2_datatype', 'decode_tensor', 'check_inputs', 'InferRequest', 'header_length',
+           'parse_json', 'tensor_bytes', 'encode_tensor', 'infer_response', 'response_body', 'model_metadata',
+           'server_metadata']
 
 # %% ../nbs/06_protocol.ipynb #58bbbbd7
 DATATYPES = {'BOOL': np.bool_, 'UINT8': np.uint8, 'UINT16': np.uint16, 'UINT32': np.uint32, 'UINT64': np.uint64,
@@ -52,6 +53,7 @@ def _binary(raw:bytes, dt:str, n:int, i:int):
         while pos < len(raw):
             if pos + 4 > len(raw): raise InvalidInput(f'inputs[{i}]: truncated BYTES element.', f'inputs[{i}]')
             ln = int.from_bytes(raw[pos:pos+4], 'little'); pos += 4
+            if pos + ln > len(raw): raise InvalidInput(f'inputs[{i}]: a BYTES element of {ln} bytes runs past the end of its data.', f'inputs[{i}]')
             vals.append(raw[pos:pos+ln].decode('utf-8', errors='replace')); pos += ln
         return np.array(vals, dtype=object)
     t = np.dtype(DATATYPES[dt]).newbyteorder('<')
@@ -61,15 +63,18 @@ def _binary(raw:bytes, dt:str, n:int, i:int):
 
 def decode_tensor(t:dict, # one element of the request's `inputs`
                   i:int=0, # its position, for error messages
-                  raw:bytes|None=None # its binary data (binary extension), if any
+                  raw:bytes|None=None, # its binary data (binary extension), if any
+                  max_rows:int|None=None # most rows (first dimension) accepted; checked before the data are read
                  )->tuple[str, np.ndarray]:
     "Check one v2 request tensor and return (name, array shaped as declared)."
     if not isinstance(t, dict): raise InvalidInput(f'inputs[{i}] must be an object with name, datatype, shape and data.', f'inputs[{i}]')
     name, dt = t.get('name'), t.get('datatype')
-    if not isinstance(name, str) or not name: raise InvalidInput(f'inputs[{i}].name must be a non-empty string.', f'inputs[{i}].name')
+    if not isinstance(name, str) or not 0 < len(name) <= 64: raise InvalidInput(f'inputs[{i}].name must be a string of 1-64 characters.', f'inputs[{i}].name')
     if dt not in DATATYPES: raise InvalidInput(f"inputs[{i}] ('{name}'): unknown datatype {str(dt)[:20]!r}; expected one of {sorted(DATATYPES)}.", f'{name}.datatype')
     shape = _shape(t, i); n = math.prod(shape)
-    if n > 50_000_000: raise InvalidInput(f"inputs[{i}] ('{name}'): shape {shape} is too large.", f'{name}.shape')
+    if n > 50_000_000: raise InvalidInput(f"inputs[{i}] ('{name}'): shape {str(shape)[:60]} is too large.", f'{name}.shape')
+    if max_rows is not None and shape and shape[0] > max_rows:
+        raise InvalidInput(f"inputs[{i}] ('{name}'): {shape[0]} rows; at most {max_rows} per request (the model's max_rows).", f'{name}.shape')
     if raw is not None: arr = _binary(raw, dt, n, i)
     else:
         if 'data' not in t: raise InvalidInput(f"inputs[{i}] ('{name}') has no data.", f'{name}.data')
@@ -105,7 +110,7 @@ def check_inputs(tensors:dict, # {name: array} decoded from the request
         if len(shape) != arr.ndim or any(s != -1 and s != a for s, a in zip(shape, arr.shape)):
             raise InvalidInput(f"'{name}' has shape {list(arr.shape)}; expected {shape} (-1: any size).", f'{name}.shape')
         if arr.ndim and arr.shape[0] == 0: raise InvalidInput(f"'{name}' is empty; send at least one example.", f'{name}.shape')
-        out[name] = arr.astype(DATATYPES[d['datatype']], copy=False) if dt != d['datatype'] else arr
+        out[name] = arr.astype(DATATYPES[d['datatype']], copy=False) if dt not in (d['datatype'], 'UINT8') else arr
     return out
 
 # %% ../nbs/06_protocol.ipynb #0ba2ac2e
@@ -116,10 +121,13 @@ class InferRequest:
     id:str|None=None # the client's request id, echoed back
     outputs:list=field(default_factory=list) # requested output names (empty: all)
     parameters:dict=field(default_factory=dict) # request parameters
+    binary:set=field(default_factory=set) # output names asked for as raw binary data
+    binary_all:bool=False # every output as raw binary data (request parameter `binary_data_output`)
 
     @classmethod
     def parse(cls, body:bytes, # the raw request body
-              header_length:int|None=None # value of Inference-Header-Content-Length (binary extension)
+              header_length:int|None=None, # value of Inference-Header-Content-Length (binary extension)
+              max_rows:int|None=None # most rows per input tensor
              )->InferRequest:
         "Decode a request body, raising `InvalidInput` for anything malformed."
         if header_length is not None and not 0 < header_length <= len(body):
@@ -128,7 +136,7 @@ class InferRequest:
         req = parse_json(head)
         if not isinstance(req, dict) or not isinstance(req.get('inputs'), list) or not req['inputs']:
             raise InvalidInput("Expected a JSON object with a non-empty list 'inputs' of tensors.", 'inputs')
-        if 'id' in req and not isinstance(req['id'], str): raise InvalidInput("'id' must be a string.", 'id')
+        if 'id' in req and not (isinstance(req['id'], str) and len(req['id']) <= 256): raise InvalidInput("'id' must be a string of at most 256 characters.", 'id')
         params = req.get('parameters') or {}
         if not isinstance(params, dict): raise InvalidInput("'parameters' must be an object.", 'parameters')
         tensors, pos = {}, 0
@@ -136,16 +144,32 @@ class InferRequest:
             raw = None
             size = t.get('parameters', {}).get('binary_data_size') if isinstance(t, dict) and isinstance(t.get('parameters'), dict) else None
             if size is not None:
-                if not isinstance(size, int) or size < 0 or pos + size > len(tail):
+                if not isinstance(size, int) or isinstance(size, bool) or size < 0 or pos + size > len(tail):
                     raise InvalidInput(f'inputs[{i}]: binary_data_size does not fit the body.', f'inputs[{i}].parameters')
                 raw = tail[pos:pos+size]; pos += size
-            name, arr = decode_tensor(t, i, raw)
+            name, arr = decode_tensor(t, i, raw, max_rows)
             if name in tensors: raise InvalidInput(f"Input tensor '{name}' is given twice.", name)
             tensors[name] = arr
+        if pos != len(tail): raise InvalidInput(f'{len(tail) - pos} bytes of binary data after the JSON header belong to no input.', 'body')
         outs = req.get('outputs') or []
         if not isinstance(outs, list) or not all(isinstance(o, dict) and isinstance(o.get('name'), str) for o in outs):
             raise InvalidInput("'outputs' must be a list of objects with a 'name'.", 'outputs')
-        return cls(tensors, req.get('id'), [o['name'] for o in outs], params)
+        binary = {o['name'] for o in outs if _flag(o.get('parameters'), 'binary_data', f"outputs '{o['name'][:40]}'")}
+        return cls(tensors, req.get('id'), [o['name'] for o in outs], params, binary, _flag(params, 'binary_data_output', 'parameters'))
+
+def _flag(params, key:str, where:str)->bool:
+    "A boolean request parameter (absent: False)."
+    v = (params or {}).get(key, False) if isinstance(params, dict) or params is None else None
+    if not isinstance(v, bool): raise InvalidInput(f"{where}: parameter '{key}' must be true or false.", key)
+    return v
+
+def header_length(value:str|None # the Inference-Header-Content-Length header, if sent
+                 )->int|None:
+    "The JSON header's length in a binary-extension request: a whole number of bytes, else `InvalidInput`."
+    if value is None: return None
+    if not (value.isascii() and value.isdigit() and len(value) <= 12):
+        raise InvalidInput('Inference-Header-Content-Length must be a whole number of bytes (at most 12 digits).', 'Inference-Header-Content-Length')
+    return int(value)
 
 def parse_json(body:bytes # raw JSON text
               ):
@@ -154,35 +178,63 @@ def parse_json(body:bytes # raw JSON text
     try: return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InvalidInput(f'The request body is not valid JSON ({getattr(e, "msg", "not UTF-8")} at line {getattr(e, "lineno", "?")}, column {getattr(e, "colno", "?")}).', 'body') from None
+    except ValueError:  # Python refuses to convert integer literals of more than 4,300 digits
+        raise InvalidInput('The request body holds a number with too many digits.', 'body') from None
     except RecursionError: raise InvalidInput('The request body is nested too deeply.', 'body') from None
 
+# %% ../nbs/06_protocol.ipynb #41b0ec63
+def tensor_bytes(arr # array-like
+                )->bytes:
+    "The binary-extension form of a tensor: little-endian values, or for BYTES each element's length (4 bytes) then its bytes."
+    arr = np.asarray(arr)
+    if v2_datatype(arr) == 'BYTES':
+        parts = [v if isinstance(v, bytes) else str(v).encode() for v in arr.ravel()]
+        return b''.join(len(p).to_bytes(4, 'little') + p for p in parts)
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder('<')).tobytes()
+
 def encode_tensor(name:str, # tensor name
-                  arr # array-like
+                  arr, # array-like
+                  binary:bool=False # leave the data out and give its size: the bytes follow the JSON header
                  )->dict:
     "A v2 JSON tensor from an array (flat data, row-major)."
     arr = np.asarray(arr); dt = v2_datatype(arr)
-    data = [v.decode() if isinstance(v, bytes) else str(v) for v in arr.ravel()] if dt == 'BYTES' else arr.ravel().tolist()
-    return {'name': name, 'datatype': dt, 'shape': list(arr.shape), 'data': data}
+    t = {'name': name, 'datatype': dt, 'shape': list(arr.shape)}
+    if binary: t['parameters'] = {'binary_data_size': len(tensor_bytes(arr))}
+    else: t['data'] = [v.decode() if isinstance(v, bytes) else str(v) for v in arr.ravel()] if dt == 'BYTES' else arr.ravel().tolist()
+    return t
 
 def infer_response(model:str, # model name
                    version:int|str, # model version
                    outputs:dict, # {name: array}
                    request_id:str|None=None, # the request's id
-                   wanted:list|None=None # requested output names (None or empty: all)
+                   wanted:list|None=None, # requested output names (None or empty: all)
+                   binary:set|bool=frozenset() # output names to send as raw bytes (True: all)
                   )->dict:
     "A v2 inference response; unknown requested outputs raise `InvalidInput`."
     bad = sorted(set(wanted or []) - set(outputs))
-    if bad: raise InvalidInput(f'Unknown output(s) {bad}; this model has {sorted(outputs)}.', 'outputs')
+    if bad: raise InvalidInput(f'Unknown output(s) {str(bad)[:100]}; this model has {sorted(outputs)}.', 'outputs')
     r = {'model_name': model, 'model_version': str(version),
-         'outputs': [encode_tensor(k, v) for k, v in outputs.items() if not wanted or k in wanted]}
+         'outputs': [encode_tensor(k, v, binary is True or k in binary) for k, v in outputs.items() if not wanted or k in wanted]}
     if request_id is not None: r['id'] = request_id
     return r
 
+def response_body(resp:dict, # from `infer_response`
+                  outputs:dict # {name: array}, as given to it
+                 )->tuple[bytes, int|None]:
+    "The response bytes, and the JSON header's length when binary outputs follow it (else None)."
+    head = json.dumps(resp).encode()
+    raw = [tensor_bytes(outputs[o['name']]) for o in resp['outputs'] if 'binary_data_size' in o.get('parameters', {})]
+    return (head + b''.join(raw), len(head)) if raw else (head, None)
+
 # %% ../nbs/06_protocol.ipynb #0b07fd1f
-def model_metadata(name:str, versions:list, platform:str, inputs:list[dict], outputs:list[dict])->dict:
+def model_metadata(name:str, versions:list, platform:str, inputs:list[dict], outputs:list[dict],
+                   parameters:dict|None=None # the model's limits, e.g. {'max_rows': 10000}
+                  )->dict:
     "The v2 model metadata object."
-    return {'name': name, 'versions': [str(v) for v in versions], 'platform': platform, 'inputs': inputs, 'outputs': outputs}
+    m = {'name': name, 'versions': [str(v) for v in versions], 'platform': platform, 'inputs': inputs, 'outputs': outputs}
+    if parameters: m['parameters'] = parameters
+    return m
 
 def server_metadata(version:str)->dict:
-    "The v2 server metadata object."
+    "The v2 server metadata object: the binary tensor extension is honoured for inputs and outputs."
     return {'name': 'medmaas', 'version': version, 'extensions': ['binary_tensor_data']}
