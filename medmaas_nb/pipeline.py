@@ -223,7 +223,7 @@ def _parser()->argparse.ArgumentParser:
     sv.add_argument('--wait-for', type=Path, metavar='REGISTRATION', help="a pipeline run's registration.json: import the task's runtime now, serve the version it names once it appears (one task, no version)")
     k = sub.add_parser('keys', help='API keys for the service'); ksub = k.add_subparsers(dest='keys_cmd', required=True)
     kc = ksub.add_parser('create', help='create a key (shown once)'); kc.add_argument('name')
-    kc.add_argument('--scope', choices=['predict', 'admin'], default='predict')
+    kc.add_argument('--scope', choices=['predict', 'metrics', 'admin'], default='predict')
     ksub.add_parser('list', help='key names and scopes'); ksub.add_parser('revoke', help='delete a key').add_argument('name')
     return ap
 

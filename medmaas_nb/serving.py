@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_serving.ipynb #ebe0975b
 from __future__ import annotations
-import asyncio, collections, json, math, os, sys, time, uuid, warnings
+import asyncio, collections, gc, json, math, os, sys, time, uuid, warnings
 import numpy as np
 
 from .registry import import_runtime
@@ -13,9 +13,9 @@ from fastapi import Request
 from .core import get_logger
 from .tasks import InvalidInput, InputSpec, Task, get_task, UnknownTask
 from .registry import Registry, ModelNotFound, ModelVersion
-from .protocol import (ModelNotReady, InferRequest, infer_response, check_inputs, model_metadata,
-                                 server_metadata, parse_json)
-from .security import KeyStore, RateLimiter, AuditLog, Unauthorized, Forbidden, RateLimited, input_digest
+from .protocol import (ModelNotReady, InferRequest, infer_response, response_body, check_inputs, model_metadata,
+                                 server_metadata, parse_json, header_length, DATATYPES)
+from .security import KeyStore, RateLimiter, AuditLog, Unauthorized, Forbidden, RateLimited
 
 log = get_logger(__name__)
 
@@ -25,10 +25,16 @@ class NotSupported(Exception):
 class BodyTooLarge(Exception):
     "The request body is over the size limit."
 
+class Busy(Exception):
+    "The service has as many requests in flight as it allows (HTTP 503 with Retry-After)."
+    retry_after = 1.0
+
+MAX_INSTANCES = 10_000 # default row cap per request (MEDMAAS_MAX_ROWS)
+
 # %% auto #0
-__all__ = ['log', 'OUTPUT_NAMES', 'RUNTIMES', 'ERROR_STATUS', 'MAX_INSTANCES', 'NotSupported', 'BodyTooLarge', 'ModelRuntime',
-           'SklearnRuntime', 'DynamicBatcher', 'fixed_batches', 'KerasRuntime', 'ModelSet', 'fast_lane_allowed',
-           'create_app', 'await_registration', 'restore_priority', 'serve']
+__all__ = ['log', 'MAX_INSTANCES', 'OUTPUT_NAMES', 'RUNTIMES', 'ERROR_STATUS', 'MAX_ERROR_CHARS', 'NotSupported', 'BodyTooLarge',
+           'Busy', 'ModelRuntime', 'SklearnRuntime', 'DynamicBatcher', 'fixed_batches', 'KerasRuntime', 'ModelSet',
+           'fast_lane_allowed', 'create_app', 'await_registration', 'restore_priority', 'serve']
 
 # %% ../nbs/07_serving.ipynb #cce4728b
 OUTPUT_NAMES = {'regression': 'prediction', 'binary': 'probability', 'multiclass': 'probabilities', 'survival': 'risk'}
@@ -42,6 +48,7 @@ class ModelRuntime:
                  mv:ModelVersion # the registered version
                 ):
         self.task, self.mv, self.model, self.ready = task, mv, None, False
+        self.pool, self.max_rows = None, MAX_INSTANCES  # worker threads and row cap, set by the `ModelSet`
         self.output_meta = [{'name': OUTPUT_NAMES.get(task.kind, 'scores'), 'datatype': 'FP64', 'shape': [-1]}]
 
     name = property(lambda self: self.task.name)
@@ -77,26 +84,30 @@ class ModelRuntime:
     def _check(self):
         if not self.ready: raise ModelNotReady(f'{self.name} v{self.version} is still loading; retry shortly.')
 
+    async def offload(self, fn, *args):
+        "Run `fn(*args)` on the service's worker threads, so the event loop keeps answering (health probes, other keys)."
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
     async def scores(self, X)->np.ndarray:
         "Scores for the metrics of the task's kind (the v2 output)."
-        self._check(); return self._scores(X)
+        self._check(); return await self.offload(self._scores, X)
 
     async def predict(self, X)->list[dict]:
         "What a caller sees, one dict per input."
-        self._check(); return self._predict(X)
+        self._check(); return await self.offload(self._predict, X)
 
     async def explain(self, X)->list:
         "The task's explanation of each input (attributions, maps, saliency, words)."
         self._check()
         if self.task.explain is None: raise NotSupported(f'{self.name} has no explanation method.')
-        from starlette.concurrency import run_in_threadpool
-        return await run_in_threadpool(self.task.explain, self.model, X)
+        return await self.offload(self.task.explain, self.model, X)
 
     def v2_outputs(self, scores:np.ndarray)->dict: return {self.output_meta[0]['name']: scores}
 
     def metadata(self)->dict:
-        "v2 model metadata."
-        return model_metadata(self.name, [self.version], self.platform, self.task.input_spec.v2_inputs(), self.output_meta)
+        "v2 model metadata, with the row cap as a parameter."
+        return model_metadata(self.name, [self.version], self.platform, self.task.input_spec.v2_inputs(), self.output_meta,
+                              {'max_rows': self.max_rows})
 
 def _probe(spec:InputSpec, n:int=8, seed:int=0)->list[dict]:
     "Valid records spread over the spec's ranges (the example, both ends, random values inside)."
@@ -257,9 +268,13 @@ class ModelSet:
     def __init__(self, tasks:list|None=None, # task names ('task:3' pins version 3); None: every task with a registered model
                  registry:Registry|None=None, # defaults to `Registry()` (MEDMAAS_REGISTRY_DIR)
                  max_batch:int=32, max_wait_ms:float=2.0, # dynamic batching (neural runtimes)
-                 observe=None # batch-size observer (model name, size)
+                 observe=None, # batch-size observer (model name, size)
+                 max_rows:int=MAX_INSTANCES, # most inputs (rows) per request, on every route
+                 threads:int|None=None # worker threads for parsing, checking and predicting (default: the CPU count, 2 to 8)
                 ):
+        from concurrent.futures import ThreadPoolExecutor
         self.registry = registry or Registry(); self.runtimes:dict[str, ModelRuntime] = {}
+        self.pool = ThreadPoolExecutor(threads or min(8, max(2, os.cpu_count() or 2)), thread_name_prefix='medmaas-worker')
         for spec in (tasks if tasks is not None else self.registry.tasks()):
             name, _, pin = spec.partition(':')
             try: task = get_task(name)
@@ -270,11 +285,13 @@ class ModelSet:
             cls = RUNTIMES.get(mv.runtime)
             if cls is None: raise ValueError(f'{name} v{mv.version}: unknown runtime {mv.runtime!r}.')
             kw = dict(max_batch=max_batch, max_wait_ms=max_wait_ms, observe=(lambda n, _m=name: observe(_m, n)) if observe else None) if cls is KerasRuntime else {}
-            self.runtimes[name] = cls(task, mv, **kw)
+            self.runtimes[name] = rt = cls(task, mv, **kw)
+            rt.pool, rt.max_rows = self.pool, max_rows
 
     def load(self)->ModelSet:
-        "Load and warm up every model."
+        "Load and warm up every model, then move what they hold out of the garbage collector's way."
         for rt in self.runtimes.values(): rt.load()
+        gc.collect(); gc.freeze()  # a parse that allocates millions of lists must not make the collector walk every model's objects
         return self
 
     @property
@@ -290,7 +307,8 @@ class ModelSet:
 
 # %% ../nbs/07_serving.ipynb #a56d6cac
 ERROR_STATUS = {InvalidInput: 400, Unauthorized: 401, Forbidden: 403, ModelNotFound: 404, NotSupported: 404,
-                BodyTooLarge: 413, RateLimited: 429, ModelNotReady: 503}
+                BodyTooLarge: 413, RateLimited: 429, ModelNotReady: 503, Busy: 503}
+MAX_ERROR_CHARS = 400
 
 def _jsonable(o):
     if isinstance(o, np.generic): return o.item()
@@ -302,9 +320,11 @@ def _json(obj, status:int=200, headers:dict|None=None):
     return Response(json.dumps(obj, default=_jsonable).encode(), status, headers, media_type='application/json')
 
 def _error(request, exc:Exception, status:int, message:str|None=None):
-    body = {'error': message or str(exc) or type(exc).__name__, 'request_id': request.scope.get('state', {}).get('request_id')}
-    if getattr(exc, 'field', None): body['field'] = exc.field
-    hdrs = {'Retry-After': str(max(1, round(exc.retry_after)))} if isinstance(exc, RateLimited) else None
+    msg = message or str(exc) or type(exc).__name__
+    if len(msg) > MAX_ERROR_CHARS: msg = msg[:MAX_ERROR_CHARS - 3] + '...'  # whatever the input, the answer stays short
+    body = {'error': msg, 'request_id': request.scope.get('state', {}).get('request_id')}
+    if isinstance(getattr(exc, 'field', None), str): body['field'] = exc.field[:100]
+    hdrs = {'Retry-After': str(max(1, round(exc.retry_after)))} if isinstance(exc, (RateLimited, Busy)) else None
     if status == 401: hdrs = {'WWW-Authenticate': 'Bearer'}
     request.scope.setdefault('state', {}).setdefault('audit', {})['error'] = type(exc).__name__
     return _json(body, status, hdrs)
@@ -314,8 +334,9 @@ _QUIET = ('/metrics', '/v2/health/live', '/v2/health/ready')
 
 class _Outer:
     "The outermost layer: request id, body size limit, metrics and audit line for every request; the fast lane for predictions."
-    def __init__(self, app, max_body:int, metrics:dict, audit:AuditLog|None, fast=None):
+    def __init__(self, app, max_body:int, metrics:dict, audit:AuditLog|None, fast=None, max_inflight:int=32):
         self.app, self.max_body, self.m, self.audit, self.fast = app, max_body, metrics, audit, fast
+        self.max_inflight, self.inflight = max_inflight, 0
 
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http': return await self.app(scope, receive, send)
@@ -333,18 +354,27 @@ class _Outer:
                 if seen[0] > self.max_body: raise BodyTooLarge(f'The request body is over the limit of {self.max_body} bytes.')
             return msg
         cl = dict(scope['headers']).get(b'content-length')
+        counted = scope['path'] not in _QUIET  # probes and metrics are never turned away
         try:
-            if cl is not None and (not cl.isdigit() or int(cl) > self.max_body):
+            if cl is not None and (not cl.isdigit() or len(cl) > 15 or int(cl) > self.max_body):
                 await _json({'error': f'The request body is over the limit of {self.max_body} bytes.', 'request_id': rid}, 413)(scope, receive, send_)
-            elif not (self.fast and await self.fast(scope, receive_, send_)): await self.app(scope, receive_, send_)
+            elif counted and self.inflight >= self.max_inflight:
+                counted = False; audit['error'] = 'Busy'
+                await _json({'error': f'The service is answering its limit of {self.max_inflight} requests; retry shortly.', 'request_id': rid},
+                            503, {'Retry-After': '1'})(scope, receive, send_)
+            else:
+                if counted: self.inflight += 1
+                if not (self.fast and await self.fast(scope, receive_, send_)): await self.app(scope, receive_, send_)
         finally:
+            if counted: self.inflight -= 1
             dt = time.perf_counter() - t0; route = getattr(scope.get('route'), 'path', 'unmatched'); model = audit.get('model', '')
             self.m['requests'].labels(route, model, status[0]).inc()
             self.m['latency'].labels(route, model).observe(dt)
             if status[0] >= 400: self.m['errors'].labels(route, model, status[0], audit.get('error', '')).inc()
             if self.audit and scope['path'] not in _QUIET:
-                self.audit.write(request_id=rid, key=audit.get('key'), method=scope['method'], path=scope['path'][:200], model=model or None,
-                                 version=audit.get('version'), status=status[0], latency_ms=round(dt * 1000, 3), input_sha256=audit.get('input_sha256'))
+                self.audit.write(request_id=rid, key=audit.get('key'), client=(scope.get('client') or (None,))[0], method=scope['method'],
+                                 path=scope['path'][:200], model=model or None, version=audit.get('version'), status=status[0],
+                                 latency_ms=round(dt * 1000, 3), input_hmac=audit.get('input_hmac'))
 
 def _metrics():
     from prometheus_client import CollectorRegistry, Counter, Histogram, Gauge
@@ -363,14 +393,12 @@ _BODY_V2 = {'requestBody': {'required': True, 'content': {'application/json': {'
         'id': {'type': 'string'}, 'parameters': {'type': 'object'},
         'inputs': {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['name', 'shape', 'datatype', 'data'], 'properties': {
             'name': {'type': 'string'}, 'shape': {'type': 'array', 'items': {'type': 'integer', 'minimum': 0}},
-            'datatype': {'type': 'string', 'enum': ['BOOL', 'INT32', 'INT64', 'FP32', 'FP64', 'BYTES']}, 'data': {'type': 'array'}}}},
+            'datatype': {'type': 'string', 'enum': sorted(DATATYPES)}, 'data': {'type': 'array'}}}},
         'outputs': {'type': 'array', 'items': {'type': 'object', 'properties': {'name': {'type': 'string'}}}}}}}}}}
 _BODY_API = {'requestBody': {'required': True, 'content': {'application/json': {'schema': {
     'type': 'object', 'description': "Either 'instances' (a batch) or 'instance' (one input); each input as the task's card describes "
                                      "(named fields for tabular tasks, nested lists or base64 PNG for images, strings for sequences and text).",
     'properties': {'instances': {'type': 'array', 'minItems': 1, 'items': {}}, 'instance': {}}}}}}}
-MAX_INSTANCES = 10_000
-
 def _instances(obj, limit:int=MAX_INSTANCES)->list:
     if not isinstance(obj, dict) or len(obj) != 1 or not ({'instances', 'instance'} & set(obj)):
         keys = sorted(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
@@ -388,6 +416,18 @@ def _guard_input(fn, *a):
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
         raise InvalidInput(f'The input does not fit the model ({type(e).__name__}).', 'instances') from None
 
+# %% ../nbs/07_serving.ipynb #563f4aa2
+def _openapi_with_bearer(app)->dict:
+    "The app's OpenAPI spec with the Bearer scheme declared on every operation that needs a key (so 'Try it out' can send one)."
+    if app.openapi_schema: return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+    s = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    s.setdefault('components', {})['securitySchemes'] = {'bearer': {'type': 'http', 'scheme': 'bearer',
+                                                                     'description': 'an API key from `medmaas keys create NAME`'}}
+    for path, ops in s.get('paths', {}).items():
+        for op in ops.values(): op['security'] = [] if path.startswith('/v2/health') else [{'bearer': []}]
+    app.openapi_schema = s; return s
+
 # %% ../nbs/07_serving.ipynb #b7423537
 def fast_lane_allowed(app, # the FastAPI app, before the outer layer is added
                       lane_routes:list # the routes the fast lane would answer
@@ -403,7 +443,14 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
                max_body_bytes:int|None=None, # request size limit (MEDMAAS_MAX_BODY_BYTES, default 8 MiB)
                cors_origins:list|None=None, # allowed CORS origins (MEDMAAS_CORS_ORIGINS, comma-separated); off by default
                audit:AuditLog|bool|None=None, # audit log; None: `AuditLog()`, False: none
-               max_batch:int=32, max_wait_ms:float=2.0 # dynamic batching for neural runtimes
+               max_batch:int=32, max_wait_ms:float=2.0, # dynamic batching for neural runtimes
+               max_rows:int|None=None, # inputs per request, every route (MEDMAAS_MAX_ROWS, default 10,000)
+               max_json_bytes:int|None=None, # the JSON part of a request (MEDMAAS_MAX_JSON_BYTES, default 2 MiB; binary tensors may fill the rest of the body)
+               row_rate:float|None=None, # rows/s per key (MEDMAAS_ROW_RATE_LIMIT, default 20,000; bursts of 2 x rate, at least max_rows)
+               auth_fail_rate:float|None=None, # failed authentications/s per client address (MEDMAAS_AUTH_FAIL_RATE, default 2; bursts of 20)
+               max_inflight:int|None=None, # requests being answered at once, beyond which 503 (MEDMAAS_MAX_INFLIGHT, default 32)
+               threads:int|None=None, # worker threads (MEDMAAS_THREADS; default: CPU count, 2 to 8)
+               docs:bool|None=None # the /docs and /redoc pages (MEDMAAS_DOCS=off turns them off; they load Swagger UI and ReDoc from jsDelivr)
               ):
     "The FastAPI app serving the models (loaded and warmed up at start-up)."
     from contextlib import asynccontextmanager
@@ -417,9 +464,17 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
     keys = keys or KeyStore(env.get('MEDMAAS_KEYS_FILE') or reg.root/'keys.json')
     limiter = RateLimiter(rate or float(env.get('MEDMAAS_RATE_LIMIT', 1000)), burst)
     max_body = max_body_bytes or int(env.get('MEDMAAS_MAX_BODY_BYTES', 8 << 20))
+    max_json = min(max_body, max_json_bytes or int(env.get('MEDMAAS_MAX_JSON_BYTES', 2 << 20)))
+    max_rows = max_rows or int(env.get('MEDMAAS_MAX_ROWS', MAX_INSTANCES))
+    row_rate = row_rate or float(env.get('MEDMAAS_ROW_RATE_LIMIT', 20_000))
+    rows = RateLimiter(row_rate, max(2 * row_rate, max_rows), unit='rows')
+    fails = RateLimiter(auth_fail_rate or float(env.get('MEDMAAS_AUTH_FAIL_RATE', 2)), 20, unit='failed authentications')
+    max_inflight = max_inflight or int(env.get('MEDMAAS_MAX_INFLIGHT', 32))
+    docs = docs if docs is not None else env.get('MEDMAAS_DOCS', 'on').lower() not in ('off', '0', 'false', 'no')
     audit = None if audit is False else audit or AuditLog(env.get('MEDMAAS_AUDIT_LOG') or reg.root/'audit.jsonl')
     M = _metrics()
-    models = ModelSet(tasks, reg, max_batch, max_wait_ms, observe=lambda m, n: M['batch'].labels(m).observe(n))
+    models = ModelSet(tasks, reg, max_batch, max_wait_ms, observe=lambda m, n: M['batch'].labels(m).observe(n), max_rows=max_rows,
+                      threads=threads or (int(env['MEDMAAS_THREADS']) if env.get('MEDMAAS_THREADS') else None))
 
     @asynccontextmanager
     async def lifespan(app):
@@ -427,9 +482,10 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
         for rt in models.runtimes.values(): M['ready'].labels(rt.name, str(rt.version)).set(1)
         log.warning('serving %s', ', '.join(f'{r.name} v{r.version}' for r in models.runtimes.values()) or 'no models')
         yield
+        models.pool.shutdown(wait=False, cancel_futures=True)
         if audit: audit.close()
 
-    app = FastAPI(title='medmaas', version=__version__, lifespan=lifespan,
+    app = FastAPI(title='medmaas', version=__version__, lifespan=lifespan, docs_url='/docs' if docs else None, redoc_url='/redoc' if docs else None,
                   description='Medical models as a service, for research and teaching: not a medical device. '
                               'Send `Authorization: Bearer <key>` (create keys with `medmaas keys create NAME`).')
     app.state.models, app.state.keys = models, keys
@@ -451,7 +507,9 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
 
     def auth(request:Request, scope:str='predict')->str:
         h = request.headers.get('authorization', '')
-        name = keys.check(h[7:].strip() if h[:7].lower() == 'bearer ' else None, scope)
+        try: name = keys.check(h[7:].strip() if h[:7].lower() == 'bearer ' else None, scope)
+        except Unauthorized:  # failed logins are limited per client address (429 once its bucket is empty)
+            fails.hit((request.scope.get('client') or ('unknown',))[0]); raise
         request.scope['state']['audit']['key'] = name
         limiter.hit(name); return name
 
@@ -459,8 +517,18 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
         rt = models.get(name, version)
         request.scope['state']['audit'].update(model=rt.name, version=rt.version); return rt
 
-    async def body(request:Request)->bytes:
-        b = await request.body(); request.scope['state']['audit']['input_sha256'] = input_digest(b); return b
+    async def body(request:Request, json_length:int|None=None # the JSON header's length when binary data follow it
+                  )->bytes:
+        b = await request.body()
+        if (json_length or len(b)) > max_json:
+            raise BodyTooLarge(f'The JSON part of a request is limited to {max_json} bytes; send fewer inputs per request, '
+                               'or large tensors as binary data (the v2 binary extension).')
+        if audit: request.scope['state']['audit']['input_hmac'] = audit.digest(b)
+        return b
+
+    def count_rows(request:Request, X)->None:
+        "The rate limit counts rows too: a request of n inputs takes n tokens from its key's row bucket."
+        rows.hit(request.scope['state']['audit']['key'], _len(X))
 
     # --- health and metrics (no key) ---
     @app.get('/v2/health/live', tags=['v2'], summary='Server live')
@@ -469,8 +537,9 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
     @app.get('/v2/health/ready', tags=['v2'], summary='Server ready: every model loaded and warmed up')
     async def ready(): return _json({'ready': models.ready}, 200 if models.ready else 503)
 
-    @app.get('/metrics', tags=['ops'], summary='Prometheus metrics')
-    async def metrics():
+    @app.get('/metrics', tags=['ops'], summary="Prometheus metrics (a key with the 'metrics' or 'admin' scope)")
+    async def metrics(request:Request):
+        auth(request, 'metrics')
         from prometheus_client import generate_latest, CONTENT_TYPE_LATEST
         return Response(generate_latest(M['registry']), media_type=CONTENT_TYPE_LATEST)
 
@@ -493,12 +562,17 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
     @app.post('/v2/models/{name}/versions/{version}/infer', tags=['v2'], summary='Inference (version)', openapi_extra=_BODY_V2)
     async def v2_infer(request:Request, name:str, version:str|None=None):
         auth(request); rt = model(request, name, version)
-        hl = request.headers.get('inference-header-content-length')
-        if hl is not None and not hl.isdigit(): raise InvalidInput('Inference-Header-Content-Length must be a whole number.', 'Inference-Header-Content-Length')
-        req = InferRequest.parse(await body(request), int(hl) if hl else None)
-        spec = rt.task.input_spec
-        X = _guard_input(rt.inputs_v2, check_inputs(req.inputs, spec.v2_inputs()))
-        return _json(infer_response(rt.name, rt.version, rt.v2_outputs(await rt.scores(X)), req.id, req.outputs))
+        hl = header_length(request.headers.get('inference-header-content-length'))
+        raw = await body(request, hl)
+        def decode():
+            req = InferRequest.parse(raw, hl, rt.max_rows)
+            return req, _guard_input(rt.inputs_v2, check_inputs(req.inputs, rt.task.input_spec.v2_inputs()))
+        req, X = await rt.offload(decode)
+        count_rows(request, X)
+        outs = rt.v2_outputs(await rt.scores(X))
+        data, n = response_body(infer_response(rt.name, rt.version, outs, req.id, req.outputs, req.binary_all or req.binary), outs)
+        if n is None: return Response(data, 200, media_type='application/json')
+        return Response(data, 200, {'Inference-Header-Content-Length': str(n)}, media_type='application/octet-stream')
 
     # --- plain JSON API ---
     @app.get('/api/v1/models', tags=['api'], summary='Served models')
@@ -513,7 +587,7 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
         try: example = spec.example()
         except Exception: example = None
         return _json({**rt.task.summary(), 'version': rt.version, 'ready': rt.ready, 'input': spec.describe(), 'example': example,
-                      'outputs': rt.task.output_names, 'intended_use': rt.task.intended_use})
+                      'outputs': rt.task.output_names, 'intended_use': rt.task.intended_use, 'limits': {'max_rows': rt.max_rows}})
 
     @app.get('/api/v1/models/{task}/card', tags=['api'], summary='Model card')
     async def card(request:Request, task:str):
@@ -521,15 +595,17 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
 
     @app.post('/api/v1/models/{task}/predict', tags=['api'], summary='Predict for one input or a batch', openapi_extra=_BODY_API)
     async def predict(request:Request, task:str):
-        auth(request); rt = model(request, task)
-        X = _guard_input(rt.inputs, _instances(parse_json(await body(request))))
+        auth(request); rt = model(request, task); raw = await body(request)
+        X = await rt.offload(lambda: _guard_input(rt.inputs, _instances(parse_json(raw), rt.max_rows)))
+        count_rows(request, X)
         preds = await rt.predict(X)
-        return _json({'model': rt.name, 'version': rt.version, 'request_id': request.scope['state']['request_id'], 'predictions': preds})
+        return await rt.offload(_json, {'model': rt.name, 'version': rt.version, 'request_id': request.scope['state']['request_id'], 'predictions': preds})
 
     @app.post('/api/v1/models/{task}/explain', tags=['api'], summary='Explain the prediction for one input (or a few)', openapi_extra=_BODY_API)
     async def explain(request:Request, task:str):
-        auth(request); rt = model(request, task)
-        X = _guard_input(rt.task.input_spec.validate, _instances(parse_json(await body(request)), 16))
+        auth(request); rt = model(request, task); raw = await body(request)
+        X = await rt.offload(lambda: _guard_input(rt.task.input_spec.validate, _instances(parse_json(raw), min(16, rt.max_rows))))
+        count_rows(request, X)
         preds, expl = await rt.predict(X), await rt.explain(X)
         return _json({'model': rt.name, 'version': rt.version, 'request_id': request.scope['state']['request_id'],
                       'predictions': preds, 'explanations': expl})
@@ -564,7 +640,8 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
         from starlette.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=['GET', 'POST'], allow_headers=['Authorization', 'Content-Type'])
     app.state.fast_lane = fast_lane_allowed(app, [r for *_, r in lanes])  # CORS (a middleware) turns it off, as would a dependency
-    app.add_middleware(_Outer, max_body=max_body, metrics=M, audit=audit, fast=fast if app.state.fast_lane else None)
+    app.add_middleware(_Outer, max_body=max_body, metrics=M, audit=audit, fast=fast if app.state.fast_lane else None, max_inflight=max_inflight)
+    app.openapi = lambda: _openapi_with_bearer(app)
     return app
 
 # %% ../nbs/07_serving.ipynb #3bdef972

@@ -43,12 +43,12 @@ def env(tmp_path_factory):
     mv = reg.register(TASK, d/'model', make_card(t, ds, {'quick': True}, {}, 'ridge'))
     keys = KeyStore(d/'keys.json')
     return {'dir': d, 'task': t, 'ds': ds, 'model': model, 'reg': reg, 'mv': mv, 'keys': keys,
-            'key': keys.create('tester', 'predict'), 'admin': keys.create('boss', 'admin')}
+            'key': keys.create('tester', 'predict'), 'admin': keys.create('boss', 'admin'), 'metrics': keys.create('scraper', 'metrics')}
 
 @pytest.fixture(scope='module')
 def server(env):
     from medmaas_nb.serving import create_app
-    app = create_app(registry=env['reg'], keys=env['keys'], audit=AuditLog(env['dir']/'audit.jsonl'), max_body_bytes=64 * 1024)
+    app = create_app(registry=env['reg'], keys=env['keys'], audit=AuditLog(env['dir']/'audit.jsonl', secret=b's' * 32), max_body_bytes=64 * 1024)
     with ThreadServer(app) as s: yield s
 
 @pytest.fixture(scope='module')
@@ -61,12 +61,21 @@ def limited(env):
 def H(key): return {'Authorization': f'Bearer {key}'}
 def records(env, n=5): return env['task'].input_spec.to_records(env['ds']['test'][0].iloc[:n])
 
-def test_health_and_metrics_need_no_key(server):
+def test_health_needs_no_key_metrics_need_the_metrics_scope(server, env):
     assert httpx.get(server.url + '/v2/health/live').json() == {'live': True}
     assert httpx.get(server.url + '/v2/health/ready').status_code == 200
-    m = httpx.get(server.url + '/metrics')
-    assert m.status_code == 200 and 'medmaas_requests_total' in m.text and 'medmaas_request_seconds_bucket' in m.text
-    assert httpx.get(server.url + '/openapi.json').json()['info']['title'] == 'medmaas'
+    assert httpx.get(server.url + '/metrics').status_code == 401            # metrics name every served model and version
+    assert httpx.get(server.url + '/metrics', headers=H(env['key'])).status_code == 403
+    for k in (env['metrics'], env['admin']):
+        m = httpx.get(server.url + '/metrics', headers=H(k))
+        assert m.status_code == 200 and 'medmaas_requests_total' in m.text and 'medmaas_request_seconds_bucket' in m.text
+    spec = httpx.get(server.url + '/openapi.json').json()
+    assert spec['info']['title'] == 'medmaas'
+    assert spec['components']['securitySchemes']['bearer'] == {'type': 'http', 'scheme': 'bearer', 'description': 'an API key from `medmaas keys create NAME`'}
+    assert spec['paths']['/v2/health/live']['get']['security'] == [] and spec['paths']['/metrics']['get']['security'] == [{'bearer': []}]
+    from medmaas_nb.protocol import DATATYPES  # the spec lists every datatype the decoder accepts
+    enum = spec['paths']['/v2/models/{name}/infer']['post']['requestBody']['content']['application/json']['schema']['properties']['inputs']['items']['properties']['datatype']['enum']
+    assert enum == sorted(DATATYPES)
 
 @pytest.mark.parametrize('path', ['/api/v1/models', f'/api/v1/models/{TASK}/card', '/v2', f'/v2/models/{TASK}'])
 def test_missing_or_wrong_key_is_401(server, path):
@@ -190,19 +199,23 @@ def test_cors_is_off_by_default_and_configurable(server, limited, env):
     assert 'access-control-allow-origin' not in httpx.get(server.url + '/api/v1/models', headers=h).headers
     assert httpx.get(limited.url + '/v2/health/live', headers=h).headers['access-control-allow-origin'] == 'https://ward.example'
 
-def test_audit_log_has_a_hash_of_the_input_never_the_input(server, env):
+def test_audit_log_has_a_keyed_digest_of_the_input_never_the_input(server, env):
+    import hmac
     body = json.dumps({'instance': {**GOOD, 'age': 61.5}}).encode()
     r = httpx.post(server.url + API, content=body, headers=H(env['key']))
     time.sleep(0.05)
-    lines = [json.loads(l) for l in (env['dir']/'audit.jsonl').read_text().splitlines()]
+    log = env['dir']/'audit.jsonl'
+    lines = [json.loads(l) for l in log.read_text().splitlines()]
     rec = next(l for l in lines if l['request_id'] == r.headers['x-request-id'])
     assert rec['key'] == 'tester' and rec['model'] == TASK and rec['version'] == env['mv'].version and rec['status'] == 200
-    assert rec['input_sha256'] == hashlib.sha256(body).hexdigest() and rec['latency_ms'] > 0
-    assert '61.5' not in (env['dir']/'audit.jsonl').read_text()
+    assert rec['client'] == '127.0.0.1' and rec['latency_ms'] > 0
+    assert rec['input_hmac'] == hmac.new(b's' * 32, body, hashlib.sha256).hexdigest()  # under the server secret...
+    assert hashlib.sha256(body).hexdigest() not in log.read_text()                    # ...not a hash anyone can recompute
+    assert '61.5' not in log.read_text() and log.stat().st_mode & 0o777 == 0o600
 
 def test_metrics_count_requests_and_errors_by_model_and_status(server, env):
     httpx.post(server.url + API, content='{', headers=H(env['key']))
-    m = httpx.get(server.url + '/metrics').text
+    m = httpx.get(server.url + '/metrics', headers=H(env['metrics'])).text
     assert f'medmaas_requests_total{{model="{TASK}",route="/api/v1/models/{{task}}/predict",status="200"}}' in m
     assert 'medmaas_errors_total{error="InvalidInput",model="diabetes-progression"' in m
 
@@ -221,6 +234,9 @@ def test_official_triton_v2_client_unmodified(server, env):
         res = c.infer(TASK, [inp], headers=dict(hd),  # (the client adds its own headers to the dict it gets)
                        outputs=[tc.InferRequestedOutput('prediction', binary_data=binary)])
         assert np.allclose(res.as_numpy('prediction'), want, rtol=1e-12)
+        assert ('binary_data_size' in res.get_output('prediction').get('parameters', {})) == binary  # the output came as asked
+    res = c.infer(TASK, [inp], headers=dict(hd))  # no outputs named: the client asks for all of them in binary
+    assert res.get_output('prediction')['parameters']['binary_data_size'] == 4 * 8 and np.allclose(res.as_numpy('prediction'), want, rtol=1e-12)
     from tritonclient.utils import InferenceServerException
     with pytest.raises(InferenceServerException, match='expected \\[-1, 10\\]'):
         bad = tc.InferInput('input', [4, 9], 'FP64'); bad.set_data_from_numpy(X.iloc[:, :9].to_numpy(dtype=np.float64))
@@ -260,7 +276,7 @@ def keras_server(tmp_path_factory):
     d = tmp_path_factory.mktemp('keras')
     save_model(m, d/'model', 'keras')
     reg = Registry(d/'registry'); reg.register(task.name, d/'model', {'task': task.name, 'model': {'runtime': 'keras'}})
-    keys = KeyStore(d/'keys.json'); key = keys.create('k')
+    keys = KeyStore(d/'keys.json'); key = keys.create('k', 'admin')
     app = create_app(['test-keras-binary'], registry=reg, keys=keys, audit=False, max_batch=64, max_wait_ms=30)
     with ThreadServer(app) as s: yield s, key, task, m, X, names
 
@@ -273,7 +289,7 @@ def test_keras_runtime_batches_concurrent_requests(keras_server):
     with ThreadPoolExecutor(12) as ex: got = list(ex.map(one, recs))
     want = task.scores(model, X[:24])
     assert np.allclose(got, want, atol=1e-6)
-    m = httpx.get(s.url + '/metrics').text
+    m = httpx.get(s.url + '/metrics', headers={'Authorization': f'Bearer {key}'}).text
     count = float(next(l for l in m.splitlines() if l.startswith('medmaas_batch_size_count')).split()[-1])
     total = float(next(l for l in m.splitlines() if l.startswith('medmaas_batch_size_sum')).split()[-1])
     assert total >= 24 and count < total, (count, total)  # some requests shared a model call
@@ -343,7 +359,7 @@ def test_keras_runtime_counts_test_time_views_in_its_batch(tmp_path):
     model = build_served('small_resnet', [build_member('small_resnet', f's{i}_', width=4) for i in range(2)], 0.5, width=4, tta='flipshift')
     save_model(model, tmp_path/'model', 'keras')
     reg = Registry(tmp_path/'registry'); reg.register(T.name, tmp_path/'model', {'task': T.name, 'model': {'runtime': 'keras'}})
-    keys = KeyStore(tmp_path/'keys.json'); key = keys.create('k')
+    keys = KeyStore(tmp_path/'keys.json'); key = keys.create('k', 'admin')
     app = create_app([T.name], registry=reg, keys=keys, audit=False, max_batch=32, max_wait_ms=30)
     X = np.random.default_rng(0).random((12, 28, 28, 1)).astype('float32')
     recs = T.input_spec.to_records(X)
@@ -353,7 +369,7 @@ def test_keras_runtime_counts_test_time_views_in_its_batch(tmp_path):
         def one(r):
             with Client(s.url, key) as c: return c.predict_one(T.name, r)['probability']
         with ThreadPoolExecutor(12) as ex: got = list(ex.map(one, recs))
-        m = httpx.get(s.url + '/metrics').text
+        m = httpx.get(s.url + '/metrics', headers={'Authorization': f'Bearer {key}'}).text
     want = fixed_batches(lambda x: T.scores(model, x), T.input_spec.validate(recs), 3)
     assert np.allclose(got, want, atol=1e-6)
     line = lambda *parts: float(next(l for l in m.splitlines() if all(p in l for p in parts)).split()[-1])
