@@ -44,7 +44,8 @@ class Feature:
         if self.dtype == 'category':
             cats = self.categories or []
             # `True == 1` in Python: a boolean is a category only where the categories are booleans
-            if not isinstance(value, (str, int, float)) or (isinstance(value, bool) and not any(isinstance(c, bool) for c in cats)) \
+            if not isinstance(value, (str, int, float, np.integer, np.floating, np.bool_)) \
+               or (isinstance(value, (bool, np.bool_)) and not any(isinstance(c, bool) for c in cats)) \
                or value not in cats:
                 raise InvalidInput(f"'{self.name}' is {_short(value)}; expected one of {self.categories}.", self.name)
             return value
