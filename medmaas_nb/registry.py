@@ -171,16 +171,18 @@ class Registry:
         p = self._task_dir(task)/'aliases.json'
         return json.loads(p.read_text()) if p.exists() else {}
 
-    def set_alias(self, task:str, alias:str, version:int)->None:
-        "Point an alias (e.g. 'production') at a version."
+    def _set_alias(self, task:str, alias:str, version:int)->None:  # the caller holds the task's lock
         if version not in self.versions(task): raise ModelNotFound(f'{task} has no version {version}; versions: {self.versions(task)}.')
-        with self._lock(task):
-            a = self.aliases(task); a[alias] = int(version); write_json(self._task_dir(task)/'aliases.json', a)
+        a = self.aliases(task); a[alias] = int(version); write_json(self._task_dir(task)/'aliases.json', a)
+
+    def set_alias(self, task:str, alias:str, version:int)->None:
+        "Point an alias (e.g. 'production') at a version, under the task's lock (so it cannot interleave with a registration)."
+        with self._lock(task): self._set_alias(task, alias, version)
 
     def register(self, task:str, # task name (the registered model's name)
                  model_dir:Path, # folder holding the saved model files
                  card:dict, # the model card (version and path are filled in)
-                 aliases:list|None=None # aliases to point at the new version
+                 aliases:list|None=None # aliases to point at the new version (under the same lock)
                 )->ModelVersion:
         "Copy a saved model into a new version with its card and checksums; atomic (a failed copy leaves no version)."
         with self._lock(task):
@@ -195,7 +197,7 @@ class Registry:
                 os.replace(tmp, vdir/str(version))
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True); raise
-        for a in aliases or []: self.set_alias(task, a, version)
+            for a in aliases or []: self._set_alias(task, a, version)  # in the same lock: a later registration moves it later
         return self.get(task, version)
 
     def get(self, task:str, # task name
