@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #893b61e3
 from __future__ import annotations
-import hashlib, json, logging, os, random, tempfile, contextlib, importlib, sys
+import errno, hashlib, json, logging, os, random, tempfile, contextlib, importlib, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -95,15 +95,25 @@ def file_digest(path:Path, # file to hash
 def atomic_write(path:Path, # final destination
                  mode:str='wb' # `open` mode: 'wb' or 'w'
                 ):
-    "Open a temporary file beside `path`; rename it over `path` only if the block succeeds."
+    "Open a temporary file beside `path`; if the block succeeds, flush it to disk and rename it over `path`, then sync the folder."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.part')
     try:
-        with os.fdopen(fd, mode) as f: yield f
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush(); os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)  # and the rename itself survives a crash
+
+def _fsync_dir(folder:Path):
+    fd = os.open(folder, os.O_RDONLY)
+    try: os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF): raise  # some file systems cannot sync a folder
+    finally: os.close(fd)
 
 def write_json(path:Path, obj) -> Path:
     "Write `obj` as indented JSON, atomically."

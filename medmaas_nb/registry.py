@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_registry.ipynb #3b631998
 from __future__ import annotations
-import contextlib, datetime as dt, fcntl, json, os, platform, shutil, subprocess, sys, tempfile
+import contextlib, datetime as dt, fcntl, hashlib, hmac, json, os, platform, secrets, shutil, subprocess, sys, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,20 +20,154 @@ class ModelNotFound(RegistryError, KeyError):
     def __str__(self): return self.args[0]
 
 class TamperedModel(RegistryError):
-    "A model file's digest differs from the one recorded when it was registered."
+    "A version's files differ from those registered (changed, added or removed), or its digests' signature does not match."
 
 class UntrustedModel(RegistryError):
-    "A saved model refers to types outside the allowed libraries."
+    "A saved model names a type outside the allowlist, or outside the types recorded when it was registered."
 
 # %% auto #0
-__all__ = ['log', 'TRUSTED_PREFIXES', 'RegistryError', 'ModelNotFound', 'TamperedModel', 'UntrustedModel', 'save_model',
-           'import_runtime', 'load_model', 'code_version', 'library_versions', 'ModelVersion', 'Registry', 'make_card',
-           'track_run']
+__all__ = ['log', 'MODEL_TYPES', 'RUNS_CODE', 'KERAS_TYPES', 'SIGNATURE', 'RegistryError', 'ModelNotFound', 'TamperedModel',
+           'UntrustedModel', 'runs_code', 'skops_types', 'check_types', 'keras_types', 'check_keras', 'save_model',
+           'import_runtime', 'model_types', 'load_model', 'code_version', 'library_versions', 'signing_key_file',
+           'signing_key', 'key_id', 'sign', 'ModelVersion', 'Registry', 'make_card', 'track_run']
 
-# %% ../nbs/04_registry.ipynb #a3e1970b
-TRUSTED_PREFIXES = ('sklearn.', 'sksurv.', 'numpy.', 'scipy.', 'medmaas_nb.', 'builtins.', 'collections.', 'pandas.',
-                    'imblearn.', 'joblib.', 'functools.', 'operator.', 'math.', 're.', 'datetime.', 'uuid.')
+# %% ../nbs/04_registry.ipynb #29710e1a
+MODEL_TYPES = frozenset({
+    'builtins.dict', 'builtins.float', 'builtins.int', 'builtins.list', 'builtins.slice', 'builtins.str',
+    'builtins.tuple', 'medmaas_nb.clinical_survival.RankAverage', 'medmaas_nb.clinical_survival.gbsg_fp_terms',
+    'medmaas_nb.genomics.KmerCounts', 'medmaas_nb.genomics.MarginSVC', 'medmaas_nb.genomics.PositionalKmers',
+    'medmaas_nb.genomics.SurvivalSelectKBest', 'medmaas_nb.genomics.WeightedDegree', 'medmaas_nb.text.BM25Retriever',
+    'medmaas_nb.text.DualEncoderRetriever', 'medmaas_nb.text.EvidenceCues', 'medmaas_nb.text.FusionRetriever',
+    'medmaas_nb.text.QACues', 'medmaas_nb.text.QAEmbeddingFeatures', 'medmaas_nb.text.ResultsText',
+    'medmaas_nb.text.SerialLogisticRegression', 'numpy.float32', 'numpy.float64', 'numpy.int64', 'numpy.log1p',
+    'numpy.ma.MaskedArray', 'numpy.ndarray', 'numpy.random._generator.Generator', 'numpy.random.mtrand.RandomState',
+    'numpy.uint64', 'scipy._lib.array_api_compat.numpy._aliases.asarray', 'scipy.interpolate._bsplines.BSpline',
+    'scipy.sparse._csr.csr_matrix', 'sklearn._loss._loss.CyHalfBinomialLoss', 'sklearn._loss._loss.CyHalfSquaredError',
+    'sklearn._loss.link.IdentityLink', 'sklearn._loss.link.Interval', 'sklearn._loss.link.LogitLink',
+    'sklearn._loss.loss.HalfBinomialLoss', 'sklearn._loss.loss.HalfSquaredError',
+    'sklearn.compose._column_transformer.ColumnTransformer', 'sklearn.dummy.DummyClassifier',
+    'sklearn.dummy.DummyRegressor', 'sklearn.ensemble._forest.RandomForestClassifier',
+    'sklearn.ensemble._forest.RandomForestRegressor', 'sklearn.ensemble._gb.GradientBoostingRegressor',
+    'sklearn.ensemble._hist_gradient_boosting.binning._BinMapper',
+    'sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier',
+    'sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor', 'sklearn.ensemble._voting.VotingClassifier',
+    'sklearn.feature_extraction.text.CountVectorizer', 'sklearn.feature_extraction.text.TfidfTransformer',
+    'sklearn.feature_extraction.text.TfidfVectorizer', 'sklearn.linear_model._base.LinearRegression',
+    'sklearn.linear_model._logistic.LogisticRegression', 'sklearn.linear_model._ridge.RidgeCV',
+    'sklearn.metrics._scorer._PassthroughScorer',
+    'sklearn.model_selection._classification_threshold.FixedThresholdClassifier',
+    'sklearn.model_selection._search.GridSearchCV', 'sklearn.model_selection._split.KFold', 'sklearn.pipeline.Pipeline',
+    'sklearn.preprocessing._data.Normalizer', 'sklearn.preprocessing._data.StandardScaler',
+    'sklearn.preprocessing._encoders.OneHotEncoder', 'sklearn.preprocessing._function_transformer.FunctionTransformer',
+    'sklearn.preprocessing._label.LabelEncoder', 'sklearn.preprocessing._polynomial.PolynomialFeatures',
+    'sklearn.preprocessing._polynomial.SplineTransformer', 'sklearn.svm._classes.SVC',
+    'sklearn.tree._classes.DecisionTreeClassifier', 'sklearn.tree._classes.DecisionTreeRegressor',
+    'sklearn.tree._tree.Tree', 'sklearn.utils._bunch.Bunch',
+    'sksurv.ensemble.boosting.ComponentwiseGradientBoostingSurvivalAnalysis',
+    'sksurv.ensemble.boosting.GradientBoostingSurvivalAnalysis', 'sksurv.ensemble.boosting._ComponentwiseLeastSquares',
+    'sksurv.ensemble.forest.RandomSurvivalForest', 'sksurv.ensemble.survival_loss.CoxPH',
+    'sksurv.functions.StepFunction', 'sksurv.linear_model.coxnet.CoxnetSurvivalAnalysis',
+    'sksurv.linear_model.coxph.BreslowEstimator', 'sksurv.linear_model.coxph.CoxPHSurvivalAnalysis',
+    'sksurv.tree.tree.SurvivalTree'})
 
+# %% ../nbs/04_registry.ipynb #2dc2f7dc
+RUNS_CODE = ('builtins.exec', 'builtins.eval', 'builtins.compile', 'builtins.open', 'builtins.__import__', 'builtins.getattr',
+             'builtins.setattr', 'builtins.delattr', 'builtins.globals', 'builtins.locals', 'builtins.vars', 'builtins.input',
+             'builtins.breakpoint', 'builtins.help', 'builtins.memoryview', 'os.', 'posix.', 'nt.', 'posixpath.', 'subprocess.',
+             'shutil.', 'pathlib.', 'io.', '_io.', 'sys.', 'importlib.', 'runpy.', 'ctypes.', 'pickle.', '_pickle.', 'cloudpickle.',
+             'dill.', 'marshal.', 'shelve.', 'joblib.', 'socket.', 'code.', 'codeop.', 'pty.', 'tempfile.', 'multiprocessing.',
+             'threading.', 'webbrowser.', 'urllib.', 'http.', 'operator.attrgetter', 'operator.methodcaller', 'operator.call',
+             'functools.reduce', 'numpy.load', 'numpy.fromfile', 'numpy.save', 'numpy.memmap', 'numpy.lib.npyio.', 'numpy.genfromtxt',
+             'scipy.io.', 'pandas.io.')
+
+def runs_code(name:str # a type or callable name as a skops file spells it, e.g. 'builtins.exec'
+             )->bool:
+    "Whether a name is a callable that can run code or touch files (`RUNS_CODE`, `pandas.read_*`, anything with pickle in it)."
+    last = name.rsplit('.', 1)[-1]
+    return name.startswith(RUNS_CODE) or (name.startswith('pandas.') and last.startswith(('read_', 'to_'))) or 'pickle' in name.lower()
+
+# %% ../nbs/04_registry.ipynb #d30fe0b3
+def skops_types(data:bytes|Path # a skops file's bytes, or its path
+               )->set[str]:
+    "Every type and callable a skops file names (`module.Class`; a bound method as `module.Class.method`), read from its schema."
+    import io, zipfile
+    try:
+        with zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data) as z: schema = json.loads(z.read('schema.json'))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+        raise UntrustedModel(f'Not a skops file: no readable schema.json ({type(e).__name__}).') from None
+    out, stack = set(), [schema]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, list): stack.extend(n); continue
+        if not isinstance(n, dict): continue
+        if '__loader__' in n:
+            mod, cls = n.get('__module__'), n.get('__class__')
+            if not (isinstance(mod, str) and isinstance(cls, str)): raise UntrustedModel('Malformed skops schema: a node without a module and class name.')
+            out.add(f'{mod}.{cls}')
+            if n['__loader__'] == 'MethodNode': out.add(f"{mod}.{cls}.{(n.get('content') or {}).get('func')}")
+        stack.extend(n.values())
+    return out
+
+# %% ../nbs/04_registry.ipynb #dfc547a3
+def _short(s:str, n:int=400)->str: return s if len(s) <= n else s[:n - 3] + '...'
+
+def check_types(names:set, # the types a saved model names (`skops_types`)
+                where:str, # what to call the model in the message, e.g. 'toy v2'
+                registered:list|None=None # the types its card recorded at registration; None: no card to compare with
+               )->None:
+    "Raise `UntrustedModel` if a name is outside `MODEL_TYPES`, or outside `registered`."
+    bad = sorted(n for n in names if n not in MODEL_TYPES or (registered is not None and n not in registered))
+    if not bad: return
+    bad.sort(key=lambda n: not runs_code(n))
+    why = ('can run code or touch files' if runs_code(bad[0]) else
+           'outside the types this project trusts' if bad[0] not in MODEL_TYPES else 'not in the types its card recorded at registration')
+    shown = ', '.join(n[:80] for n in bad[:4]) + (f' and {len(bad) - 4} more' if len(bad) > 4 else '')
+    raise UntrustedModel(_short(f'{where[:120]}: refused, it names {shown} ({why}). Nothing was loaded.'))
+
+# %% ../nbs/04_registry.ipynb #0f5bb951
+KERAS_TYPES = frozenset({
+    '__keras_tensor__', 'keras.DTypePolicy', 'keras.initializers.GlorotUniform', 'keras.initializers.Ones',
+    'keras.initializers.Orthogonal', 'keras.initializers.Zeros', 'keras.layers.Activation', 'keras.layers.Add',
+    'keras.layers.Average', 'keras.layers.BatchNormalization', 'keras.layers.Concatenate', 'keras.layers.Conv2D',
+    'keras.layers.Cropping1D', 'keras.layers.Dense', 'keras.layers.Dropout', 'keras.layers.Flatten', 'keras.layers.GRU',
+    'keras.layers.GlobalAveragePooling2D', 'keras.layers.InputLayer', 'keras.layers.Masking',
+    'keras.layers.MaxPooling2D', 'keras.optimizers.Adam', 'keras.src.models.functional.Functional',
+    'keras.src.ops.numpy.Any', 'keras.src.ops.numpy.NotEqual', 'medmaas_nb.core.ViewMean', 'medmaas_nb.core.ViewStack',
+    'medmaas_nb>ViewMean', 'medmaas_nb>ViewStack'})
+
+def keras_types(path:Path # a `.keras` file
+               )->set[str]:
+    "Every class a `.keras` file's config names: `module.Class`, and the registered name of a custom object."
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z: cfg = json.loads(z.read('config.json'))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+        raise UntrustedModel(f'Not a .keras file: no readable config.json ({type(e).__name__}).') from None
+    out, stack = set(), [cfg]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, list): stack.extend(n); continue
+        if not isinstance(n, dict): continue
+        if isinstance(n.get('class_name'), str):
+            mod, cls, reg = n.get('module'), n['class_name'], n.get('registered_name')
+            out.add(f"{mod}.{n.get('config')}" if cls == 'function' else f'{mod}.{cls}' if mod else cls)
+            if reg and reg != cls: out.add(str(reg))  # Keras looks a registered name up first
+        stack.extend(n.values())
+    return out
+
+def check_keras(names:set, # the classes a `.keras` config names (`keras_types`)
+                where:str, # what to call the model in the message
+                registered:list|None=None # the names its card recorded at registration; None: none to compare with
+               )->None:
+    "Raise `UntrustedModel` if a name is outside `KERAS_TYPES`, or outside `registered`."
+    bad = sorted(n for n in names if n not in KERAS_TYPES or runs_code(n) or (registered is not None and n not in registered))
+    if not bad: return
+    bad.sort(key=lambda n: not runs_code(n))
+    why = ('can run code or touch files' if runs_code(bad[0]) else
+           'outside the layers this project trusts' if bad[0] not in KERAS_TYPES else 'not in the types its card recorded at registration')
+    raise UntrustedModel(_short(f"{where[:120]}: refused, it names {', '.join(n[:80] for n in bad[:4])} ({why}). Nothing was loaded."))
+
+# %% ../nbs/04_registry.ipynb #97a4b5ef
 def save_model(model, # a fitted model
                model_dir:Path, # folder to write into (created)
                runtime:str='sklearn' # 'sklearn' (skops) or 'keras'
@@ -59,30 +193,46 @@ def import_runtime(runtime:str='sklearn' # 'sklearn' (skops) or 'keras' (TensorF
     if runtime != 'sklearn': raise ValueError(f'Unknown runtime {runtime!r}; expected sklearn or keras.')
     if 'skops.io' in sys.modules: return
     # skops scans every scikit-learn module at import to build its default list of trusted types (seconds). We skip the scan:
-    # `load_model` checks every type a file names against our own allowlist (TRUSTED_PREFIXES) and passes exactly those as
-    # trusted, so skops' default list only decides which of them it reports. (skops also looks up ~400 scipy ufuncs by
-    # scanning every loaded module: the fewer loaded, the faster, which is why the service imports it first.)
+    # `load_model` checks every name a file holds against `MODEL_TYPES` first and passes exactly those as trusted, so skops'
+    # default list decides nothing. (skops also looks up ~400 scipy ufuncs by scanning every loaded module: the fewer loaded,
+    # the faster, which is why the service imports it first.)
     import sklearn.utils as su
     scan = su.all_estimators; su.all_estimators = lambda *a, **k: []
     try: import skops.io  # noqa: F401
     finally: su.all_estimators = scan
 
-def load_model(model_dir:Path, # folder written by `save_model`
-               runtime:str='sklearn' # 'sklearn' or 'keras'
-              ):
-    "Load a saved model, refusing types outside the trusted libraries."
+def model_types(model_dir:Path, # folder written by `save_model`
+                runtime:str='sklearn' # 'sklearn' or 'keras'
+               )->list[str]:
+    "The sorted type names a saved model refers to (`skops_types`; for Keras, `keras_types`)."
     model_dir = Path(model_dir)
+    p = model_dir/('model.skops' if runtime == 'sklearn' else 'model.keras')
+    if runtime not in ('sklearn', 'keras'): raise ValueError(f'Unknown runtime {runtime!r}; expected sklearn or keras.')
+    if not p.exists(): raise ModelNotFound(f'No {p.name} in {model_dir}.')
+    return sorted(skops_types(p) if runtime == 'sklearn' else keras_types(p))
+
+def load_model(model_dir:Path, # folder written by `save_model`
+               runtime:str='sklearn', # 'sklearn' or 'keras'
+               registered:list|None=None, # the type names recorded at registration (a version's card); None: none to compare
+               where:str|None=None # what to call the model in error messages (default: the folder)
+              ):
+    "Load a saved model, refusing it if it names a type outside `MODEL_TYPES` (or outside `registered`)."
+    model_dir = Path(model_dir); where = where or str(model_dir)
     if runtime == 'sklearn':
-        import_runtime('sklearn'); import skops.io as sio
         p = model_dir/'model.skops'
         if not p.exists(): raise ModelNotFound(f'No model.skops in {model_dir}.')
-        untrusted = sio.get_untrusted_types(file=p)
-        bad = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
-        if bad: raise UntrustedModel(f'{p} refers to types outside the trusted libraries: {bad}. Refusing to load it.')
-        return sio.load(p, trusted=untrusted)
+        data = p.read_bytes(); names = skops_types(data)
+        check_types(names, where, registered)
+        import_runtime('sklearn'); import skops.io as sio
+        from skops.io.exceptions import UntrustedTypesFoundException
+        try: return sio.loads(data, trusted=sorted(names))
+        except UntrustedTypesFoundException as e: raise UntrustedModel(_short(f'{where}: refused by skops: {e}')) from None
     if runtime == 'keras':
+        p = model_dir/'model.keras'
+        if not p.exists(): raise ModelNotFound(f'No model.keras in {model_dir}.')
+        check_keras(keras_types(p), where, registered)
         from medmaas_nb.core import keras
-        return keras().models.load_model(model_dir/'model.keras', safe_mode=True, compile=False)
+        return keras().models.load_model(p, safe_mode=True, compile=False)
     raise ValueError(f'Unknown runtime {runtime!r}; expected sklearn or keras.')
 
 # %% ../nbs/04_registry.ipynb #4679494d
@@ -107,7 +257,61 @@ def library_versions(runtime:str='sklearn')->dict[str, str]:
             with contextlib.suppress(ImportError): out[name] = __import__(mod).__version__
     return out
 
+# %% ../nbs/04_registry.ipynb #966f07a9
+SIGNATURE = 'SHA256SUMS.sig'
+
+def signing_key_file()->Path:
+    "Where the registry's signing key lives: `MEDMAAS_SIGNING_KEY_FILE`, else `~/.config/medmaas_nb/signing.key`."
+    if os.environ.get('MEDMAAS_SIGNING_KEY_FILE'): return Path(os.environ['MEDMAAS_SIGNING_KEY_FILE']).expanduser()
+    return Path(os.environ.get('XDG_CONFIG_HOME') or Path.home()/'.config').expanduser()/'medmaas_nb'/'signing.key'
+
+def signing_key(path:Path|None=None, # the key file; default `signing_key_file()`
+                create:bool=False, # create it (mode 0600) if missing
+                registry:Path|None=None # the registry folder, which must not hold the key
+               )->bytes:
+    "The HMAC key that signs registered versions, read from its file (created when `create` and missing)."
+    p = Path(path or signing_key_file())
+    if registry is not None and p.resolve().is_relative_to(Path(registry).resolve()):
+        raise RegistryError(f'The signing key {p} is inside the registry {registry}: whoever rewrites the registry could re-sign it. '
+                            'Keep it elsewhere (MEDMAAS_SIGNING_KEY_FILE).')
+    if not p.exists():
+        if not create: raise RegistryError(f'No signing key at {p}, so no version can be verified. Copy the key the models were '
+                                           'registered with there (mode 0600), or set MEDMAAS_SIGNING_KEY_FILE.')
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix='.signing.key.')  # mode 0600
+        try:
+            os.write(fd, secrets.token_hex(32).encode() + b'\n'); os.fsync(fd); os.close(fd)
+            with contextlib.suppress(FileExistsError): os.link(tmp, p)  # atomic: of two processes creating it, one key wins
+        finally: os.unlink(tmp)
+        log.warning('created the registry signing key %s: share it (mode 0600) with everyone who registers or serves models', p)
+    mode = p.stat().st_mode & 0o777
+    if mode & 0o077: raise RegistryError(f'The signing key {p} is readable by others (mode {mode:o}); run: chmod 600 {p}')
+    key = p.read_bytes().strip()
+    if len(key) < 32: raise RegistryError(f'The signing key {p} is too short ({len(key)} bytes; expected 64 hex digits).')
+    return key
+
+def key_id(key:bytes)->str:
+    "A short public name for a key (the start of its SHA-256), to tell keys apart in messages."
+    return hashlib.sha256(key).hexdigest()[:12]
+
+def sign(key:bytes, # the signing key
+         task:str, version:int, # the version the digests belong to
+         sums:bytes # the bytes of its SHA256SUMS
+        )->str:
+    "The signature line of a version's digests: 'hmac-sha256 <key id> <hex>'."
+    msg = b'medmaas-registry-v1\0' + task.encode() + b'\0' + str(int(version)).encode() + b'\0' + sums
+    return f'hmac-sha256 {key_id(key)} {hmac.new(key, msg, hashlib.sha256).hexdigest()}'
+
+
 # %% ../nbs/04_registry.ipynb #17ac6cd4
+def _sums(folder:Path)->str:
+    files = sorted(p for p in folder.rglob('*') if p.is_file() and p.name not in ('SHA256SUMS', SIGNATURE))
+    return ''.join(f'{file_digest(p)}  {p.relative_to(folder).as_posix()}\n' for p in files)
+
+def _read_card(path:Path)->dict:
+    try: return json.loads((path/'card.json').read_text())
+    except (OSError, ValueError): return {}  # `verify` refuses the version
+
 @dataclass
 class ModelVersion:
     "One registered version of a task's model."
@@ -115,6 +319,7 @@ class ModelVersion:
     version:int # 1, 2, ...
     path:Path # the version's folder
     card:dict # the model card
+    key_file:Path|None=None # the signing key file; default `signing_key_file()`
 
     @property
     def model_dir(self)->Path: return self.path/'model'
@@ -122,30 +327,43 @@ class ModelVersion:
     def runtime(self)->str: return self.card.get('model', {}).get('runtime', 'sklearn')
 
     def verify(self)->None:
-        "Check every file against the digests recorded at registration; raise `TamperedModel` if any differ."
-        sums = self.path/'SHA256SUMS'
-        if not sums.exists(): raise TamperedModel(f'{self.task} v{self.version}: SHA256SUMS is missing from {self.path}.')
-        for line in sums.read_text().splitlines():
-            digest, rel = line.split(maxsplit=1)
+        "Check the signature of the digests, that the files are exactly those registered, and every digest; else `TamperedModel`."
+        w = f'{self.task} v{self.version}'
+        sums_p, sig_p = self.path/'SHA256SUMS', self.path/SIGNATURE
+        if not sums_p.exists(): raise TamperedModel(f'{w}: SHA256SUMS is missing. Refusing to load it.')
+        if not sig_p.exists():
+            raise TamperedModel(f'{w}: unsigned (registered before versions were signed, or its signature was removed). Refusing to '
+                                f"load it. If you trust its files, register them again: Registry().register({self.task[:60]!r}, <its model folder>, card).")
+        sums, key = sums_p.read_bytes(), signing_key(self.key_file)
+        got = sig_p.read_text().split()
+        if not hmac.compare_digest(' '.join(got), sign(key, self.task, self.version, sums)):
+            other = (f' It names key {got[1][:12]!r}, yours is {key_id(key)!r}: a team sharing a registry must share one key file.'
+                     if len(got) == 3 and got[1] != key_id(key) else ' SHA256SUMS or its signature was rewritten.')
+            raise TamperedModel(f'{w}: the signature of its digests does not match.{other} Refusing to load it.')
+        listed = dict(reversed(line.split(maxsplit=1)) for line in sums.decode().splitlines())
+        present = {p.relative_to(self.path).as_posix() for p in self.path.rglob('*')
+                   if (p.is_symlink() or not p.is_dir()) and p.name not in ('SHA256SUMS', SIGNATURE)}
+        if extra := sorted(present - set(listed)):
+            raise TamperedModel(_short(f"{w}: files that were not registered: {', '.join(e[:80] for e in extra[:3])}. Refusing to load it."))
+        for rel, digest in listed.items():
             p = self.path/rel
-            if not p.exists(): raise TamperedModel(f'{self.task} v{self.version}: {rel} is missing.')
-            if file_digest(p) != digest:
-                raise TamperedModel(f'{self.task} v{self.version}: {rel} has changed since it was registered '
-                                    f'(sha256 {file_digest(p)[:12]}..., expected {digest[:12]}...). Refusing to load it.')
+            if not p.is_file(): raise TamperedModel(_short(f'{w}: {rel} is missing. Refusing to load it.'))
+            if (now := file_digest(p)) != digest:
+                raise TamperedModel(_short(f'{w}: {rel} has changed since it was registered (sha256 {now[:12]}..., expected '
+                                           f'{digest[:12]}...). Refusing to load it.'))
 
     def load(self):
-        "Verify the files, then load the model."
-        self.verify(); return load_model(self.model_dir, self.runtime)
-
-def _sums(folder:Path)->str:
-    files = sorted(p for p in folder.rglob('*') if p.is_file() and p.name != 'SHA256SUMS')
-    return ''.join(f'{file_digest(p)}  {p.relative_to(folder).as_posix()}\n' for p in files)
+        "Verify the files, then load the model, refusing types outside the allowlist or outside those its card recorded."
+        self.verify()
+        model = _read_card(self.path).get('model', {})  # the card as signed
+        return load_model(self.model_dir, model.get('runtime', 'sklearn'), model.get('types') or [], f'{self.task} v{self.version}')
 
 class Registry:
-    "A file-based model registry: `<root>/<task>/versions/<N>/` with a card and checksums, plus aliases."
-    def __init__(self, root:Path|None=None # registry folder; defaults to MEDMAAS_REGISTRY_DIR
+    "A file-based model registry: `<root>/<task>/versions/<N>/` with a card and signed checksums, plus aliases."
+    def __init__(self, root:Path|None=None, # registry folder; defaults to MEDMAAS_REGISTRY_DIR
+                 key_file:Path|None=None # signing key file; defaults to `signing_key_file()` (MEDMAAS_SIGNING_KEY_FILE)
                 ):
-        self.root = Path(root or get_settings().registry_dir)
+        self.root = Path(root or get_settings().registry_dir); self.key_file = key_file
 
     def _task_dir(self, task:str)->Path: return self.root/task
 
@@ -171,31 +389,44 @@ class Registry:
         p = self._task_dir(task)/'aliases.json'
         return json.loads(p.read_text()) if p.exists() else {}
 
-    def set_alias(self, task:str, alias:str, version:int)->None:
-        "Point an alias (e.g. 'production') at a version."
+    def _set_alias(self, task:str, alias:str, version:int)->None:  # the caller holds the task's lock
         if version not in self.versions(task): raise ModelNotFound(f'{task} has no version {version}; versions: {self.versions(task)}.')
-        with self._lock(task):
-            a = self.aliases(task); a[alias] = int(version); write_json(self._task_dir(task)/'aliases.json', a)
+        a = self.aliases(task); a[alias] = int(version); write_json(self._task_dir(task)/'aliases.json', a)
+
+    def set_alias(self, task:str, alias:str, version:int)->None:
+        "Point an alias (e.g. 'production') at a version, under the task's lock (so it cannot interleave with a registration)."
+        with self._lock(task): self._set_alias(task, alias, version)
+
+    def seal(self, folder:Path, task:str, version:int)->None:
+        "Write a version folder's SHA256SUMS and its signature (`register` does this; exposed for tools and tests)."
+        key = signing_key(self.key_file, create=True, registry=self.root)
+        sums = _sums(folder).encode()
+        with atomic_write(folder/'SHA256SUMS') as f: f.write(sums)
+        with atomic_write(folder/SIGNATURE, 'w') as f: f.write(sign(key, task, version, sums) + '\n')
 
     def register(self, task:str, # task name (the registered model's name)
                  model_dir:Path, # folder holding the saved model files
-                 card:dict, # the model card (version and path are filled in)
-                 aliases:list|None=None # aliases to point at the new version
+                 card:dict, # the model card (version, path and the model's types are filled in)
+                 aliases:list|None=None # aliases to point at the new version (under the same lock)
                 )->ModelVersion:
-        "Copy a saved model into a new version with its card and checksums; atomic (a failed copy leaves no version)."
+        "Copy a saved model into a new signed version with its card; atomic (a failed copy leaves no version)."
         with self._lock(task):
             vdir = self._task_dir(task)/'versions'; vdir.mkdir(parents=True, exist_ok=True)
             version = (self.versions(task) or [0])[-1] + 1
             tmp = Path(tempfile.mkdtemp(dir=vdir, prefix='.incoming-'))
             try:
                 shutil.copytree(model_dir, tmp/'model')
-                card = {**card, 'name': task, 'version': version, 'registered_at': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
+                runtime = card.get('model', {}).get('runtime', 'sklearn')
+                types = model_types(tmp/'model', runtime)
+                (check_types if runtime == 'sklearn' else check_keras)(set(types), f'{task} (registering {Path(model_dir).name})')
+                card = {**card, 'name': task, 'version': version, 'model': {**card.get('model', {}), 'types': types},
+                        'registered_at': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
                 write_json(tmp/'card.json', card)
-                (tmp/'SHA256SUMS').write_text(_sums(tmp))
+                self.seal(tmp, task, version)
                 os.replace(tmp, vdir/str(version))
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True); raise
-        for a in aliases or []: self.set_alias(task, a, version)
+            for a in aliases or []: self._set_alias(task, a, version)
         return self.get(task, version)
 
     def get(self, task:str, # task name
@@ -213,7 +444,7 @@ class Registry:
         version = int(version)
         if version not in vs: raise ModelNotFound(f'{task} has no version {version}; versions: {vs}.')
         p = self._task_dir(task)/'versions'/str(version)
-        return ModelVersion(task, version, p, json.loads((p/'card.json').read_text()))
+        return ModelVersion(task, version, p, _read_card(p), self.key_file)
 
     def load(self, task:str, version:int|str|None=None):
         "Verify and load a registered model; returns (model, card)."

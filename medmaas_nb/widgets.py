@@ -479,6 +479,20 @@ class Playground:
 
     def _ipython_display_(self): display(self.widget)
 
+# %% ../nbs/09_widgets.ipynb #aa13383d
+from fastcore.basics import patch
+
+@patch(cls_method=True)
+def from_registry(cls:Playground, task:Task|str, # the task (or its name)
+                  version:int|str|None=None, # a version number or an alias; None: 'production', else the newest
+                  registry=None, # a `Registry`; defaults to `Registry()` (MEDMAAS_REGISTRY_DIR)
+                  **kwargs # passed on to `Playground` (`ds`, `n_examples`)
+                 )->Playground:
+    "An in-process playground for a registered model, loaded (verified, allowlisted types only) as the service loads it."
+    from medmaas_nb.registry import Registry
+    mv = (registry or Registry()).get(task if isinstance(task, str) else task.name, version)
+    return cls(task, model=mv.load(), **kwargs)
+
 # %% ../nbs/09_widgets.ipynb #4ccbe146
 def find_runs(task:str|None=None, # only this task's runs
               runs_dir:Path|None=None # defaults to `MEDMAAS_RUNS_DIR`

@@ -6,6 +6,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get('MEDMAAS_DATA_DIR') or ROOT.parent/'shared'/'data')
+# the registry signs versions with a key outside it (default ~/.config/medmaas_nb/signing.key): tests use their own, created
+# on first registration, so they never write to the user's configuration (servers started by the tests inherit it)
+import tempfile
+os.environ.setdefault('MEDMAAS_SIGNING_KEY_FILE', str(Path(tempfile.mkdtemp(prefix='medmaas-tests-'))/'signing.key'))
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):

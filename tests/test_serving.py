@@ -266,7 +266,8 @@ def keras_server(tmp_path_factory):
     from medmaas_nb.serving import create_app
     K = keras(); K.utils.set_random_seed(0)
     rng = np.random.default_rng(0); X = rng.normal(size=(200, 4)); y = (X[:, 0] + X[:, 1] > 0).astype(int)
-    m = K.Sequential([K.Input((4,)), K.layers.Dense(8, activation='relu'), K.layers.Dense(1, activation='sigmoid')])
+    inp = K.Input((4,))  # the functional API, as the project's networks: the registry allows only their classes (KERAS_TYPES)
+    m = K.Model(inp, K.layers.Dense(1, activation='sigmoid')(K.layers.Dense(8, activation='relu')(inp)))
     m.compile('adam', 'binary_crossentropy'); m.fit(X, y, epochs=2, verbose=0)
     names = ['a', 'b', 'c', 'd']
     spec = InputSpec('tabular', [Feature(n, min=-10, max=10) for n in names])
