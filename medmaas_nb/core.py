@@ -71,7 +71,8 @@ def seed_everything(seed:int=0 # the seed for Python, NumPy and (if loaded) Tens
 # %% ../nbs/00_core.ipynb #718b5af6
 def get_logger(name:str='medmaas_nb' # logger name, usually `__name__`
               )->logging.Logger:
-    "A logger under the `medmaas_nb` namespace, with one stderr handler set up once."
+    "A logger under the `medmaas_nb` namespace, with one stderr handler set up once; every record it passes on is de-identified."
+    from medmaas_nb.deid import DeidFilter
     root = logging.getLogger('medmaas_nb')
     if not root.handlers:
         h = logging.StreamHandler()
@@ -79,7 +80,12 @@ def get_logger(name:str='medmaas_nb' # logger name, usually `__name__`
         root.addHandler(h)
         root.setLevel(os.environ.get('MEDMAAS_LOG_LEVEL', 'WARNING'))
         root.propagate = False
-    return logging.getLogger(name if name.startswith('medmaas_nb') else f'medmaas_nb.{name}')
+    log = logging.getLogger(name if name.startswith('medmaas_nb') else f'medmaas_nb.{name}')
+    # on the logger: its records are masked before any handler sees them, also a handler added to it later;
+    # on the package's handlers: records of a `medmaas_nb.*` logger made without `get_logger` are masked too
+    for f in {log, root, *root.handlers}:
+        if not any(isinstance(x, DeidFilter) for x in f.filters): f.addFilter(DeidFilter())
+    return log
 
 # %% ../nbs/00_core.ipynb #c2918655
 def file_digest(path:Path, # file to hash

@@ -100,3 +100,51 @@ def test_dual_encoder_fusion_trains_and_saves_without_keras(tmp_path):
     files = save_model(m, tmp_path/'model'); back = load_model(tmp_path/'model')
     assert not hasattr(back.dual_, 'keras_encoders_') and back.corpus == docs
     assert np.allclose(back.decision_function(_as_X(qs[:4])), m.decision_function(_as_X(qs[:4])), atol=1e-5)
+
+# recall per Safe Harbor kind on the second held-out set, as measured (overall 0.958, precision 0.976): addresses 0.864 (19/22),
+# dates 0.88 (22/25), biometric identifiers 0.875 (7/8), names 0.95 (38/40), every other kind 1.0; the floors leave one item of margin
+_HELDOUT2_FLOOR = {'ADDRESS': 18 / 22, 'DATE': 21 / 25, 'BIOMETRIC': 6 / 8, 'NAME': 37 / 40}
+
+def test_deid_recall_per_kind_on_the_second_heldout_set():
+    r = evaluate_deid(read_notes(DATA/'synthetic_notes_heldout2.txt'))
+    assert r['n_gold'] >= 200 and len(r['recall_by_kind']) == 18
+    assert r['recall'] >= 0.95 and r['precision'] >= 0.95, r
+    for kind, recall in r['recall_by_kind'].items():
+        n = sum(m.count(f'[[{kind}|') for m in read_notes(DATA/'synthetic_notes_heldout2.txt'))
+        assert recall >= _HELDOUT2_FLOOR.get(kind, (n - 1) / n) - 1e-9, (kind, recall)
+
+@pytest.mark.parametrize('text,hidden', [('pt is jane doe, seen today', 'jane doe'), ('review on May third', 'May third'),
+                                         ('discharged 31/12/2020', '31/12/2020'), ('born in 1925', '1925'), ('call 555-0143', '555-0143'),
+                                         ('SSN 512 38 4410', '512 38 4410'), ('SSN 512.38.4410', '512.38.4410'), ('from 203.0.113.45', '203.0.113.45'),
+                                         ('pump serial number PMP-5529014', 'PMP-5529014'), ('VIN 1HGCM82633A004352', '1HGCM82633A004352'),
+                                         ('plate 7KDR419', '7KDR419'), ('see diabetes-help.example.com/pens', 'example.com'),
+                                         ('ZIP 60614', '60614'), ('Bangor, ME 04401', 'Bangor'), ('fingerprint ID FP-0049381', 'FP-0049381')])
+def test_deid_masks_the_gaps_named_in_the_issue(text, hidden):
+    assert hidden not in deidentify(text)
+
+def test_deid_remembers_a_surname_seen_with_a_title():
+    assert deidentify('Seen by Dr. Quennell. Plan agreed with Quennell.') == 'Seen by Dr. [NAME]. Plan agreed with [NAME].'
+
+_ADVERSARIAL = """
+import time, sys
+from medmaas_nb.deid import find_phi
+for unit in ['a.', 'a-', 'Ab-', 'www.', '1-', '1.', 'a@b.', 'http://a.', 'Ab, ', 'Dr. Ab ']:
+    find_phi((unit * 200_000)[:200_000])
+"""
+
+def test_deid_time_is_not_superlinear_on_adversarial_text():
+    # Not a timing assertion: ten 200,000-character inputs of one repeated unit (the shapes that make backtracking patterns
+    # quadratic) take a few seconds with linear patterns; the old e-mail pattern needed 0.6 s on 18,000 characters, so about
+    # 70 s per input at this size. The generous 60 s limit trips only on quadratic or exponential blowup, not on a slow machine.
+    import subprocess, sys, os
+    r = subprocess.run([sys.executable, '-c', _ADVERSARIAL], timeout=60, env={**os.environ}, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+def test_deid_filter_masks_package_log_records():
+    import io, logging
+    from medmaas_nb.core import get_logger
+    buf = io.StringIO(); h = logging.StreamHandler(buf)
+    log = get_logger('medmaas_nb.serving'); log.addHandler(h)
+    try: log.warning('caller %s at %s', 'Jane Whitaker', '617-555-0143')
+    finally: log.removeHandler(h)
+    assert buf.getvalue().strip() == 'caller [NAME] at [PHONE]'
