@@ -290,7 +290,8 @@ class ModelSet:
 
     def load(self)->ModelSet:
         "Load and warm up every model, then move what they hold out of the garbage collector's way."
-        for rt in self.runtimes.values(): rt.load()
+        for rt in self.runtimes.values():
+            if not rt.ready: rt.load()  # `serve` loads before the server starts; the app's start-up then finds them ready
         gc.collect(); gc.freeze()  # a parse that allocates millions of lists must not make the collector walk every model's objects
         return self
 
@@ -694,4 +695,8 @@ def serve(host:str='127.0.0.1', # interface; loopback unless you mean to expose 
     "Serve the models over HTTP until interrupted."
     import uvicorn
     if wait_for is not None: tasks = await_registration(tasks, wait_for)
-    uvicorn.run(create_app(tasks, **kw), host=host, port=port, log_level=log_level, access_log=False, server_header=False)
+    app = create_app(tasks, **kw)
+    # verify and load every model before the port opens: a refused version stops here with the registry's one-line
+    # message (`medmaas serve` exits 2), not with a traceback from inside the server's start-up
+    app.state.models.load()
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False)

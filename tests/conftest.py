@@ -6,10 +6,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get('MEDMAAS_DATA_DIR') or ROOT.parent/'shared'/'data')
-# the registry signs versions with a key outside it (default ~/.config/medmaas_nb/signing.key): tests use their own, created
-# on first registration, so they never write to the user's configuration (servers started by the tests inherit it)
+# the registry signs versions and the audit log keys its digests with secrets kept outside the registry (defaults under
+# ~/.config/medmaas_nb/): tests use their own, created on first use, so they never write to the user's configuration
+# (servers started by the tests inherit them)
 import tempfile
-os.environ.setdefault('MEDMAAS_SIGNING_KEY_FILE', str(Path(tempfile.mkdtemp(prefix='medmaas-tests-'))/'signing.key'))
+_SECRETS = Path(tempfile.mkdtemp(prefix='medmaas-tests-'))
+os.environ.setdefault('MEDMAAS_SIGNING_KEY_FILE', str(_SECRETS/'signing.key'))
+os.environ.setdefault('MEDMAAS_AUDIT_KEY_FILE', str(_SECRETS/'audit.key'))
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):

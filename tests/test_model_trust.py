@@ -130,6 +130,7 @@ def test_serve_refuses_to_start(hostile, name):
     rc, out, ready = _serve(hostile, [f'{TASK}:{v}'])
     assert not ready and rc not in (None, 0), out[-2000:]
     assert EXPECTED[name] in out and f'{TASK} v{v}' in out, out[-2000:]
+    assert rc == 2 and 'Traceback' not in out, out[-2000:]  # one clear line from the command, not a server crash
     no_marker(hostile)
 
 def test_serve_refuses_a_hostile_production_version_and_serves_a_good_one(hostile):
