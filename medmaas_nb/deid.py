@@ -11,7 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['PHI_PATTERNS', 'FIRST_NAMES', 'FAKER_LOCALES', 'COMMON_WORDS', 'PHISpan', 'name_lists', 'find_phi', 'deidentify',
-           'DeidFilter', 'deid_logger', 'parse_marked', 'read_notes', 'evaluate_deid', 'deid_table']
+           'DeidFilter', 'deid_logger', 'deidentify_html', 'deidentify_notebook', 'deidentify_report', 'parse_marked',
+           'read_notes', 'evaluate_deid', 'deid_table']
 
 # %% ../nbs/13a_deid.ipynb #4db86d1b
 _MONTH = r'(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?'
@@ -86,7 +87,7 @@ PHI_PATTERNS = {
     'ID': [r'(?<![\d-])\d{3}(?:-\d{2}-|\.\d{2}\.| \d{2} )\d{4}(?![\d-])',  # SSN
            rf'(?i:\b{_ID_CUES}\b\.?(?:\s*(?:no\b\.?|number|num\b|id\b|#|code|ref\b))*\s*[:#]?\s*)({_CODE})',
            r'\b(?:\d{4}[ -]){3}\d{4}\b', r'\b\d[A-Z][A-Z0-9]\d-?[A-Z][A-Z0-9]\d-?[A-Z]{2}\d{2}\b',  # card, Medicare MBI
-           r'\b[A-Z]{1,4}\d{0,4}-\d{3,}(?:-\d+)*(?:-[A-Z])?\b', r'\b[A-Z]{1,4}\d{6,}\b', r'\b\d{6,}\b',
+           r'\b[A-Z]{1,4}\d{0,4}-\d{3,}(?:-\d+)*(?:-[A-Z])?\b', r'\b[A-Z]{1,4}\d{6,}\b', r'(?<!\d[.,])\b\d{6,}\b',  # (not the decimals of 0.2718281)
            r'(?<![Ll]ot )(?<![Ll]ot number )(?<![Ll]ot no\. )\b(?=[A-Z]*\d)(?=[0-9A-Z]*[A-Z])(?=(?:[A-Z]*\d){4})[0-9A-Z]{6,}(?:-[0-9A-Z]+)*\b'],
     'DATE': [rf'\b{_WEEKDAY}{_MONTH}\s+{_DD}(?:st|nd|rd|th)?,?\s+\d{{4}}\b', rf'\b{_WEEKDAY}{_DD}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH},?\s+\d{{4}}\b',
              rf'\b{_WEEKDAY}{_MONTH}\s+{_DD}(?:st|nd|rd|th)?\b(?!\s*(?:mg|ml|%))', rf'\b{_MONTH},?\s+\d{{4}}\b',
@@ -342,6 +343,51 @@ def deid_logger(name:str='medmaas_nb.text' # logger name
     log = get_logger(name)
     if not any(isinstance(f, DeidFilter) for f in log.filters): log.addFilter(DeidFilter())
     return log
+
+# %% ../nbs/13a_deid.ipynb #be3d11c7
+_MARKUP = re.compile(r'(<script\b.*?</script\s*>|<style\b.*?</style\s*>|<!--.*?-->|<[^>]*>)', re.S | re.I)
+
+def deidentify_html(html:str # an HTML page or fragment
+                   )->str:
+    "`html` with the text between tags de-identified; tags, attributes, scripts and styles unchanged."
+    parts = _MARKUP.split(html)
+    return ''.join(p if i % 2 or not p.strip() else deidentify(p) for i, p in enumerate(parts))
+
+# %% ../nbs/13a_deid.ipynb #6889c770
+def deidentify_notebook(nb:dict # a notebook as nbformat JSON
+                       )->dict:
+    "A copy of `nb` with markdown cells, printed output, text and HTML results and error messages de-identified."
+    import copy
+    nb = copy.deepcopy(nb)
+    def _text(v): return deidentify(''.join(v) if isinstance(v, list) else v)
+    for cell in nb.get('cells', []):
+        if cell.get('cell_type') in ('markdown', 'raw'): cell['source'] = _text(cell.get('source', ''))
+        for out in cell.get('outputs', []):
+            if 'text' in out: out['text'] = _text(out['text'])
+            if 'evalue' in out: out['evalue'] = deidentify(out['evalue'])
+            if 'traceback' in out: out['traceback'] = [deidentify(t) for t in out['traceback']]
+            data = out.get('data', {})
+            for mime in list(data):
+                if mime == 'text/html': data[mime] = deidentify_html(''.join(data[mime]) if isinstance(data[mime], list) else data[mime])
+                elif mime in ('text/plain', 'text/markdown', 'text/latex'): data[mime] = _text(data[mime])
+    return nb
+
+# %% ../nbs/13a_deid.ipynb #c91866f6
+def deidentify_report(path:Path, # an executed notebook, an HTML page, or a text/markdown file
+                      dest:Path # the folder for the copy (created if missing)
+                     )->Path:
+    "Write a de-identified copy of the report `path` into `dest`, under the same name; returns its path."
+    import json
+    from medmaas_nb.core import atomic_write
+    path, dest = Path(path), Path(dest)
+    text = path.read_text(encoding='utf-8')
+    if path.suffix == '.ipynb': out = json.dumps(deidentify_notebook(json.loads(text)), indent=1, ensure_ascii=False)
+    elif path.suffix in ('.html', '.htm'): out = deidentify_html(text)
+    elif path.suffix in ('.md', '.txt', '.csv', '.log'): out = deidentify(text)
+    else: raise ValueError(f'{path.name}: cannot de-identify a {path.suffix or "suffix-less"} file; expected .ipynb, .html, .md, .txt, .csv or .log.')
+    dest.mkdir(parents=True, exist_ok=True)
+    with atomic_write(dest/path.name) as f: f.write(out.encode('utf-8'))
+    return dest/path.name
 
 # %% ../nbs/13a_deid.ipynb #7471d208
 _MARK = re.compile(r'\[\[([A-Z]+)\|(.*?)\]\]')

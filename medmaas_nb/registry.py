@@ -490,7 +490,7 @@ def track_run(mv:ModelVersion, # the registered version
               reports:list|None=None, # executed report files to attach
               tracking_uri:str|None=None # defaults to the settings' tracking URI
              )->str:
-    "Log a registered version to MLflow as a run and a registered model version; returns the MLflow run id."
+    "Log a registered version to MLflow as a run and a registered model version, with de-identified reports; returns the MLflow run id."
     import mlflow
     from mlflow.tracking import MlflowClient
     uri = tracking_uri or get_settings().tracking_uri
@@ -508,8 +508,11 @@ def track_run(mv:ModelVersion, # the registered version
         mlflow.set_tags({'task': mv.task, 'registry_version': mv.version, 'code_version': card.get('code_version'),
                          'dataset_sha256': card['dataset']['checksum_sha256'] if 'dataset' in card else ''})
         mlflow.log_artifacts(str(mv.path), artifact_path='model')
-        for r in reports or []:
-            if Path(r).exists(): mlflow.log_artifact(str(r), artifact_path='reports')
+        if reports:  # reports may go to a shared server: their text goes de-identified (`13a_deid`), the run folder keeps the originals
+            from medmaas_nb.deid import deidentify_report
+            with tempfile.TemporaryDirectory() as d:
+                for r in reports:
+                    if Path(r).exists(): mlflow.log_artifact(str(deidentify_report(r, d)), artifact_path='reports')
         client = MlflowClient()
         try: client.create_registered_model(mv.task)
         except mlflow.exceptions.MlflowException: pass

@@ -77,6 +77,25 @@ def test_run_is_tracked_in_mlflow(session_dirs):
     arts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, 'reports')}
     assert 'reports/30_evaluate.html' in arts
 
+def test_reports_reach_mlflow_de_identified(session_dirs, tmp_path):
+    "What a report shows as text goes to MLflow through the de-identifier; the run folder keeps the original."
+    from mlflow.tracking import MlflowClient
+    import mlflow
+    from medmaas_nb.registry import Registry, track_run
+    from medmaas_nb.deid import deidentify_notebook, deidentify_html
+    res = quick_run('diabetes-progression')
+    nb = json.loads((res.run_dir/'40_serve.ipynb').read_text())
+    nb['cells'].append({'cell_type': 'markdown', 'metadata': {}, 'source': 'Asked for Mrs. Quennell, 617-555-0143.'})
+    crafted = tmp_path/'40_serve.ipynb'; crafted.write_text(json.dumps(nb))
+    page = tmp_path/'notes.html'; page.write_text('<html><body><p>Seen by Dr. Quennell on 03/04/2019.</p></body></html>')
+    run_id = track_run(Registry().get('diabetes-progression', res.registered['version']), reports=[crafted, page])
+    mlflow.set_tracking_uri(os.environ['MLFLOW_TRACKING_URI'])
+    got = Path(MlflowClient().download_artifacts(run_id, 'reports', str(tmp_path/'got')))
+    assert 'Quennell' not in (got/'40_serve.ipynb').read_text() and '555-0143' not in (got/'40_serve.ipynb').read_text()
+    assert json.loads((got/'40_serve.ipynb').read_text()) == deidentify_notebook(nb)
+    assert (got/'notes.html').read_text() == '<html><body><p>Seen by Dr. [NAME] on [DATE].</p></body></html>'
+    assert 'Quennell' in crafted.read_text()  # the original is left as it was
+
 def test_parameters_are_injected_into_the_notebooks(session_dirs):
     "papermill must really replace the defaults: a different seed gives a different split."
     a = quick_run('diabetes-progression')
