@@ -48,6 +48,25 @@ def http_server(tmp_path):
     yield f'http://127.0.0.1:{srv.server_address[1]}/', root
     srv.shutdown(); srv.server_close()
 
+IN_CI = os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
+
+def require(ok:bool, what:str):
+    "Go on if `ok`; else skip saying `what` is missing, and under CI=true fail naming it (nothing skips silently in CI)."
+    if ok: return
+    if IN_CI: pytest.fail(f'{what} (required under CI=true)', pytrace=False)
+    pytest.skip(what)
+
+def require_module(name:str, why:str='a dev dependency'):
+    "Import `name`, or skip (fail under CI=true) naming the missing module."
+    import importlib
+    try: return importlib.import_module(name)
+    except ImportError as e: require(False, f'{name} is not installed ({why}; pip install -e .[dev]): {e}')
+
+def require_data(dataset:str):
+    "Skip (fail under CI=true) when a dataset's files are neither in MEDMAAS_DATA_DIR nor in the download cache."
+    from medmaas_nb.data import availability
+    require(availability(dataset) != 'missing', f'dataset {dataset!r} not found (set MEDMAAS_DATA_DIR or run: medmaas data fetch {dataset})')
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]

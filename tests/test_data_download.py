@@ -4,15 +4,17 @@ from pathlib import Path
 import pytest
 from medmaas_nb.data import (DataFile, DatasetEntry, resolve, get_entry, ChecksumMismatch, DatasetUnavailable,
                              dataset_checksum, load_manifest)
-from conftest import SHARED_DATA, free_port
+from conftest import SHARED_DATA, free_port, require
 
-needs_mirror = pytest.mark.skipif(not (SHARED_DATA/'breastmnist').exists(), reason='shared data mirror not present')
+@pytest.fixture
+def needs_mirror():
+    require((SHARED_DATA/'breastmnist').exists(), f'the shared data mirror is not at {SHARED_DATA} (set MEDMAAS_DATA_DIR)')
 
 def _entry(name, url, sha, **kw):
     return DatasetEntry(name=name, title=name, kind='files', source='https://example.org', license='CC0', citation='-',
                         files=[DataFile(name=Path(url.split('#')[0]).name if '#' not in url else url.split('#')[1], url=url, sha256=[sha])], **kw)
 
-@needs_mirror
+@pytest.mark.usefixtures('needs_mirror')
 def test_download_verifies_and_caches(isolated, http_server):
     base, www = http_server
     shutil.copy(SHARED_DATA/'breastmnist'/'breastmnist.npz', www/'breastmnist.npz')
@@ -64,7 +66,7 @@ def test_listed_files_are_each_verified(isolated, http_server):
     (www/'d'/'q2.xml').write_text('<tampered/>'); shutil.rmtree(isolated/'cache'/'toy'/'d')
     with pytest.raises(ChecksumMismatch): resolve('toy', data_dir=None, entry=entry)
 
-@needs_mirror
+@pytest.mark.usefixtures('needs_mirror')
 def test_mirror_files_match_the_manifest(isolated):
     "Every file dataset in the manifest resolves from the mirror with its recorded digest."
     for name, e in load_manifest().items():

