@@ -6,6 +6,7 @@ import pytest
 from medmaas_nb.tasks import all_tasks, get_task
 from medmaas_nb.pipeline import run_task, STEPS, StepFailed
 from medmaas_nb.registry import Registry
+from medmaas_nb.evaluate import compute_metrics
 from medmaas_nb.client import ProcessHandle
 from conftest import require_data
 
@@ -32,6 +33,14 @@ def _published_signature_saved(d, m):
         assert 0 <= rows['all']['value'] <= 1, rows
     assert beside['chosen model']['all']['value'] == pytest.approx(m['test']['c_index']['value'])  # the figure scored above
 
+def _test_figure_recomputed(t, mv, d, m):
+    "The run's test figure is what the registered model scores on the run's test split, computed here again."
+    ds = t.load(quick=True, seed=0, **t.task_params(m['params']))
+    assert ds.fingerprint() == json.loads((d/'data.json').read_text())['fingerprint']
+    X, y = ds['test']
+    got = compute_metrics(t.kind, y, t.scores(mv.load(), X))[t.primary_metric]
+    assert got == pytest.approx(m['test'][t.primary_metric]['value'], abs=1e-6), (got, m['test'][t.primary_metric])
+
 HOOK_OUTPUTS = {'breast-ultrasound': _gradcam_check_saved, 'pneumonia-xray': _gradcam_check_saved,
                 'metastasis-genes': _published_signature_saved}
 
@@ -49,8 +58,8 @@ def test_quick_run_leaves_reports_metrics_and_a_registered_model(session_dirs, n
     for split in ('cv', 'test'):
         v = m[split][t.primary_metric]
         assert np.isfinite(v['value']) and v['ci_low'] <= v['value'] <= v['ci_high'], (split, v)
-    assert m['anchors'] == [vars(a) for a in t.anchors]
     mv = Registry().get(name, res.registered['version'])
+    _test_figure_recomputed(t, mv, d, m)
     card = mv.card
     for k in ('task', 'dataset', 'model', 'input', 'params', 'metrics', 'anchors', 'report', 'code_version', 'intended_use'):
         assert card.get(k) not in (None, '', {}), k
