@@ -54,6 +54,23 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         'xǁKeyStoreǁ_refresh__mutmut_10': "_broken '' instead of None: only its truth is used",
         'xǁKeyStoreǁ_refresh__mutmut_12': "_broken 'None' instead of the message: only its truth is used",
     },
+    'protocol': {
+        'x__binary__mutmut_35': "decode() defaults to UTF-8",
+        'x__binary__mutmut_39': "'UTF-8' names the same codec as 'utf-8'",
+        'x_check_inputs__mutmut_41': 'v2_datatype names an object array BYTES too',
+        'x_check_inputs__mutmut_95': 'astype(copy=None) copies as copy=False does: the dtypes differ on this branch, so it always copies',
+        'x_check_inputs__mutmut_97': 'astype copies by default: the dtypes differ on this branch, so it always copies',
+        'x_check_inputs__mutmut_100': 'copy=True: the dtypes differ on this branch, so it always copies',
+        'x_decode_tensor__mutmut_77': "_flat's position argument is unused",
+        'x_tensor_bytes__mutmut_22': "no byte order: v2_datatype refuses non-native (big-endian) arrays first, and native is '<' on the "
+                                     'little-endian hosts this runs on',
+        'x_tensor_bytes__mutmut_24': 'as _22',
+        'x_v2_datatype__mutmut_2': "'XXOUSXX': no NumPy dtype kind is X",
+        'x_v2_datatype__mutmut_8': 'the BYTES entry (object) is reached only by object arrays, which returned before',
+        'x_v2_datatype__mutmut_9': 'as _8',
+        'xǁInferRequestǁparse__mutmut_80': "t.get('parameters', None): the guard has checked that it is a dict",
+        'xǁInferRequestǁparse__mutmut_82': 'as _80',
+    },
 }
 
 STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests', 34: 'skipped', 36: 'timeout',
