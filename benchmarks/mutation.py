@@ -71,6 +71,44 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         'xǁInferRequestǁparse__mutmut_80': "t.get('parameters', None): the guard has checked that it is a dict",
         'xǁInferRequestǁparse__mutmut_82': 'as _80',
     },
+    'evaluate': {
+        'x__average_precision__mutmut_27': "float('NAN') is float('nan')",
+        'x_bootstrap_metrics__mutmut_71': "float('NAN') is float('nan')",
+        'x_bootstrap_metrics__mutmut_85': "float('NAN') is float('nan')",
+        'x_compute_metrics__mutmut_61': "float('NAN') is float('nan')",
+        'x_compute_metrics__mutmut_72': "float('NAN') is float('nan')",
+        'x_compute_metrics__mutmut_94': "float('NAN') is float('nan')",
+        'x_compute_metrics__mutmut_104': "float('NAN') is float('nan')",
+        'x_compute_metrics__mutmut_173': "float('NAN') is float('nan')",
+        'x_fast_metrics__mutmut_11': "float('NAN') is float('nan')",
+        'x_rank_auc__mutmut_12': "float('NAN') is float('nan')",
+        'x__average_precision__mutmut_3': 'any sort order: ties are summed at the end of their run of equal scores',
+        'x__average_precision__mutmut_5': 'as _3',
+        'x__average_precision__mutmut_8': "as _3 ('MERGESORT' is accepted too)",
+        'x_bootstrap_metrics__mutmut_44': 'the fallback serves survival and retrieval, which take no keyword arguments',
+        'x_compute_metrics__mutmut_9': 'integer truth: scikit-learn converts it; the regression metrics are the same',
+        'x_compute_metrics__mutmut_11': 'as _9',
+        'x_compute_metrics__mutmut_34': 'labels 0/1 as given (int or float): scikit-learn gives the same figures',
+        'x_compute_metrics__mutmut_37': 'boolean predictions count as 0/1 with labels=[0, 1]',
+        'x_compute_metrics__mutmut_54': 'scikit-learn 1.9 itself returns NaN for a one-class ROC AUC',
+        'x_compute_metrics__mutmut_88': 'numpy 0/0 gives NaN as the guard does',
+        'x_compute_metrics__mutmut_98': 'as _88',
+        'x_compute_metrics__mutmut_112': "zero_division's default also gives 0.0 (with a warning)",
+        'x_compute_metrics__mutmut_124': 'class indices as floats: the same figures',
+        'x_compute_metrics__mutmut_158': 'truth holds class indices 0..k-1: scikit-learn infers the same labels whenever it accepts the call',
+        'x_compute_metrics__mutmut_162': 'as _158',
+        'x_fast_metrics__mutmut_5': 'numeric scores: an integer array compares and sums the same',
+        'x_fast_metrics__mutmut_7': 'as _5',
+        'x_fast_metrics__mutmut_16': 'astype(None) is float64 too',
+        'x_fast_metrics__mutmut_66': 'p & (1 + y) with y in {0, 1} equals p & (1 - y)',
+        'x_fast_metrics__mutmut_89': 'no positives: rank_auc and _average_precision return NaN themselves',
+        'x_fast_metrics__mutmut_95': 'as _89',
+        'x_fast_metrics__mutmut_199': 'a class missing from the truth makes rank_auc NaN, so the mean is NaN anyway',
+        'x_fast_metrics__mutmut_219': 'a boolean truth sums and compares as 0/1',
+        'x_rank_auc__mutmut_5': 'one class: the statistic is 0/0, which NumPy makes NaN',
+        'x_summarize_cv__mutmut_3': 'J is unused',
+        'x_summarize_cv__mutmut_21': 'to_numpy() of a metric column: the same values; every result goes through float()',
+    },
 }
 
 STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests', 34: 'skipped', 36: 'timeout',
@@ -132,6 +170,10 @@ def summarize(module:str, work:Path)->dict:
             'kill_rate': round((killed + by.get('timeout', 0)) / non_eq, 4) if non_eq else None,
             'not_surviving_any_more': stale, 'survivors': survivors}
 
+def _save(module:str, res:dict):
+    out = ROOT/'benchmarks'/'results'/f'mutation_{module}.json'
+    out.parent.mkdir(exist_ok=True); out.write_text(json.dumps(res, indent=1, ensure_ascii=False) + '\n')
+
 def run(module:str, work:Path, max_children:int, fresh:bool, show:bool)->dict:
     _setup(module, work, fresh)
     env = {**os.environ, 'MEDMAAS_DATA_DIR': os.environ.get('MEDMAAS_DATA_DIR') or str(ROOT.parent/'shared'/'data')}
@@ -148,8 +190,7 @@ def run(module:str, work:Path, max_children:int, fresh:bool, show:bool)->dict:
         for s in res['survivors']:
             name = f"medmaas_nb.{module}.{s.split(':')[0]}"
             print(subprocess.run([*mutmut, 'show', name], cwd=work, env=env, capture_output=True, text=True).stdout)
-    out = ROOT/'benchmarks'/'results'/f'mutation_{module}.json'
-    out.parent.mkdir(exist_ok=True); out.write_text(json.dumps(res, indent=1, ensure_ascii=False) + '\n')
+    _save(module, res)
     return res
 
 if __name__ == '__main__':
@@ -159,8 +200,11 @@ if __name__ == '__main__':
     ap.add_argument('--max-children', type=int, default=2, help='mutants tested at once')
     ap.add_argument('--keep', action='store_true', help="reuse the last run's results where the code and tests are unchanged")
     ap.add_argument('--show', action='store_true', help='print the diff of every surviving mutant')
+    ap.add_argument('--summary', action='store_true', help="summarize the last run again (after editing EQUIVALENT), running nothing")
     a = ap.parse_args()
     for m in (MODULES if a.module == 'all' else [a.module]):
-        r = run(m, a.workdir/m, a.max_children, not a.keep, a.show)
+        if a.summary:
+            r = {**json.loads((ROOT/'benchmarks'/'results'/f'mutation_{m}.json').read_text()), **summarize(m, a.workdir/m)}; _save(m, r)
+        else: r = run(m, a.workdir/m, a.max_children, not a.keep, a.show)
         print(json.dumps({k: v for k, v in r.items() if k != 'survivors'}, ensure_ascii=False))
         print('\n'.join(r['survivors']))
