@@ -109,6 +109,16 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         'x_summarize_cv__mutmut_3': 'J is unused',
         'x_summarize_cv__mutmut_21': 'to_numpy() of a metric column: the same values; every result goes through float()',
     },
+    'registry': {
+        'x_runs_code__mutmut_5': "rsplit('.') without a limit: the last part is the same",
+        'x_runs_code__mutmut_8': "rsplit('.', 2): the last part is the same",
+        'x_signing_key__mutmut_31': "the temporary file's prefix in capitals: still hidden, removed at once",
+        'x_signing_key__mutmut_37': 'token_hex(None) draws the default, 32 bytes',
+        'xǁRegistryǁregister__mutmut_7': "the task folder exists (the task's lock made it): no parents to create",
+        'xǁRegistryǁregister__mutmut_9': 'as _7',
+        'xǁRegistryǁregister__mutmut_11': 'as _7',
+        'xǁRegistryǁregister__mutmut_28': "the scratch folder's prefix in capitals: still hidden, never a version number",
+    },
 }
 
 STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests', 34: 'skipped', 36: 'timeout',
