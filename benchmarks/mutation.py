@@ -119,6 +119,22 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         'xǁRegistryǁregister__mutmut_11': 'as _7',
         'xǁRegistryǁregister__mutmut_28': "the scratch folder's prefix in capitals: still hidden, never a version number",
     },
+    'serving': {
+        'xǁDynamicBatcherǁ_run__mutmut_8': 'left == 0 exactly: wait_for(..., 0) times out at once, as leaving the loop does',
+        'xǁSklearnRuntimeǁ_array_ok__mutmut_29': 'as_array falsy gives a DataFrame, which np.asfortranarray turns into the same float array',
+        'xǁSklearnRuntimeǁ_array_ok__mutmut_31': 'as _29',
+        'xǁSklearnRuntimeǁ_array_ok__mutmut_33': 'as _29',
+        'xǁSklearnRuntimeǁ_array_ok__mutmut_37': 'inside catch_warnings around the probe only: hides more warnings there, decides nothing',
+        'xǁSklearnRuntimeǁinputs__mutmut_5': 'as _array_ok _29: the same Fortran-ordered float array',
+        'xǁSklearnRuntimeǁinputs__mutmut_7': 'as inputs _5',
+        'xǁSklearnRuntimeǁinputs__mutmut_8': 'as inputs _5',
+        'xǁSklearnRuntimeǁinputs_v2__mutmut_5': 'as inputs _5',
+        'xǁSklearnRuntimeǁinputs_v2__mutmut_7': 'as inputs _5',
+        'xǁSklearnRuntimeǁinputs_v2__mutmut_8': 'as inputs _5',
+        'xǁSklearnRuntimeǁwarm_up__mutmut_7': 'category left out (Warning): the message names a scikit-learn UserWarning only',
+        'xǁSklearnRuntimeǁwarm_up__mutmut_11': 'the warnings module matches message patterns ignoring case',
+        'xǁSklearnRuntimeǁwarm_up__mutmut_12': 'as _11',
+    },
 }
 
 STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests', 34: 'skipped', 36: 'timeout',
