@@ -281,7 +281,7 @@ def _list_names(text:str)->list:
             e = m.end()
             if i + 1 < len(toks):
                 n = toks[i + 1]
-                if text[e:n.start()] in (' ', ' \u00a0') and n.group()[:1].isupper() and n.group() not in _NOT_NAMES and not n.group().isupper(): e = n.end()
+                if re.fullmatch(r'[ \u00a0]{1,2}', text[e:n.start()]) and n.group()[:1].isupper() and n.group() not in _NOT_NAMES and not n.group().isupper(): e = n.end()
             spans.append(PHISpan(m.start(), e, 'NAME'))
         elif w.isupper() and len(w) > 3 and w.capitalize() in first and i and toks[i - 1].group().isupper() \
              and text[toks[i - 1].end():m.start()] in (', ', ',  ', ' '):

@@ -92,8 +92,10 @@ def test_name_list_details():
     assert spans('saw Maria Lopez today') == [(4, 15, 'NAME')] and spans('saw Maria Garcia-Lopez today') == [(4, 22, 'NAME')]
     assert spans('saw Maria LOPEZ today') == [(4, 9, 'NAME')]  # a surname in capitals is not joined to a first name
     assert spans('saw Maria Follow today') == [(4, 9, 'NAME')]  # nor a word that is not a name
-    assert spans('saw Maria  Lopez today') == [(4, 9, 'NAME')]  # two spaces: not one name
+    assert spans('saw Maria  Lopez today') == [(4, 16, 'NAME')]  # two spaces (a typing slip): still one name
     assert spans('saw Maria \u00a0Lopez today') == [(4, 16, 'NAME')]
+    assert spans('saw Maria\u00a0Lopez today') == [(4, 15, 'NAME')]  # a lone non-breaking space, as word processors paste
+    assert spans('saw Maria   Lopez today') == [(4, 9, 'NAME')]  # three: a column gap, not one name
     assert spans('x Maria') == [(2, 7, 'NAME')]  # the last word
     assert spans('LOPEZ, MARIA.') == [(0, 12, 'NAME')] and spans('LOPEZ,  MARIA.') == [(0, 13, 'NAME')]
     assert spans('LOPEZ MARIA.') == [(0, 11, 'NAME')] and spans('LOPEZ;MARIA.') == [] and spans('lopez, MARIA.') == []
