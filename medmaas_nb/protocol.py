@@ -26,8 +26,9 @@ _NUMERIC = {k for k in DATATYPES if k not in ('BYTES', 'BOOL')}
 def v2_datatype(arr:np.ndarray)->str:
     "The v2 datatype name of a NumPy array."
     if arr.dtype.kind in 'OUS': return 'BYTES'
+    native = arr.dtype.newbyteorder('=')  # a big-endian array ('>i4') has the same v2 datatype as a native one
     for k, t in DATATYPES.items():
-        if k != 'BYTES' and arr.dtype == np.dtype(t): return k
+        if k != 'BYTES' and native == np.dtype(t): return k
     raise InvalidInput(f'No v2 datatype for NumPy dtype {arr.dtype}.', 'datatype')
 
 # %% ../nbs/06_protocol.ipynb #5fc38d5b

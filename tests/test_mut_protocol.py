@@ -20,6 +20,11 @@ def T(data, dt='FP64', shape=None, name='x', **extra):
 def test_v2_datatype_names_every_numeric_dtype(dt):
     assert v2_datatype(np.zeros(2, DATATYPES[dt])) == dt
 
+def test_big_endian_arrays_have_their_datatype_and_go_out_little_endian():
+    big = np.array([1, 258], '>i4')
+    assert v2_datatype(big) == 'INT32' and v2_datatype(np.zeros(2, '>f8')) == 'FP64'
+    assert tensor_bytes(big) == np.array([1, 258], '<i4').tobytes()
+
 def test_v2_datatype_of_text_and_unknown():
     for a in (np.array(['a']), np.array([b'a']), np.array(['a'], dtype=object)): assert v2_datatype(a) == 'BYTES'
     assert bad(v2_datatype, np.zeros(2, complex), field='datatype') == 'No v2 datatype for NumPy dtype complex128.'
