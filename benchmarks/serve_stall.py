@@ -11,7 +11,7 @@ commit), in the same sitting, on the same registry.
 
 Not a test: figures depend on the machine and its load.
 """
-import os, sys, tempfile
+import os, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
 
@@ -68,7 +68,9 @@ def main():
     intro = (f'{os.cpu_count()} cores, Python {platform.python_version()}. Probe times in milliseconds, measured by the client. '
              '"large served / refused": load requests answered 200, or refused with a 4xx (413: over the body or JSON limit). '
              'Goal: the slowest probe under 100 ms.')
-    if a.baseline: intro += f' Baseline: the code in `{a.baseline.name}`.'
+    if a.baseline:
+        commit = subprocess.run(['git', '-C', str(a.baseline), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
+        intro += f' Baseline: commit `{commit or a.baseline.name}`, a checkout given with `--baseline`, run in the same way in alternation (`git worktree add DIR COMMIT`, then `--baseline DIR --repeats 2 --write`).'
     if a.write: print(write_table(__file__, 'Probes under the largest requests', intro, table))
     else: print(table)
 
