@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 export PYTHONUNBUFFERED := 1
 # the package of this checkout comes first (git worktrees may share one .venv)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+# line and branch coverage of pytest's run (see .coveragerc); subprocesses write beside it
+export COVERAGE_FILE := $(CURDIR)/.coverage
 
 .PHONY: install run test test-notebooks test-sync test-py clean-runs docs lab
 
@@ -31,8 +33,12 @@ test-sync: install
 test-notebooks: install
 	$(BIN)/python tools/test_notebooks.py --n_workers 2
 
+## pytest under coverage: the table of lines and branches run, per module, comes at the end
 test-py: install
-	$(BIN)/python -m pytest tests -ra --durations=25
+	rm -f .coverage .coverage.*
+	$(BIN)/python -m coverage run -m pytest tests -ra --durations=25
+	$(BIN)/python -m coverage combine -q
+	$(BIN)/python -m coverage report
 
 clean-runs:
 	rm -rf runs registry mlruns
