@@ -46,7 +46,7 @@ EXPECTED = {'exec': 'builtins.exec (can run code', 'eval': 'builtins.eval (can r
             'methodcaller': 'operator.methodcaller', 'partial': 'functools.partial',
             'card mismatch': 'not in the types its card recorded', 'rewritten SHA256SUMS': 'signature of its digests does not match',
             'extra file': 'files that were not registered: model/extra.skops', 'removed file': 'model/model.skops is missing',
-            'unsigned': 'unsigned (registered before versions were signed'}
+            'unsigned': 'unsigned (registered without medmaas_nb, or its signature was removed)'}
 
 @pytest.fixture(scope='module')
 def hostile(tmp_path_factory):
@@ -64,9 +64,9 @@ def hostile(tmp_path_factory):
         "A version signed as the key holder would sign it, its card listing `card_types` (default: every name in the file)."
         mv = reg.register(TASK, d/'model', card)
         (mv.model_dir/'model.skops').write_bytes(model_bytes)
-        c = json.loads((mv.path/'card.json').read_text())
+        c = json.loads((mv.model_dir/'card.json').read_text())
         c['model']['types'] = sorted(skops_types(model_bytes) if card_types is None else card_types)
-        write_json(mv.path/'card.json', c); reg.seal(mv.path, TASK, mv.version); versions[name] = mv.version
+        write_json(mv.model_dir/'card.json', c); reg.seal(mv.path, TASK, mv.version); versions[name] = mv.version
     for name, p in payloads(markers/'types').items(): forge(name, inject(data, p))
     other = diabetes_candidates(quick=True)['random_forest'].fit(X, y); save_model(other, d/'other')
     forge('card mismatch', (d/'other'/'model.skops').read_bytes(), card_types=good.card['model']['types'])
