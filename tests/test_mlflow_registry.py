@@ -67,7 +67,7 @@ def test_model_refs_name_versions_and_aliases():
 def test_pyfunc_and_medmaas_serve_from_a_models_uri_agree(env, tmp_path):
     "`mlflow.pyfunc` on `models:/<task>@production` gives what `medmaas serve --models models:/<task>@production` answers."
     import mlflow, mlflow.pyfunc
-    mlflow.set_registry_uri(env['reg'].tracking_uri)
+    mlflow.set_tracking_uri(env['reg'].tracking_uri); mlflow.set_registry_uri(env['reg'].tracking_uri)
     p, url = _medmaas_serve(env, [f'models:/{REG}@production', f'models:/{CLS}@production'], tmp_path/'fresh')
     try:
         assert _wait(f'{url}/v2/health/ready', p), _output(p)[-2000:]

@@ -45,7 +45,7 @@ def _mlflow_loads_the_version(t, mv):
     """MLflow's own loader takes the registered version (`models:/<task>/<N>`) and gives the model's output (for classifiers,
     predict_proba), which for tasks scored the default way is what the service answers."""
     import mlflow, mlflow.pyfunc
-    mlflow.set_registry_uri(os.environ['MLFLOW_TRACKING_URI'])
+    mlflow.set_tracking_uri(os.environ['MLFLOW_TRACKING_URI']); mlflow.set_registry_uri(os.environ['MLFLOW_TRACKING_URI'])
     X = t.input_spec.validate([t.input_spec.example()])
     model = mv.load()
     if t.runtime == 'sklearn' and not hasattr(model, 'predict'):  # a retriever: MLflow gives it no pyfunc flavour, only sklearn
@@ -97,7 +97,7 @@ def test_run_is_tracked_in_mlflow(session_dirs):
     res = quick_run('diabetes-progression')
     from mlflow.tracking import MlflowClient
     import mlflow
-    mlflow.set_tracking_uri(os.environ['MLFLOW_TRACKING_URI'])
+    mlflow.set_tracking_uri(os.environ['MLFLOW_TRACKING_URI']); mlflow.set_registry_uri(os.environ['MLFLOW_TRACKING_URI'])
     run = MlflowClient().get_run(res.registered['mlflow_run_id'])
     assert run.data.params['quick'] == 'True'
     assert 'test.r2.value' in run.data.metrics
