@@ -64,9 +64,10 @@ def test_model_refs_name_versions_and_aliases():
     assert model_ref(f'models:/{CLS}@production') == (CLS, 'production') and model_ref(f'models:/{REG}/2') == (REG, '2')
     with pytest.raises(ValueError, match='expected models:/TASK/VERSION or models:/TASK@ALIAS'): model_ref(f'models:/{REG}')
 
-def test_pyfunc_and_medmaas_serve_from_a_models_uri_agree(env, tmp_path):
+def test_pyfunc_and_medmaas_serve_from_a_models_uri_agree(env, tmp_path, monkeypatch):
     "`mlflow.pyfunc` on `models:/<task>@production` gives what `medmaas serve --models models:/<task>@production` answers."
     import mlflow, mlflow.pyfunc
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', env['reg'].tracking_uri)  # restored after the test: mlflow.set_tracking_uri sets it for subprocesses
     mlflow.set_tracking_uri(env['reg'].tracking_uri); mlflow.set_registry_uri(env['reg'].tracking_uri)
     p, url = _medmaas_serve(env, [f'models:/{REG}@production', f'models:/{CLS}@production'], tmp_path/'fresh')
     try:

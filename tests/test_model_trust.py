@@ -107,7 +107,7 @@ def test_the_untouched_version_still_loads(hostile):
 def _serve(hostile, models:list, timeout:float=120):
     "Run `medmaas serve --models ...` on a free loopback port until it exits or is ready: (exit code or None, output, ready)."
     port = free_port(); log = hostile['dir']/f'serve-{port}.log'
-    env = {**os.environ, 'MEDMAAS_REGISTRY_DIR': str(hostile['reg'].root), 'MEDMAAS_KEYS_FILE': str(hostile['dir']/'keys.json'),
+    env = {**os.environ, 'MEDMAAS_REGISTRY_DIR': str(hostile['reg'].root), 'MLFLOW_TRACKING_URI': hostile['reg'].tracking_uri, 'MEDMAAS_KEYS_FILE': str(hostile['dir']/'keys.json'),
            'MEDMAAS_AUDIT_LOG': str(hostile['dir']/'audit.jsonl')}
     with open(log, 'wb') as out:
         p = subprocess.Popen([str(BIN/'medmaas'), 'serve', '--host', '127.0.0.1', '--port', str(port), '--models', *models],
