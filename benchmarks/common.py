@@ -19,3 +19,20 @@ def write_table(script:str, # the benchmark's `__file__`: the table goes beside 
     with atomic_write(out, 'w') as f:
         f.write(f'# {title}\n\nMade by `benchmarks/{Path(script).name}` ({time.strftime("%Y-%m-%d")}). {intro}\n\n{body}\n')
     return out
+
+def machine()->str:
+    "The machine in a few words, for a table's introduction: cores and Python version."
+    import os, platform
+    return f'{os.cpu_count()} cores, Python {platform.python_version()}.'
+
+def baseline_commit(checkout:Path # a checkout given with `--baseline` (e.g. `git worktree add DIR COMMIT`)
+                   )->str:
+    "The short commit of a baseline checkout (its folder name if git cannot tell)."
+    import subprocess
+    out = subprocess.run(['git', '-C', str(checkout), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
+    return out or Path(checkout).name
+
+def publish(script:str, title:str, intro:str, table:str, write:bool, baseline:Path|None=None, how:str='')->None:
+    "Print the table, or with `write` write it beside the script; a baseline checkout is named by its commit, with `how`."
+    if baseline is not None: intro += f' Baseline: commit `{baseline_commit(baseline)}`{how}.'
+    print(write_table(script, title, intro, table) if write else table)

@@ -11,13 +11,13 @@ commit), in the same sitting, on the same registry.
 
 Not a test: figures depend on the machine and its load.
 """
-import os, subprocess, sys, tempfile
+import os, sys, tempfile
 from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT/'tests'), str(ROOT/'benchmarks')]
-from common import parser, write_table
+from common import parser, machine, publish
 
 def loads()->dict:
     "The two loads: the largest requests this service accepts, and the request that stalled the service before the limits."
@@ -64,14 +64,10 @@ def main():
     cols = ['load', 'code', 'probes', 'p50', 'p99', 'max', 'large served', 'large refused', 'small ok']
     table = '| ' + ' | '.join(c + (' (ms)' if c in ('p50', 'p99', 'max') else '') for c in cols) + ' |\n|' + '---|' * len(cols) + '\n'
     table += ''.join('| ' + ' | '.join(f'{r[c]:.1f}' if isinstance(r[c], (float, np.floating)) else str(r[c]) for c in cols) + ' |\n' for r in rows)
-    import platform
-    intro = (f'{os.cpu_count()} cores, Python {platform.python_version()}. Probe times in milliseconds, measured by the client. '
+    intro = (f'{machine()} Probe times in milliseconds, measured by the client. '
              '"large served / refused": load requests answered 200, or refused with a 4xx (413: over the body or JSON limit). '
              'Goal: the slowest probe under 100 ms.')
-    if a.baseline:
-        commit = subprocess.run(['git', '-C', str(a.baseline), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
-        intro += f' Baseline: commit `{commit or a.baseline.name}`, a checkout given with `--baseline`, run in the same way in alternation (`git worktree add DIR COMMIT`, then `--baseline DIR --repeats 2 --write`).'
-    if a.write: print(write_table(__file__, 'Probes under the largest requests', intro, table))
-    else: print(table)
+    publish(__file__, 'Probes under the largest requests', intro, table, a.write, a.baseline,
+            ', a checkout given with `--baseline`, run in the same way in alternation (`git worktree add DIR COMMIT`, then `--baseline DIR --repeats 2 --write`)')
 
 if __name__ == '__main__': main()

@@ -45,11 +45,11 @@ class Settings:
         def _p(key, default): return Path(env[key]).expanduser().resolve() if env.get(key) else default
         data_dir = _p('MEDMAAS_DATA_DIR', None)
         runs = _p('MEDMAAS_RUNS_DIR', root/'runs')
-        mlruns = root/'mlruns'
+        registry = _p('MEDMAAS_REGISTRY_DIR', root/'registry')
         return cls(data_dir=data_dir,
                    cache_dir=_p('MEDMAAS_CACHE_DIR', Path('~/.cache/medmaas_nb').expanduser()),
-                   runs_dir=runs, registry_dir=_p('MEDMAAS_REGISTRY_DIR', root/'registry'),
-                   tracking_uri=env.get('MLFLOW_TRACKING_URI') or f"sqlite:///{mlruns/'mlflow.db'}",
+                   runs_dir=runs, registry_dir=registry,
+                   tracking_uri=env.get('MLFLOW_TRACKING_URI') or f"sqlite:///{registry/'mlflow.db'}",
                    project_dir=root)
 
 def get_settings()->Settings:

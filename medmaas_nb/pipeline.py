@@ -179,11 +179,10 @@ def run_task(task_name:str, # task to run
     if (run_dir/'registration.json').exists(): res.registered = json.loads((run_dir/'registration.json').read_text())
     if track and res.registered:
         try:
-            from medmaas_nb.registry import Registry, track_run
+            from medmaas_nb.registry import Registry, log_reports
             mv = Registry().get(task.name, res.registered['version'])
-            res.registered['mlflow_run_id'] = track_run(mv, reports=sorted(run_dir.glob('*.html')) + sorted(run_dir.glob('*.ipynb')))
-            write_json(run_dir/'registration.json', res.registered)
-        except Exception as e: log.warning('MLflow tracking failed (the run and the registry are intact): %s', e)
+            log_reports(mv, sorted(run_dir.glob('*.html')) + sorted(run_dir.glob('*.ipynb')))
+        except Exception as e: log.warning('attaching the reports to MLflow failed (the run and the registered version are intact): %s', e)
     write_json(run_dir/'timings.json', res.timings)
     return res
 
@@ -219,7 +218,7 @@ def _parser()->argparse.ArgumentParser:
     sub.add_parser('models', help='registered model versions')
     sv = sub.add_parser('serve', help='serve the registered models over HTTP (v2 and JSON API)')
     sv.add_argument('--host', default='127.0.0.1', help='interface (default: loopback only)')
-    sv.add_argument('--port', type=int, default=8080); sv.add_argument('--models', nargs='+', metavar='TASK', help='tasks to serve, TASK:N pins version N (default: all registered)')
+    sv.add_argument('--port', type=int, default=8080); sv.add_argument('--models', nargs='+', metavar='TASK', help='models to serve: TASK, TASK:N (version N), models:/TASK/N or models:/TASK@ALIAS (default: all registered)')
     sv.add_argument('--wait-for', type=Path, metavar='REGISTRATION', help="a pipeline run's registration.json: import the task's runtime now, serve the version it names once it appears (one task, no version)")
     k = sub.add_parser('keys', help='API keys for the service'); ksub = k.add_subparsers(dest='keys_cmd', required=True)
     kc = ksub.add_parser('create', help='create a key (shown once)'); kc.add_argument('name')

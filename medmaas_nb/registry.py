@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_registry.ipynb #3b631998
 from __future__ import annotations
-import contextlib, datetime as dt, fcntl, hashlib, hmac, json, os, platform, secrets, shutil, subprocess, sys, tempfile
+import contextlib, datetime as dt, fcntl, hashlib, hmac, json, os, platform, re, secrets, shutil, subprocess, sys, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,11 @@ class UntrustedModel(RegistryError):
     "A saved model names a type outside the allowlist, or outside the types recorded when it was registered."
 
 # %% auto #0
-__all__ = ['log', 'MODEL_TYPES', 'RUNS_CODE', 'KERAS_TYPES', 'SIGNATURE', 'RegistryError', 'ModelNotFound', 'TamperedModel',
-           'UntrustedModel', 'runs_code', 'skops_types', 'check_types', 'keras_types', 'check_keras', 'save_model',
-           'import_runtime', 'model_types', 'load_model', 'code_version', 'library_versions', 'signing_key_file',
-           'signing_key', 'key_id', 'sign', 'ModelVersion', 'Registry', 'make_card', 'track_run']
+__all__ = ['log', 'MODEL_TYPES', 'RUNS_CODE', 'KERAS_TYPES', 'SIGNATURE', 'SUMS_TAG', 'SIGNATURE_TAG', 'RegistryError',
+           'ModelNotFound', 'TamperedModel', 'UntrustedModel', 'runs_code', 'skops_types', 'check_types', 'keras_types',
+           'check_keras', 'save_model', 'import_runtime', 'model_types', 'load_model', 'code_version',
+           'library_versions', 'mlflow_model', 'signing_key_file', 'signing_key', 'key_id', 'sign', 'ModelVersion',
+           'Registry', 'make_card', 'log_reports']
 
 # %% ../nbs/04_registry.ipynb #29710e1a
 MODEL_TYPES = frozenset({
@@ -201,12 +202,16 @@ def import_runtime(runtime:str='sklearn' # 'sklearn' (skops) or 'keras' (TensorF
     try: import skops.io  # noqa: F401
     finally: su.all_estimators = scan
 
+def _keras_file(model_dir:Path)->Path:
+    "A `.keras` file as `save_model` writes it, or inside an MLflow Model (`data/model.keras`)."
+    return model_dir/'model.keras' if (model_dir/'model.keras').exists() or not (model_dir/'MLmodel').exists() else model_dir/'data'/'model.keras'
+
 def model_types(model_dir:Path, # folder written by `save_model`
                 runtime:str='sklearn' # 'sklearn' or 'keras'
                )->list[str]:
     "The sorted type names a saved model refers to (`skops_types`; for Keras, `keras_types`)."
     model_dir = Path(model_dir)
-    p = model_dir/('model.skops' if runtime == 'sklearn' else 'model.keras')
+    p = model_dir/'model.skops' if runtime == 'sklearn' else _keras_file(model_dir)
     if runtime not in ('sklearn', 'keras'): raise ValueError(f'Unknown runtime {runtime!r}; expected sklearn or keras.')
     if not p.exists(): raise ModelNotFound(f'No {p.name} in {model_dir}.')
     return sorted(skops_types(p) if runtime == 'sklearn' else keras_types(p))
@@ -228,7 +233,7 @@ def load_model(model_dir:Path, # folder written by `save_model`
         try: return sio.loads(data, trusted=sorted(names))
         except UntrustedTypesFoundException as e: raise UntrustedModel(_short(f'{where}: refused by skops: {e}')) from None
     if runtime == 'keras':
-        p = model_dir/'model.keras'
+        p = _keras_file(model_dir)
         if not p.exists(): raise ModelNotFound(f'No model.keras in {model_dir}.')
         check_keras(keras_types(p), where, registered)
         from medmaas_nb.core import keras
@@ -256,6 +261,29 @@ def library_versions(runtime:str='sklearn')->dict[str, str]:
         if runtime == 'keras' or mod in ('sksurv', 'skops'):
             with contextlib.suppress(ImportError): out[name] = __import__(mod).__version__
     return out
+
+# %% ../nbs/04_registry.ipynb #ee9c56d2
+def mlflow_model(model, # a fitted model (loaded through `load_model`)
+                 path:Path, # the MLflow Model folder to write (must not exist)
+                 runtime:str='sklearn', # 'sklearn' or 'keras'
+                 kind:str|None=None, # the task's kind: classifiers ('binary', 'multiclass') answer with predict_proba
+                 input_example=None # a few inputs: kept as the example, and the signature is inferred from them
+                )->Path:
+    "Write `model` as an MLflow Model: the scikit-learn flavour in skops with its exact trusted types, or the Keras flavour."
+    reqs = [f'{k}=={v}' for k, v in library_versions(runtime).items() if k != 'python']
+    if runtime == 'sklearn':
+        import mlflow.sklearn, skops.io as sio
+        types = sorted(skops_types(sio.dumps(model)))
+        fn = 'predict_proba' if kind in ('binary', 'multiclass') and hasattr(model, 'predict_proba') else 'predict'
+        mlflow.sklearn.save_model(model, str(path), serialization_format='skops', skops_trusted_types=types, pip_requirements=reqs,
+                                  input_example=input_example, pyfunc_predict_fn=fn)
+    elif runtime == 'keras':
+        import mlflow.keras
+        Path(path).mkdir(parents=True)  # the Keras flavour writes the example before it creates the folder
+        mlflow.keras.save_model(model, str(path), pip_requirements=reqs, input_example=input_example)
+    else: raise ValueError(f'Unknown runtime {runtime!r}; expected sklearn or keras.')
+    return Path(path)
+
 
 # %% ../nbs/04_registry.ipynb #966f07a9
 SIGNATURE = 'SHA256SUMS.sig'
@@ -304,27 +332,47 @@ def sign(key:bytes, # the signing key
 
 
 # %% ../nbs/04_registry.ipynb #17ac6cd4
+SUMS_TAG, SIGNATURE_TAG = 'medmaas.sha256sums', 'medmaas.signature'  # model version tags in MLflow
+
 def _sums(folder:Path)->str:
     files = sorted(p for p in folder.rglob('*') if p.is_file() and p.name not in ('SHA256SUMS', SIGNATURE))
     return ''.join(f'{file_digest(p)}  {p.relative_to(folder).as_posix()}\n' for p in files)
 
 def _read_card(path:Path)->dict:
-    try: return json.loads((path/'card.json').read_text())
+    try: return json.loads((path/'model'/'card.json').read_text())
     except (OSError, ValueError): return {}  # `verify` refuses the version
+
+def _flat(d:dict, prefix:str='')->dict[str, float]:
+    out = {}
+    for k, v in d.items():
+        key = f'{prefix}{k}'
+        if isinstance(v, dict): out.update(_flat(v, key + '.'))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v == v: out[key] = float(v)
+    return out
+
+def _check_name(task:str)->str:
+    if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,99}', str(task)):
+        raise ModelNotFound(f'{str(task)[:60]!r} is not a registered model name (letters, digits, _ . -).')
+    return task
+
+def _sqlite_path(uri:str)->Path|None: return Path(uri[len('sqlite:///'):]) if uri.startswith('sqlite:///') else None
 
 @dataclass
 class ModelVersion:
-    "One registered version of a task's model."
+    "One registered version of a task's model, in its verified local copy."
     task:str # registered model name (= task name)
-    version:int # 1, 2, ...
-    path:Path # the version's folder
+    version:int # 1, 2, ... (MLflow's version number)
+    path:Path # the local copy: `model/` (the MLflow Model, with `card.json`), SHA256SUMS and its signature
     card:dict # the model card
     key_file:Path|None=None # the signing key file; default `signing_key_file()`
+    run_id:str|None=None # the MLflow run that logged it
 
     @property
     def model_dir(self)->Path: return self.path/'model'
     @property
     def runtime(self)->str: return self.card.get('model', {}).get('runtime', 'sklearn')
+    @property
+    def uri(self)->str: return f'models:/{self.task}/{self.version}'
 
     def verify(self)->None:
         "Check the signature of the digests, that the files are exactly those registered, and every digest; else `TamperedModel`."
@@ -332,7 +380,7 @@ class ModelVersion:
         sums_p, sig_p = self.path/'SHA256SUMS', self.path/SIGNATURE
         if not sums_p.exists(): raise TamperedModel(f'{w}: SHA256SUMS is missing. Refusing to load it.')
         if not sig_p.exists():
-            raise TamperedModel(f'{w}: unsigned (registered before versions were signed, or its signature was removed). Refusing to '
+            raise TamperedModel(f'{w}: unsigned (registered without medmaas_nb, or its signature was removed). Refusing to '
                                 f"load it. If you trust its files, register them again: Registry().register({self.task[:60]!r}, <its model folder>, card).")
         sums, key = sums_p.read_bytes(), signing_key(self.key_file)
         got = sig_p.read_text().split()
@@ -358,97 +406,185 @@ class ModelVersion:
         model = _read_card(self.path).get('model', {})  # the card as signed
         return load_model(self.model_dir, model.get('runtime', 'sklearn'), model.get('types') or [], f'{self.task} v{self.version}')
 
-class Registry:
-    "A file-based model registry: `<root>/<task>/versions/<N>/` with a card and signed checksums, plus aliases."
-    def __init__(self, root:Path|None=None, # registry folder; defaults to MEDMAAS_REGISTRY_DIR
-                 key_file:Path|None=None # signing key file; defaults to `signing_key_file()` (MEDMAAS_SIGNING_KEY_FILE)
-                ):
-        self.root = Path(root or get_settings().registry_dir); self.key_file = key_file
 
-    def _task_dir(self, task:str)->Path: return self.root/task
+# %% ../nbs/04_registry.ipynb #40c53e88
+class Registry:
+    "MLflow's model registry, each version signed; a version is loaded from a local copy verified against its signature."
+    def __init__(self, root:Path|None=None, # local folder: signed copies of versions (`cache/`), locks, and the embedded store
+                 key_file:Path|None=None, # signing key file; defaults to `signing_key_file()` (MEDMAAS_SIGNING_KEY_FILE)
+                 tracking_uri:str|None=None # MLflow tracking/registry URI; default: `root`'s `mlflow.db`, or the settings' URI
+                ):
+        s = get_settings()
+        self.root, self.key_file = Path(root or s.registry_dir), key_file
+        self.tracking_uri = tracking_uri or (f"sqlite:///{self.root/'mlflow.db'}" if root else s.tracking_uri)
+        self._client_ = None
+        if old := sorted(p.parent.name for p in self.root.glob('*/versions') if p.is_dir()):
+            raise RegistryError(_short(f"{self.root} holds versions in the folder layout used before MLflow became the registry "
+                f"({', '.join(o[:40] for o in old[:3])}/versions/). They are not read: register them again (`medmaas run TASK`) "
+                'and move that folder away, or point MEDMAAS_REGISTRY_DIR elsewhere.'))
+
+    def _client(self):
+        if self._client_ is None:
+            from mlflow.tracking import MlflowClient
+            if db := _sqlite_path(self.tracking_uri): db.parent.mkdir(parents=True, exist_ok=True)
+            self._client_ = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client_
+
+    def _query(self, sql:str, args:tuple=())->list|None:
+        "Rows read straight from an embedded SQLite store (a service starts without importing MLflow); None for a server."
+        db = _sqlite_path(self.tracking_uri)
+        if db is None: return None
+        if not db.exists(): return []
+        import sqlite3
+        try:
+            with contextlib.closing(sqlite3.connect(db.resolve().as_uri() + '?mode=ro', uri=True, timeout=30)) as c:
+                return c.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as e:
+            if 'no such table' in str(e): return []  # a store MLflow has not set up yet
+            raise
 
     @contextlib.contextmanager
     def _lock(self, task:str):
-        d = self._task_dir(task); d.mkdir(parents=True, exist_ok=True)
-        with open(d/'.lock', 'w') as f:
+        d = self.root/'locks'; d.mkdir(parents=True, exist_ok=True)
+        with open(d/f'{task}.lock', 'w') as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try: yield
             finally: fcntl.flock(f, fcntl.LOCK_UN)
 
     def tasks(self)->list[str]:
-        "Task names that have at least one version."
-        return sorted(p.name for p in self.root.iterdir() if (p/'versions').is_dir() and any((p/'versions').iterdir())) if self.root.exists() else []
+        "Registered model names that have at least one version."
+        rows = self._query("SELECT DISTINCT name FROM model_versions WHERE current_stage != 'Deleted_Internal'")
+        if rows is None: rows = [(m.name,) for m in self._client().search_registered_models() if m.latest_versions]
+        return sorted(r[0] for r in rows)
 
     def versions(self, task:str)->list[int]:
         "Registered version numbers of a task, ascending."
-        d = self._task_dir(task)/'versions'
-        return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
+        rows = self._query("SELECT version FROM model_versions WHERE name = ? AND current_stage != 'Deleted_Internal'", (_check_name(task),))
+        if rows is None: rows = [(v.version,) for v in self._client().search_model_versions(f"name = '{task}'")]
+        return sorted(int(r[0]) for r in rows)
 
     def aliases(self, task:str)->dict[str, int]:
         "The task's aliases, e.g. {'production': 3}."
-        p = self._task_dir(task)/'aliases.json'
-        return json.loads(p.read_text()) if p.exists() else {}
-
-    def _set_alias(self, task:str, alias:str, version:int)->None:  # the caller holds the task's lock
-        if version not in self.versions(task): raise ModelNotFound(f'{task} has no version {version}; versions: {self.versions(task)}.')
-        a = self.aliases(task); a[alias] = int(version); write_json(self._task_dir(task)/'aliases.json', a)
+        rows = self._query('SELECT alias, version FROM registered_model_aliases WHERE name = ?', (_check_name(task),))
+        if rows is None:
+            import mlflow
+            try: rows = list(self._client().get_registered_model(task).aliases.items())
+            except mlflow.exceptions.MlflowException: rows = []
+        return {a: int(v) for a, v in sorted(rows)}
 
     def set_alias(self, task:str, alias:str, version:int)->None:
         "Point an alias (e.g. 'production') at a version, under the task's lock (so it cannot interleave with a registration)."
-        with self._lock(task): self._set_alias(task, alias, version)
+        with self._lock(task):
+            if int(version) not in self.versions(task): raise ModelNotFound(f'{task} has no version {version}; versions: {self.versions(task)}.')
+            self._client().set_registered_model_alias(task, alias, str(int(version)))
 
-    def seal(self, folder:Path, task:str, version:int)->None:
-        "Write a version folder's SHA256SUMS and its signature (`register` does this; exposed for tools and tests)."
+    def seal(self, folder:Path, task:str, version:int)->tuple[str, str]:
+        "Write a version folder's SHA256SUMS and its signature; returns both (`register` does this; exposed for tools and tests)."
         key = signing_key(self.key_file, create=True, registry=self.root)
-        sums = _sums(folder).encode()
+        sums = _sums(folder).encode(); sig = sign(key, task, version, sums)
         with atomic_write(folder/'SHA256SUMS') as f: f.write(sums)
-        with atomic_write(folder/SIGNATURE, 'w') as f: f.write(sign(key, task, version, sums) + '\n')
+        with atomic_write(folder/SIGNATURE, 'w') as f: f.write(sig + '\n')
+        return sums.decode(), sig
+
+    def _copy_dir(self, task:str, version:int, run_id:str)->Path: return self.root/'cache'/task/f'{version}-{run_id[:12]}'
 
     def register(self, task:str, # task name (the registered model's name)
-                 model_dir:Path, # folder holding the saved model files
-                 card:dict, # the model card (version, path and the model's types are filled in)
-                 aliases:list|None=None # aliases to point at the new version (under the same lock)
+                 model_dir:Path, # folder written by `save_model`
+                 card:dict, # the model card (name, model types and registration time are filled in)
+                 aliases:list|None=None, # aliases to point at the new version (under the same lock)
+                 input_example=None # a few model inputs, kept with the MLflow Model (its signature is inferred from them)
                 )->ModelVersion:
-        "Copy a saved model into a new signed version with its card; atomic (a failed copy leaves no version)."
-        with self._lock(task):
-            vdir = self._task_dir(task)/'versions'; vdir.mkdir(parents=True, exist_ok=True)
-            version = (self.versions(task) or [0])[-1] + 1
-            tmp = Path(tempfile.mkdtemp(dir=vdir, prefix='.incoming-'))
-            try:
-                shutil.copytree(model_dir, tmp/'model')
-                runtime = card.get('model', {}).get('runtime', 'sklearn')
-                types = model_types(tmp/'model', runtime)
-                (check_types if runtime == 'sklearn' else check_keras)(set(types), f'{task} (registering {Path(model_dir).name})')
-                card = {**card, 'name': task, 'version': version, 'model': {**card.get('model', {}), 'types': types},
-                        'registered_at': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
-                write_json(tmp/'card.json', card)
-                self.seal(tmp, task, version)
-                os.replace(tmp, vdir/str(version))
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True); raise
-            for a in aliases or []: self._set_alias(task, a, version)
+        "Register a saved model as a new MLflow model version: an MLflow Model with its card, digests signed and kept as tags."
+        _check_name(task); runtime = card.get('model', {}).get('runtime', 'sklearn')
+        where = f'{task} (registering {Path(model_dir).name})'
+        check = check_types if runtime == 'sklearn' else check_keras
+        check(set(model_types(model_dir, runtime)), where)  # before anything is built
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix='.incoming-'))
+        try:
+            mlflow_model(load_model(model_dir, runtime, where=where), tmp/'model', runtime, card.get('kind'), input_example)
+            types = model_types(tmp/'model', runtime); check(set(types), where)
+            card = {**card, 'name': task, 'model': {**card.get('model', {}), 'types': types},
+                    'registered_at': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
+            write_json(tmp/'model'/'card.json', card)
+            with self._lock(task): version, run_id = self._log(task, tmp, card, aliases or [])
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True); raise
         return self.get(task, version)
+
+    def _log(self, task:str, tmp:Path, card:dict, aliases:list)->tuple[int, str]:
+        "Log the MLflow Model as a run, create the model version, sign it, keep the local copy; the caller holds the lock."
+        from mlflow.entities import Metric, Param
+        c = self._client(); name = f'medmaas/{task}'
+        exp = c.get_experiment_by_name(name)
+        db = _sqlite_path(self.tracking_uri)  # an embedded store keeps its artifacts beside it, not in ./mlruns
+        exp_id = exp.experiment_id if exp else c.create_experiment(name, artifact_location=(db.parent/'artifacts').resolve().as_uri() if db else None)
+        run = c.create_run(exp_id, run_name=card.get('run_id'), tags={'task': task, 'code_version': str(card.get('code_version')),
+                           'dataset_sha256': str(card.get('dataset', {}).get('checksum_sha256', ''))})
+        rid, now = run.info.run_id, int(time.time() * 1000)
+        try:
+            c.log_batch(rid, metrics=[Metric(re.sub(r'[^\w\-. /]', '_', k)[:250], v, now, 0) for k, v in _flat(card.get('metrics') or {}).items()],
+                        params=[Param(re.sub(r'[^\w\-. /]', '_', k)[:250], str(v)[:6000]) for k, v in (card.get('params') or {}).items()])
+            c.log_artifacts(rid, str(tmp/'model'), 'model')
+            c.set_terminated(rid)
+        except BaseException: c.set_terminated(rid, 'FAILED'); raise
+        import mlflow
+        with contextlib.suppress(mlflow.exceptions.MlflowException): c.create_registered_model(task)
+        version = int(c.create_model_version(task, f'{run.info.artifact_uri}/model', rid).version)
+        try:
+            sums, sig = self.seal(tmp, task, version)
+            c.set_model_version_tag(task, str(version), SUMS_TAG, sums)
+            c.set_model_version_tag(task, str(version), SIGNATURE_TAG, sig)
+            dest = self._copy_dir(task, version, rid); dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists(): shutil.rmtree(dest)
+            os.replace(tmp, dest)
+            for a in aliases: c.set_registered_model_alias(task, a, str(version))
+        except BaseException:
+            with contextlib.suppress(Exception): c.delete_model_version(task, str(version))
+            raise
+        return version, rid
 
     def get(self, task:str, # task name
             version:int|str|None=None # a version number, an alias, or None for 'production' else the newest
            )->ModelVersion:
-        "A registered version (not yet loaded)."
-        vs = self.versions(task)
+        "A registered version (not yet loaded): its local copy, fetched from MLflow the first time."
+        vs = self.versions(_check_name(task))
         if not vs: raise ModelNotFound(f"No registered model for task {task!r}. Run `medmaas run {task}` first."
                                        + (f" Registered: {', '.join(self.tasks())}." if self.tasks() else ''))
         if version is None: version = self.aliases(task).get('production', vs[-1])
         elif isinstance(version, str) and not version.isdigit():
             a = self.aliases(task)
-            if version not in a: raise ModelNotFound(f'{task} has no alias {version!r}; aliases: {sorted(a)}.')
+            if version not in a: raise ModelNotFound(f'{task} has no alias {version[:60]!r}; aliases: {sorted(a)}.')
             version = a[version]
         version = int(version)
         if version not in vs: raise ModelNotFound(f'{task} has no version {version}; versions: {vs}.')
-        p = self._task_dir(task)/'versions'/str(version)
-        return ModelVersion(task, version, p, _read_card(p), self.key_file)
+        rows = self._query('SELECT run_id FROM model_versions WHERE name = ? AND version = ?', (task, version))
+        run_id = rows[0][0] if rows else self._client().get_model_version(task, str(version)).run_id
+        p = self._copy_dir(task, version, run_id or 'none')
+        if not p.exists(): self._fetch(task, version, p)
+        return ModelVersion(task, version, p, {**_read_card(p), 'version': version}, self.key_file, run_id)
+
+    def _fetch(self, task:str, version:int, dest:Path)->None:
+        "Download a version's files from MLflow with its digests and signature (from its tags) into `dest`, atomically."
+        c = self._client(); mv = c.get_model_version(task, str(version))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix='.incoming-'))
+        try:
+            import mlflow
+            mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp/'download'), tracking_uri=self.tracking_uri)
+            got = tmp/'download'; (got/Path(mv.source).name).rename(tmp/'model') if (got/Path(mv.source).name).is_dir() else got.rename(tmp/'model')
+            shutil.rmtree(got, ignore_errors=True)
+            (tmp/'model'/'registered_model_meta').unlink(missing_ok=True)  # MLflow's own note of name and version, not a model file
+            if SUMS_TAG in mv.tags: (tmp/'SHA256SUMS').write_text(mv.tags[SUMS_TAG])
+            if SIGNATURE_TAG in mv.tags: (tmp/SIGNATURE).write_text(mv.tags[SIGNATURE_TAG] + '\n')
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True); raise
 
     def load(self, task:str, version:int|str|None=None):
         "Verify and load a registered model; returns (model, card)."
         mv = self.get(task, version); return mv.load(), mv.card
+
 
 # %% ../nbs/04_registry.ipynb #198b273d
 def make_card(task, # the `Task`
@@ -478,44 +614,15 @@ def make_card(task, # the `Task`
     }
 
 # %% ../nbs/04_registry.ipynb #d3efa49a
-def _flat(d:dict, prefix:str='')->dict[str, float]:
-    out = {}
-    for k, v in d.items():
-        key = f'{prefix}{k}'
-        if isinstance(v, dict): out.update(_flat(v, key + '.'))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v == v: out[key] = float(v)
-    return out
+def log_reports(mv:ModelVersion, # the registered version
+                reports:list, # executed report files (.ipynb, .html)
+                registry:Registry|None=None # where `mv` is registered; default `Registry()`
+               )->str:
+    "Attach executed reports, de-identified, to the MLflow run that logged a version; returns the run id."
+    from medmaas_nb.deid import deidentify_report
+    c = (registry or Registry())._client()
+    with tempfile.TemporaryDirectory() as d:
+        for r in reports:
+            if Path(r).exists(): c.log_artifact(mv.run_id, str(deidentify_report(r, d)), 'reports')
+    return mv.run_id
 
-def track_run(mv:ModelVersion, # the registered version
-              reports:list|None=None, # executed report files to attach
-              tracking_uri:str|None=None # defaults to the settings' tracking URI
-             )->str:
-    "Log a registered version to MLflow as a run and a registered model version, with de-identified reports; returns the MLflow run id."
-    import mlflow
-    from mlflow.tracking import MlflowClient
-    uri = tracking_uri or get_settings().tracking_uri
-    if uri.startswith('sqlite:///'): Path(uri[len('sqlite:///'):]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    name = f'medmaas/{mv.task}'
-    exp = mlflow.get_experiment_by_name(name)
-    # with an embedded SQLite store, keep artifacts beside the database rather than in ./mlruns of the working directory
-    art = (Path(uri[len('sqlite:///'):]).parent/'artifacts').as_uri() if uri.startswith('sqlite:///') else None
-    exp_id = exp.experiment_id if exp else mlflow.create_experiment(name, artifact_location=art)
-    card = mv.card
-    with mlflow.start_run(experiment_id=exp_id, run_name=card.get('run_id')) as run:
-        mlflow.log_params({k: str(v) for k, v in (card.get('params') or {}).items()})
-        mlflow.log_metrics(_flat(card.get('metrics') or {}))
-        mlflow.set_tags({'task': mv.task, 'registry_version': mv.version, 'code_version': card.get('code_version'),
-                         'dataset_sha256': card['dataset']['checksum_sha256'] if 'dataset' in card else ''})
-        mlflow.log_artifacts(str(mv.path), artifact_path='model')
-        if reports:  # reports may go to a shared server: their text goes de-identified (`13a_deid`), the run folder keeps the originals
-            from medmaas_nb.deid import deidentify_report
-            with tempfile.TemporaryDirectory() as d:
-                for r in reports:
-                    if Path(r).exists(): mlflow.log_artifact(str(deidentify_report(r, d)), artifact_path='reports')
-        client = MlflowClient()
-        try: client.create_registered_model(mv.task)
-        except mlflow.exceptions.MlflowException: pass
-        client.create_model_version(mv.task, f'{run.info.artifact_uri}/model', run.info.run_id,
-                                    tags={'registry_version': str(mv.version)})
-        return run.info.run_id

@@ -33,8 +33,8 @@ MAX_INSTANCES = 10_000 # default row cap per request (MEDMAAS_MAX_ROWS)
 
 # %% auto #0
 __all__ = ['log', 'MAX_INSTANCES', 'OUTPUT_NAMES', 'RUNTIMES', 'ERROR_STATUS', 'MAX_ERROR_CHARS', 'NotSupported', 'BodyTooLarge',
-           'Busy', 'ModelRuntime', 'SklearnRuntime', 'DynamicBatcher', 'fixed_batches', 'KerasRuntime', 'ModelSet',
-           'fast_lane_allowed', 'create_app', 'await_registration', 'restore_priority', 'serve']
+           'Busy', 'ModelRuntime', 'SklearnRuntime', 'DynamicBatcher', 'fixed_batches', 'KerasRuntime', 'model_ref',
+           'ModelSet', 'fast_lane_allowed', 'create_app', 'await_registration', 'restore_priority', 'serve']
 
 # %% ../nbs/07_serving.ipynb #cce4728b
 OUTPUT_NAMES = {'regression': 'prediction', 'binary': 'probability', 'multiclass': 'probabilities', 'survival': 'risk'}
@@ -262,10 +262,25 @@ class KerasRuntime(ModelRuntime):
 
 RUNTIMES = {'sklearn': SklearnRuntime, 'keras': KerasRuntime}
 
+# %% ../nbs/07_serving.ipynb #88b3d98b
+def model_ref(spec:str # 'TASK', 'TASK:N', 'models:/TASK/N' or 'models:/TASK@ALIAS'
+             )->tuple[str, str|None]:
+    "The task name and the version or alias (None: production, else the newest) that a model reference names."
+    s = str(spec)
+    if s.startswith('models:/'):
+        rest = s[len('models:/'):]
+        name, sep, pin = rest.partition('@') if '@' in rest else rest.partition('/')
+        if not name or not sep or not pin or '/' in pin:
+            raise ValueError(f'{s[:80]!r}: expected models:/TASK/VERSION or models:/TASK@ALIAS.')
+        return name, pin
+    name, _, pin = s.partition(':')
+    return name, pin or None
+
+
 # %% ../nbs/07_serving.ipynb #fee1b8f1
 class ModelSet:
     "The runtimes of the served tasks: the `production` version of each, else the newest (unless pinned as `task:N`)."
-    def __init__(self, tasks:list|None=None, # task names ('task:3' pins version 3); None: every task with a registered model
+    def __init__(self, tasks:list|None=None, # model references (`model_ref`: 'task', 'task:3', 'models:/task@production'); None: every registered task
                  registry:Registry|None=None, # defaults to `Registry()` (MEDMAAS_REGISTRY_DIR)
                  max_batch:int=32, max_wait_ms:float=2.0, # dynamic batching (neural runtimes)
                  observe=None, # batch-size observer (model name, size)
@@ -276,7 +291,7 @@ class ModelSet:
         self.registry = registry or Registry(); self.runtimes:dict[str, ModelRuntime] = {}
         self.pool = ThreadPoolExecutor(threads or min(8, max(2, os.cpu_count() or 2)), thread_name_prefix='medmaas-worker')
         for spec in (tasks if tasks is not None else self.registry.tasks()):
-            name, _, pin = spec.partition(':')
+            name, pin = model_ref(spec)
             try: task = get_task(name)
             except UnknownTask:
                 if tasks is not None: raise
@@ -656,7 +671,7 @@ def await_registration(tasks:list[str], # exactly one task name, without a versi
                       )->list[str]:
     "Import the task's runtime, wait for the run to register its model, and return `['TASK:VERSION']` to serve."
     from pathlib import Path
-    if not tasks or len(tasks) != 1 or ':' in tasks[0]:
+    if not tasks or len(tasks) != 1 or model_ref(tasks[0])[1] is not None:
         raise ValueError(f'Waiting for a registration needs exactly one task without a version (TASK, not TASK:N); got {tasks}.')
     task = get_task(tasks[0])
     priority = os.getpriority(os.PRIO_PROCESS, 0)

@@ -32,7 +32,7 @@ def svc(tmp_path_factory):
     d = tmp_path_factory.mktemp('hostile'); reg = Registry(d/'registry')
     for name in (TAB, CAT, TXT, IMG): _register(reg, d, name)
     keys = KeyStore(d/'keys.json')
-    env = {'MEDMAAS_REGISTRY_DIR': str(reg.root), 'MEDMAAS_KEYS_FILE': str(keys.path), 'MEDMAAS_AUDIT_LOG': str(d/'audit.jsonl'),
+    env = {'MEDMAAS_REGISTRY_DIR': str(reg.root), 'MLFLOW_TRACKING_URI': reg.tracking_uri, 'MEDMAAS_KEYS_FILE': str(keys.path), 'MEDMAAS_AUDIT_LOG': str(d/'audit.jsonl'),
            'MEDMAAS_AUDIT_KEY_FILE': str(d/'audit.key'), 'MEDMAAS_RATE_LIMIT': '100000', 'MEDMAAS_ROW_RATE_LIMIT': '10000000'}
     log = d/'server.log'
     with ServiceProcess(env=env, log_file=log, timeout=300) as sp:

@@ -46,7 +46,7 @@ EXPECTED = {'exec': 'builtins.exec (can run code', 'eval': 'builtins.eval (can r
             'methodcaller': 'operator.methodcaller', 'partial': 'functools.partial',
             'card mismatch': 'not in the types its card recorded', 'rewritten SHA256SUMS': 'signature of its digests does not match',
             'extra file': 'files that were not registered: model/extra.skops', 'removed file': 'model/model.skops is missing',
-            'unsigned': 'unsigned (registered before versions were signed'}
+            'unsigned': 'unsigned (registered without medmaas_nb, or its signature was removed)'}
 
 @pytest.fixture(scope='module')
 def hostile(tmp_path_factory):
@@ -64,9 +64,9 @@ def hostile(tmp_path_factory):
         "A version signed as the key holder would sign it, its card listing `card_types` (default: every name in the file)."
         mv = reg.register(TASK, d/'model', card)
         (mv.model_dir/'model.skops').write_bytes(model_bytes)
-        c = json.loads((mv.path/'card.json').read_text())
+        c = json.loads((mv.model_dir/'card.json').read_text())
         c['model']['types'] = sorted(skops_types(model_bytes) if card_types is None else card_types)
-        write_json(mv.path/'card.json', c); reg.seal(mv.path, TASK, mv.version); versions[name] = mv.version
+        write_json(mv.model_dir/'card.json', c); reg.seal(mv.path, TASK, mv.version); versions[name] = mv.version
     for name, p in payloads(markers/'types').items(): forge(name, inject(data, p))
     other = diabetes_candidates(quick=True)['random_forest'].fit(X, y); save_model(other, d/'other')
     forge('card mismatch', (d/'other'/'model.skops').read_bytes(), card_types=good.card['model']['types'])
@@ -107,7 +107,7 @@ def test_the_untouched_version_still_loads(hostile):
 def _serve(hostile, models:list, timeout:float=120):
     "Run `medmaas serve --models ...` on a free loopback port until it exits or is ready: (exit code or None, output, ready)."
     port = free_port(); log = hostile['dir']/f'serve-{port}.log'
-    env = {**os.environ, 'MEDMAAS_REGISTRY_DIR': str(hostile['reg'].root), 'MEDMAAS_KEYS_FILE': str(hostile['dir']/'keys.json'),
+    env = {**os.environ, 'MEDMAAS_REGISTRY_DIR': str(hostile['reg'].root), 'MLFLOW_TRACKING_URI': hostile['reg'].tracking_uri, 'MEDMAAS_KEYS_FILE': str(hostile['dir']/'keys.json'),
            'MEDMAAS_AUDIT_LOG': str(hostile['dir']/'audit.jsonl')}
     with open(log, 'wb') as out:
         p = subprocess.Popen([str(BIN/'medmaas'), 'serve', '--host', '127.0.0.1', '--port', str(port), '--models', *models],

@@ -208,8 +208,9 @@ def test_sums_list_every_file_but_the_digests(tmp_path):
 
 def test_read_card(tmp_path):
     assert _read_card(tmp_path) == {}
-    (tmp_path/'card.json').write_text('{x'); assert _read_card(tmp_path) == {}
-    (tmp_path/'card.json').write_text('{"a": 1}'); assert _read_card(tmp_path) == {'a': 1}
+    (tmp_path/'model').mkdir(); (tmp_path/'card.json').write_text('{"a": 1}'); assert _read_card(tmp_path) == {}  # beside the model: not the card
+    (tmp_path/'model'/'card.json').write_text('{x'); assert _read_card(tmp_path) == {}
+    (tmp_path/'model'/'card.json').write_text('{"a": 1}'); assert _read_card(tmp_path) == {'a': 1}
 
 # --- registered versions ---
 @pytest.fixture
@@ -220,7 +221,11 @@ def reg(tmp_path, saved):
 def test_register_verify_and_load(reg, saved, tmp_path):
     assert reg.tasks() == [] and reg.versions('lin') == [] and reg.aliases('lin') == {}
     mv = reg.register('lin', saved, {'model': {'runtime': 'sklearn'}, 'x': 1}, aliases=['production'])
-    assert (mv.task, mv.version, mv.path) == ('lin', 1, reg.root/'lin'/'versions'/'1') and mv.model_dir == mv.path/'model'
+    assert (mv.task, mv.version, mv.path) == ('lin', 1, reg.root/'cache'/'lin'/f'1-{mv.run_id[:12]}') and mv.model_dir == mv.path/'model'
+    from mlflow.tracking import MlflowClient
+    tags = MlflowClient(reg.tracking_uri, registry_uri=reg.tracking_uri).get_model_version('lin', '1').tags
+    assert tags[R.SUMS_TAG] == (mv.path/'SHA256SUMS').read_text() and tags[R.SIGNATURE_TAG] + '\n' == (mv.path/SIGNATURE).read_text()
+    assert mv.uri == 'models:/lin/1' and reg.tracking_uri == f"sqlite:///{reg.root/'mlflow.db'}"
     assert mv.card['x'] == 1 and mv.card['name'] == 'lin' and mv.card['version'] == 1 and mv.card['model']['types'] == model_types(saved)
     assert mv.runtime == 'sklearn' and reg.aliases('lin') == {'production': 1} and reg.tasks() == ['lin']
     mv.verify()
@@ -233,7 +238,7 @@ def test_register_verify_and_load(reg, saved, tmp_path):
     reg.set_alias('lin', 'production', 2); reg.set_alias('lin', 'staging', 1)
     assert reg.get('lin').version == 2 and reg.get('lin', 'staging').version == 1 and reg.get('lin', '1').version == 1
     assert reg.get('lin', 2).version == 2 and reg.aliases('lin') == {'production': 2, 'staging': 1}
-    assert not [p for p in (reg.root/'lin'/'versions').iterdir() if p.name.startswith('.incoming')]
+    assert not list(reg.root.glob('.incoming-*'))
 
 def test_get_refusals(reg, saved):
     assert msg(ModelNotFound, reg.get, 'lin') == "No registered model for task 'lin'. Run `medmaas run lin` first."
@@ -245,13 +250,13 @@ def test_get_refusals(reg, saved):
     assert msg(ModelNotFound, reg.get, 'lin', 7) == 'lin has no version 7; versions: [1, 2].'
     assert msg(ModelNotFound, reg.get, 'lin', '7') == 'lin has no version 7; versions: [1, 2].'
     assert msg(ModelNotFound, reg.set_alias, 'lin', 'production', 9) == 'lin has no version 9; versions: [1, 2].'
-    (reg.root/'lin'/'versions'/'notes').mkdir(); (reg.root/'empty'/'versions').mkdir(parents=True); (reg.root/'loose.txt').write_text('')
+    (reg.root/'cache'/'lin'/'notes').mkdir(parents=True); (reg.root/'cache'/'empty').mkdir(); (reg.root/'loose.txt').write_text('')
     assert reg.versions('lin') == [1, 2] and reg.tasks() == ['lin']
 
 def test_registering_a_model_outside_the_allowlist_leaves_no_version(reg, tmp_path):
     d = tmp_path/'evil'; d.mkdir(); (d/'model.skops').write_bytes(skops_bytes(node('os', 'system', 'FunctionNode')))
     assert msg(UntrustedModel, reg.register, 'lin', d, {}).startswith('lin (registering evil): refused, it names os.system')
-    assert reg.versions('lin') == [] and list((reg.root/'lin'/'versions').iterdir()) == []
+    assert reg.versions('lin') == [] and not list(reg.root.glob('.incoming-*'))
     keras_file(d, {'module': 'keras.layers', 'class_name': 'Lambda'}, 'model.keras')
     assert 'keras.layers.Lambda' in msg(UntrustedModel, reg.register, 'lin', d, {'model': {'runtime': 'keras'}})
 
@@ -292,23 +297,23 @@ def test_rewritten_digests_or_signature_are_refused(version, reg, tmp_path):
     sig.write_text('hmac-sha256 abc\n')
     assert 'SHA256SUMS or its signature was rewritten' in msg(TamperedModel, version.verify)
     sig.unlink()
-    assert msg(TamperedModel, version.verify).startswith("lin v1: unsigned (registered before versions were signed, or its signature was removed). "
+    assert msg(TamperedModel, version.verify).startswith("lin v1: unsigned (registered without medmaas_nb, or its signature was removed). "
                                                          "Refusing to load it. If you trust its files, register them again: Registry().register('lin', <its model folder>, card).")
     sums.unlink()
     assert msg(TamperedModel, version.verify) == 'lin v1: SHA256SUMS is missing. Refusing to load it.'
 
 def test_a_card_edited_after_signing_is_refused_and_load_uses_the_signed_card(version):
-    c = json.loads((version.path/'card.json').read_text()); c['model']['types'] = ['builtins.dict']
-    (version.path/'card.json').write_text(json.dumps(c))
+    c = json.loads((version.model_dir/'card.json').read_text()); c['model']['types'] = ['builtins.dict']
+    (version.model_dir/'card.json').write_text(json.dumps(c))
     assert 'card.json has changed' in msg(TamperedModel, version.verify)
     version.card['model']['types'] = ['builtins.dict']  # the card in memory is not what load trusts
-    (version.path/'card.json').write_text(json.dumps({**c, 'model': {'runtime': 'sklearn', 'types': model_types(version.model_dir)}}))
+    (version.model_dir/'card.json').write_text(json.dumps({**c, 'model': {'runtime': 'sklearn', 'types': model_types(version.model_dir)}}))
     R.Registry(version.path.parents[2], version.key_file).seal(version.path, 'lin', 1)
     assert version.load().coef_ == pytest.approx([2.0])
-    c2 = json.loads((version.path/'card.json').read_text()); c2['model']['types'] = ['builtins.dict']
-    (version.path/'card.json').write_text(json.dumps(c2)); R.Registry(version.path.parents[2], version.key_file).seal(version.path, 'lin', 1)
+    c2 = json.loads((version.model_dir/'card.json').read_text()); c2['model']['types'] = ['builtins.dict']
+    (version.model_dir/'card.json').write_text(json.dumps(c2)); R.Registry(version.path.parents[2], version.key_file).seal(version.path, 'lin', 1)
     assert msg(UntrustedModel, version.load).startswith('lin v1: refused, it names ')
-    c2['model'] = {'runtime': 'sklearn'}; (version.path/'card.json').write_text(json.dumps(c2))
+    c2['model'] = {'runtime': 'sklearn'}; (version.model_dir/'card.json').write_text(json.dumps(c2))
     R.Registry(version.path.parents[2], version.key_file).seal(version.path, 'lin', 1)
     assert 'not in the types its card recorded' in msg(UntrustedModel, version.load)  # no types recorded: none trusted
 
@@ -347,9 +352,14 @@ def test_keras_models_load_in_safe_mode_after_the_checks(tmp_path, fake_keras):
     assert load_model(tmp_path, 'keras', registered=types) == 'keras model'
     assert 'keras.layers.Dense (not in the types its card recorded' in msg(UntrustedModel, load_model, tmp_path, 'keras', ['keras.src.models.functional.Functional'])
 
-def test_a_keras_version_registers_and_loads(reg, tmp_path, fake_keras):
+def test_a_keras_version_registers_and_loads(reg, tmp_path, fake_keras, monkeypatch):
     d = tmp_path/'k'; d.mkdir(); keras_file(d, KERAS_OK, 'model.keras')
+    def as_mlflow_model(model, path, runtime, *a):  # the fake model cannot be saved: lay out its file as the Keras flavour does
+        assert model == 'keras model' and runtime == 'keras'
+        (path/'data').mkdir(parents=True); (path/'data'/'model.keras').write_bytes((d/'model.keras').read_bytes()); (path/'MLmodel').write_text('flavors: {}')
+    monkeypatch.setattr(R, 'mlflow_model', as_mlflow_model)
     mv = reg.register('net', d, {'model': {'runtime': 'keras', 'chosen': 'cnn'}})
+    assert (mv.model_dir/'data'/'model.keras').read_bytes() == (d/'model.keras').read_bytes()
     assert mv.runtime == 'keras' and mv.card['model'] == {'runtime': 'keras', 'chosen': 'cnn', 'types': model_types(d, 'keras')}
     assert mv.load() == 'keras model' and reg.load('net')[0] == 'keras model'
 
@@ -400,8 +410,8 @@ def test_verify_messages_cut_long_names(version, tmp_path):
     assert f"Registry().register({'t' * 60!r}, <its model folder>, card)." in msg(TamperedModel, long.verify)
 
 def test_file_names_with_spaces_verify(reg, saved, tmp_path):
-    import shutil; d = tmp_path/'m'; shutil.copytree(saved, d); (d/'notes on it.txt').write_text('n')
-    mv = reg.register('lin', d, {}); mv.verify()
+    mv = reg.register('lin', saved, {}); (mv.model_dir/'notes on it.txt').write_text('n')
+    reg.seal(mv.path, 'lin', 1); mv.verify()
     (mv.model_dir/'notes on it.txt').write_text('m')
     assert 'model/notes on it.txt has changed' in msg(TamperedModel, mv.verify)
 
@@ -419,15 +429,20 @@ def test_registration_record_and_lookup_details(reg, saved):
     assert msg(ModelNotFound, reg.get, 'zzz').endswith(' Registered: abc, lin.')
 
 def test_a_signed_card_without_a_model_section_trusts_no_type(version):
-    (version.path/'card.json').write_text('{}'); R.Registry(version.path.parents[2], version.key_file).seal(version.path, 'lin', 1)
+    (version.model_dir/'card.json').write_text('{}'); R.Registry(version.path.parents[2], version.key_file).seal(version.path, 'lin', 1)
     assert 'not in the types its card recorded' in msg(UntrustedModel, version.load)
 
 def test_a_failed_registration_raises_its_own_error_and_leaves_nothing(reg, saved, monkeypatch):
     incoming = []
-    def copy_then_fail(src, dst):
-        incoming.append(Path(dst).parent); import shutil; shutil.rmtree(Path(dst).parent)  # even the scratch folder gone
+    def save_then_fail(model, path, *a):
+        incoming.append(Path(path).parent); import shutil; shutil.rmtree(Path(path).parent)  # even the scratch folder gone
         raise RuntimeError('disk full')
-    monkeypatch.setattr(R.shutil, 'copytree', copy_then_fail)
-    assert msg(RuntimeError, reg.register, 'lin', saved, {}) == 'disk full'
-    assert incoming[0].parent == reg.root/'lin'/'versions' and incoming[0].name.startswith('.')
+    with monkeypatch.context() as m:
+        m.setattr(R, 'mlflow_model', save_then_fail)
+        assert msg(RuntimeError, reg.register, 'lin', saved, {}) == 'disk full'
+    assert incoming[0].parent == reg.root and incoming[0].name.startswith('.incoming-')
     assert reg.versions('lin') == []
+    def no_key(*a): raise RegistryError('no key')  # after MLflow created the version: it is deleted again
+    monkeypatch.setattr(Registry, 'seal', no_key)
+    assert msg(RegistryError, reg.register, 'lin', saved, {}) == 'no key'
+    assert reg.versions('lin') == [] and not list(reg.root.glob('.incoming-*')) and not (reg.root/'cache').exists()

@@ -41,6 +41,24 @@ def _test_figure_recomputed(t, mv, d, m):
     got = compute_metrics(t.kind, y, t.scores(mv.load(), X))[t.primary_metric]
     assert got == pytest.approx(m['test'][t.primary_metric]['value'], abs=1e-6), (got, m['test'][t.primary_metric])
 
+def _mlflow_loads_the_version(t, mv):
+    """MLflow's own loader takes the registered version (`models:/<task>/<N>`) and gives the model's output (for classifiers,
+    predict_proba), which for tasks scored the default way is what the service answers."""
+    import mlflow, mlflow.pyfunc
+    mlflow.set_tracking_uri(os.environ['MLFLOW_TRACKING_URI']); mlflow.set_registry_uri(os.environ['MLFLOW_TRACKING_URI'])
+    X = t.input_spec.validate([t.input_spec.example()])
+    model = mv.load()
+    if t.runtime == 'sklearn' and not hasattr(model, 'predict'):  # a retriever: MLflow gives it no pyfunc flavour, only sklearn
+        import mlflow.sklearn
+        assert type(mlflow.sklearn.load_model(mv.uri)) is type(model); return
+    got = np.asarray(mlflow.pyfunc.load_model(mv.uri).predict(X), dtype=float)
+    if t.runtime == 'keras': want = np.asarray(model.predict(X, verbose=0), dtype=float)
+    else: want = np.asarray(model.predict_proba(X) if t.kind in ('binary', 'multiclass') and hasattr(model, 'predict_proba') else model.predict(X), dtype=float)
+    assert np.allclose(got.reshape(want.shape), want), (got, want)
+    if t.score_fn is None and t.runtime == 'sklearn':
+        s = np.asarray(t.scores(model, X), dtype=float)
+        assert np.allclose(want[:, 1] if t.kind == 'binary' else want.reshape(s.shape), s)
+
 HOOK_OUTPUTS = {'breast-ultrasound': _gradcam_check_saved, 'pneumonia-xray': _gradcam_check_saved,
                 'metastasis-genes': _published_signature_saved}
 
@@ -66,6 +84,7 @@ def test_quick_run_leaves_reports_metrics_and_a_registered_model(session_dirs, n
     assert card['dataset']['checksum_sha256'] == m['dataset_sha256']
     assert 'production' not in Registry().aliases(name)  # quick runs are never promoted
     mv.verify()
+    _mlflow_loads_the_version(t, mv)
     serve = json.loads((d/'serve.json').read_text())
     assert serve['predictions_equal'] is True and serve['version'] == mv.version
     # the runner started the service with the first step; the serve step adopted it and stopped it
@@ -78,7 +97,7 @@ def test_run_is_tracked_in_mlflow(session_dirs):
     res = quick_run('diabetes-progression')
     from mlflow.tracking import MlflowClient
     import mlflow
-    mlflow.set_tracking_uri(os.environ['MLFLOW_TRACKING_URI'])
+    mlflow.set_tracking_uri(os.environ['MLFLOW_TRACKING_URI']); mlflow.set_registry_uri(os.environ['MLFLOW_TRACKING_URI'])
     run = MlflowClient().get_run(res.registered['mlflow_run_id'])
     assert run.data.params['quick'] == 'True'
     assert 'test.r2.value' in run.data.metrics
@@ -91,14 +110,14 @@ def test_reports_reach_mlflow_de_identified(session_dirs, tmp_path):
     "What a report shows as text goes to MLflow through the de-identifier; the run folder keeps the original."
     from mlflow.tracking import MlflowClient
     import mlflow
-    from medmaas_nb.registry import Registry, track_run
+    from medmaas_nb.registry import Registry, log_reports
     from medmaas_nb.deid import deidentify_notebook, deidentify_html
     res = quick_run('diabetes-progression')
     nb = json.loads((res.run_dir/'40_serve.ipynb').read_text())
     nb['cells'].append({'cell_type': 'markdown', 'metadata': {}, 'source': 'Asked for Mrs. Quennell, 617-555-0143.'})
     crafted = tmp_path/'40_serve.ipynb'; crafted.write_text(json.dumps(nb))
     page = tmp_path/'notes.html'; page.write_text('<html><body><p>Seen by Dr. Quennell on 03/04/2019.</p></body></html>')
-    run_id = track_run(Registry().get('diabetes-progression', res.registered['version']), reports=[crafted, page])
+    run_id = log_reports(Registry().get('diabetes-progression', res.registered['version']), [crafted, page])
     mlflow.set_tracking_uri(os.environ['MLFLOW_TRACKING_URI'])
     got = Path(MlflowClient().download_artifacts(run_id, 'reports', str(tmp_path/'got')))
     assert 'Quennell' not in (got/'40_serve.ipynb').read_text() and '555-0143' not in (got/'40_serve.ipynb').read_text()

@@ -347,7 +347,7 @@ def test_keras_runtime_batches_concurrent_requests(keras_server):
 # --- the command line ---
 
 def test_cli_keys_and_serve_start_fast_without_tensorflow(env, tmp_path):
-    e = {**os.environ, 'MEDMAAS_REGISTRY_DIR': str(env['reg'].root), 'MEDMAAS_KEYS_FILE': str(tmp_path/'keys.json'),
+    e = {**os.environ, 'MEDMAAS_REGISTRY_DIR': str(env['reg'].root), 'MLFLOW_TRACKING_URI': env['reg'].tracking_uri, 'MEDMAAS_KEYS_FILE': str(tmp_path/'keys.json'),
          'MEDMAAS_AUDIT_LOG': str(tmp_path/'audit.jsonl')}
     run = lambda *a: subprocess.run([str(BIN/'medmaas'), *a], capture_output=True, text=True, env=e, timeout=120)
     r = run('keys', 'create', 'app1', '--scope', 'predict'); key = r.stdout.strip()
@@ -371,7 +371,7 @@ def test_cli_keys_and_serve_start_fast_without_tensorflow(env, tmp_path):
 
 def test_run_service_waits_for_the_registration_and_is_adopted(env, tmp_path, monkeypatch):
     "A pipeline run's service: started before the model exists, it serves the version the run registers; the serve step adopts it."
-    monkeypatch.setenv('MEDMAAS_REGISTRY_DIR', str(env['reg'].root))
+    monkeypatch.setenv('MEDMAAS_REGISTRY_DIR', str(env['reg'].root)); monkeypatch.setenv('MLFLOW_TRACKING_URI', env['reg'].tracking_uri)
     run_dir = tmp_path/'run'; run_dir.mkdir()
     early = ServiceProcess.for_run(run_dir, TASK)  # as the runner does, with the first step
     try:
