@@ -16,6 +16,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT/'tests'), str(ROOT/'benchmarks')]
 from common import parser, machine, publish
+from conftest import free_port  # (it also points the signing key at a temporary file, for registration and serving alike)
 
 TASK = 'diabetes-progression'
 REGISTER = '''
@@ -35,7 +36,6 @@ def env_for(code_dir:Path, work:Path)->dict:
 def start_to_ready(code_dir:Path, work:Path)->float:
     "Seconds from `medmaas serve` starting until its readiness probe answers 200."
     import httpx
-    from conftest import free_port
     port = free_port(); t0 = time.perf_counter()
     p = subprocess.Popen([str(Path(sys.executable).parent/'medmaas'), 'serve', '--host', '127.0.0.1', '--port', str(port), '--models', TASK],
                          env=env_for(code_dir, work), cwd=code_dir, stdout=subprocess.DEVNULL, stderr=open(work/'serve.log', 'ab'))
