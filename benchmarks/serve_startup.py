@@ -2,8 +2,9 @@
 
 A diabetes-progression model (quick fit, RidgeCV) is registered by each checkout in its own registry folder; then
 `medmaas serve --models diabetes-progression` is started again and again, alternating between the checkouts, and timed
-from process start until `/v2/health/ready` answers 200. For this code the first start fetches the version from MLflow
-into its verified local copy ("first start"); the later ones find the copy and read the embedded store directly.
+from process start until `/v2/health/ready` answers 200. For this code registration keeps the version's verified local
+copy, so every start reads the embedded store directly and loads from the copy (a service on a machine that has no copy
+fetches it once, through MLflow, on its first start: not measured here).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/serve_startup.py [--baseline DIR] [--repeats 5] [--write]
 
