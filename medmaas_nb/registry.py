@@ -523,8 +523,9 @@ class Registry:
                            'dataset_sha256': str(card.get('dataset', {}).get('checksum_sha256', ''))})
         rid, now = run.info.run_id, int(time.time() * 1000)
         try:
-            c.log_batch(rid, metrics=[Metric(re.sub(r'[^\w\-. /]', '_', k)[:250], v, now, 0) for k, v in _flat(card.get('metrics') or {}).items()],
-                        params=[Param(re.sub(r'[^\w\-. /]', '_', k)[:250], str(v)[:6000]) for k, v in (card.get('params') or {}).items()])
+            key = lambda k: re.sub(r'[^\w\-. /]', '_', k)[:250]  # the characters MLflow allows in a metric or parameter name
+            c.log_batch(rid, metrics=[Metric(key(k), v, now, 0) for k, v in _flat(card.get('metrics') or {}).items()],
+                        params=[Param(key(k), str(v)[:6000]) for k, v in (card.get('params') or {}).items()])
             c.log_artifacts(rid, str(tmp/'model'), 'model')
             c.set_terminated(rid)
         except BaseException: c.set_terminated(rid, 'FAILED'); raise
@@ -571,9 +572,8 @@ class Registry:
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix='.incoming-'))
         try:
             import mlflow
-            mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp/'download'), tracking_uri=self.tracking_uri)
-            got = tmp/'download'; (got/Path(mv.source).name).rename(tmp/'model') if (got/Path(mv.source).name).is_dir() else got.rename(tmp/'model')
-            shutil.rmtree(got, ignore_errors=True)
+            got = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp/'download'), tracking_uri=self.tracking_uri)
+            Path(got).rename(tmp/'model'); shutil.rmtree(tmp/'download', ignore_errors=True)
             (tmp/'model'/'registered_model_meta').unlink(missing_ok=True)  # MLflow's own note of name and version, not a model file
             if SUMS_TAG in mv.tags: (tmp/'SHA256SUMS').write_text(mv.tags[SUMS_TAG])
             if SIGNATURE_TAG in mv.tags: (tmp/SIGNATURE).write_text(mv.tags[SIGNATURE_TAG] + '\n')
