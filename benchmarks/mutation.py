@@ -22,8 +22,7 @@ MODULES = {
     'protocol': {'tests': ['tests/test_mut_protocol.py'], 'functions': None},
     'registry': {'tests': ['tests/test_mut_registry.py'],
                  # the trust checks: allowlists, signatures, digests, version and alias lookup (not MLflow tracking or cards)
-                 'functions': ['x_runs_code', 'x_skops_types', 'x__short', 'x_check_types', 'x_keras_types', 'x_check_keras',
-                               'x_model_types', 'x_load_model', 'x_signing_key_file', 'x_signing_key', 'x_key_id', 'x_sign',
+                 'functions': ['x_signing_key_file', 'x_signing_key', 'x_key_id', 'x_sign',
                                'x__sums', 'x__read_card', 'xǁModelVersionǁverify', 'xǁModelVersionǁload', 'xǁRegistryǁ*']},
     'evaluate': {'tests': ['tests/test_mut_evaluate.py'],
                  # the code that computes metrics and intervals
@@ -34,10 +33,11 @@ MODULES = {
              'functions': ['x__alternation', 'x__years_upto', 'x__compile', 'x__merge', 'x__first_words', 'x__matches',
                            'x__pattern_spans', 'x__list_names', 'x_find_phi', 'x_deidentify', 'xǁDeidFilterǁ*', 'x_deid_logger',
                            'x_deidentify_html', 'x_deidentify_notebook', 'x_deidentify_report', 'x_name_lists']},
-    'serving': {'tests': ['tests/test_mut_serving.py'],
-                # the runtimes and the batching (not the HTTP app)
-                'functions': ['x__len', 'xǁModelRuntimeǁ*', 'x__probe', 'xǁSklearnRuntimeǁ*', 'x__concat', 'xǁDynamicBatcherǁ*',
-                              'x__take', 'x_fixed_batches', 'xǁKerasRuntimeǁ*']},
+    'runtimes': {'tests': ['tests/test_mut_registry.py', 'tests/test_mut_serving.py'],
+                 # the trust checks of model files, the runtimes and the batching
+                 'functions': ['x_runs_code', 'x_skops_types', 'x__short', 'x_check_types', 'x_keras_types', 'x_check_keras',
+                               'x_model_types', 'x_load_model', 'x__len', 'xǁModelRuntimeǁ*', 'xǁServedModelǁ*', 'x__probe',
+                               'xǁSklearnRuntimeǁ*', 'x__concat', 'xǁDynamicBatcherǁ*', 'x__take', 'x_fixed_batches', 'xǁKerasRuntimeǁ*']},
 }
 
 # mutants judged equivalent after reading them: no input can tell them from the original. {module: {mutant: why}}
@@ -110,8 +110,6 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         'x_summarize_cv__mutmut_21': 'to_numpy() of a metric column: the same values; every result goes through float()',
     },
     'registry': {
-        'x_runs_code__mutmut_5': "rsplit('.') without a limit: the last part is the same",
-        'x_runs_code__mutmut_8': "rsplit('.', 2): the last part is the same",
         'x_signing_key__mutmut_31': "the temporary file's prefix in capitals: still hidden, removed at once",
         'x_signing_key__mutmut_37': 'token_hex(None) draws the default, 32 bytes',
         'xǁRegistryǁregister__mutmut_7': "the task folder exists (the task's lock made it): no parents to create",
@@ -119,7 +117,9 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         'xǁRegistryǁregister__mutmut_11': 'as _7',
         'xǁRegistryǁregister__mutmut_28': "the scratch folder's prefix in capitals: still hidden, never a version number",
     },
-    'serving': {
+    'runtimes': {
+        'x_runs_code__mutmut_5': "rsplit('.') without a limit: the last part is the same",
+        'x_runs_code__mutmut_8': "rsplit('.', 2): the last part is the same",
         'xǁDynamicBatcherǁ_run__mutmut_8': 'left == 0 exactly: wait_for(..., 0) times out at once, as leaving the loop does',
         'xǁSklearnRuntimeǁ_array_ok__mutmut_29': 'as_array falsy gives a DataFrame, which np.asfortranarray turns into the same float array',
         'xǁSklearnRuntimeǁ_array_ok__mutmut_31': 'as _29',

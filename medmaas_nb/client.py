@@ -8,13 +8,10 @@ import json, os, shlex, socket, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 
-class ServiceError(Exception):
-    "An error answer from the service: `status` (HTTP code), the message, and the request id."
-    def __init__(self, status:int, message:str, request_id:str|None=None, field:str|None=None):
-        super().__init__(f'{status}: {message}'); self.status, self.message, self.request_id, self.field = status, message, request_id, field
+from .errors import ServiceError
 
 # %% auto #0
-__all__ = ['ServiceError', 'Client', 'curl_command', 'free_port', 'ServiceProcess', 'ProcessHandle']
+__all__ = ['Client', 'curl_command', 'free_port', 'ServiceProcess', 'ProcessHandle']
 
 # %% ../nbs/08_client.ipynb #0dc421d6
 _V2_NP = {'BOOL': np.bool_, 'UINT8': np.uint8, 'INT8': np.int8, 'INT16': np.int16, 'INT32': np.int32, 'INT64': np.int64,

@@ -4,6 +4,7 @@
 
 # %% ../nbs/10_clinical.ipynb #b3263c50
 from __future__ import annotations
+from typing import Callable
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
@@ -11,14 +12,16 @@ from sklearn.model_selection import train_test_split
 from .data import Dataset, load_package_dataset, dataset_checksum
 from .evaluate import (Anchor, bootstrap_metrics, compute_metrics, cross_validate, summarize_cv, select_model,
                                  default_scores, anchor_table, summary_table)
-from .tasks import Task, TrainResult, InputSpec, Feature, Param, register_task
+from .tasks import Task, TrainResult, InputSpec, Feature, Param, Run, Section, register_task
+from .errors import NotSupported
 
 # %% auto #0
 __all__ = ['DIABETES_FEATURES', 'diabetes_progression', 'WDBC_NAMES', 'WDBC_SPEC', 'breast_cancer_diagnosis', 'age_bands',
-           'subgroup_metrics', 'shap_values', 'tabular_explainer', 'ClinicalTask', 'anchor_protocol', 'single_threaded',
-           'train_candidates', 'show_anchor_protocol', 'goal_table', 'show_goals', 'tabular_evaluate_hook',
-           'register_clinical', 'load_diabetes_task', 'diabetes_candidates', 'load_wdbc_task', 'wdbc_candidates',
-           'sensitivity_threshold', 'train_wdbc']
+           'subgroup_metrics', 'shap_values', 'summarize_background', 'tabular_explainer', 'ClinicalTask',
+           'anchor_protocol', 'single_threaded', 'train_candidates', 'show_anchor_protocol', 'goal_table',
+           'goal_report', 'show_goals', 'show_subgroups', 'show_shap', 'clinical_sections', 'register_clinical',
+           'load_diabetes_task', 'diabetes_candidates', 'load_wdbc_task', 'wdbc_candidates', 'sensitivity_threshold',
+           'train_wdbc', 'show_threshold']
 
 # %% ../nbs/10_clinical.ipynb #41a6e653
 def age_bands(age, # ages in years
@@ -67,12 +70,15 @@ def _decode(A:np.ndarray, columns:list, cats:dict, dtypes)->pd.DataFrame:
 
 def shap_values(predict:callable, # (DataFrame) -> 1-D scores
                 X:pd.DataFrame, # the patients to explain
-                background:pd.DataFrame, # training patients standing in for 'the average patient'
+                background:pd.DataFrame, # rows standing in for 'the average patient' (`summarize_background`)
                 seed:int=0, # seed of the permutations
-                max_rows:int=100_000 # rows per call of `predict`
+                max_rows:int=100_000, # rows per call of `predict`
+                weights=None # weight of each background row (default: equal)
                )->tuple[pd.DataFrame, float]:
     "SHAP attributions (one row per patient, one column per feature; one antithetic permutation each) and the baseline score."
-    B, cats = _encode(background); A, _ = _encode(X.astype(background.dtypes.to_dict()))
+    both, cats = _encode(pd.concat([background, X.astype(background.dtypes.to_dict())], ignore_index=True))  # every category of both
+    B, A = both[:len(background)], both[len(background):]
+    w = np.full(len(B), 1 / len(B)) if weights is None else np.asarray(weights, float) / np.sum(weights)
     cols, dts = list(X.columns), background.dtypes
     f = lambda M: np.asarray(predict(_decode(M, cols, cats, dts)), float)
     n, m, nb = len(A), A.shape[1], len(B); rng = np.random.default_rng(seed)
@@ -81,25 +87,54 @@ def shap_values(predict:callable, # (DataFrame) -> 1-D scores
     on = np.zeros((n, 2 * m + 1, m), bool)
     for i, p in enumerate(perms): on[i][:, p] = np.vstack([steps, ~steps[1:]])  # forwards 0..m on, then backwards off
     rows = np.where(on[:, :, None, :], A[:, None, None, :], B[None, None, :, :]).reshape(-1, m)
-    v = np.concatenate([f(rows[i:i + max_rows]) for i in range(0, len(rows), max_rows)]).reshape(n, 2 * m + 1, nb).mean(2)
+    v = np.concatenate([f(rows[i:i + max_rows]) for i in range(0, len(rows), max_rows)]).reshape(n, 2 * m + 1, nb) @ w
     fwd, bwd = np.diff(v[:, :m + 1], axis=1), -np.diff(v[:, m:], axis=1)  # contribution of the k-th feature of the order
     sv = np.zeros((n, m))
     for i, p in enumerate(perms): sv[i, p] = (fwd[i] + bwd[i]) / 2
-    return pd.DataFrame(sv, columns=cols, index=X.index), float(v[:, 0].mean()) if n else float(np.mean(f(B)))
+    return pd.DataFrame(sv, columns=cols, index=X.index), float(v[:, 0].mean()) if n else float(f(B) @ w)
 
+# %% ../nbs/10_clinical.ipynb #31730777
+def summarize_background(X:pd.DataFrame, # the training patients (model inputs)
+                         k:int=20, # most summary rows
+                         min_size:int=5, # fewest patients a summary row may stand for
+                         seed:int=0 # seed of k-means
+                        )->dict:
+    "The background of explanations as JSON, holding no patient's record: k-means centres of `X`, weighted by cluster size."
+    from sklearn.cluster import KMeans
+    A, cats = _encode(X); n = len(A); k = max(1, min(k, n // min_size))
+    sd = A.std(0); lab = KMeans(k, n_init=4, random_state=seed).fit_predict((A - A.mean(0)) / np.where(sd > 0, sd, 1))
+    sizes = np.bincount(lab, minlength=k); keep = [c for c in range(k) if sizes[c] >= min_size] or [int(sizes.argmax())]
+    rows = []
+    for c in keep:
+        M = A[lab == c]; r = M.mean(0)
+        for j, col in enumerate(X.columns):  # the most common category; else the observed value nearest the centre
+            if col in cats: r[j] = np.bincount(M[:, j].astype(int)).argmax()
+            else: seen = np.unique(A[:, j]); r[j] = seen[np.abs(seen - r[j]).argmin()]
+        rows.append(r)
+    B = _decode(np.array(rows), list(X.columns), cats, X.dtypes)
+    records = [{c: (v.item() if hasattr(v, 'item') else v) for c, v in row.items()} for row in B.to_dict('records')]
+    return {'records': records, 'weights': (sizes[keep] / sizes[keep].sum()).round(6).tolist(), 'patients': n,
+            'method': f'k-means centres of {n} training patients, {len(keep)} clusters of at least {min_size} (each value '
+                      "snapped to an observed one, a category to the cluster's most common)"}
+
+# %% ../nbs/10_clinical.ipynb #2c4704a0
 _BACKGROUND:dict = {}
-def tabular_explainer(task_name:str, # the task whose training split supplies the background
-                      n_background:int=50):
+def tabular_explainer(task_name:str # the task whose model is explained
+                     )->Callable:
     "A `Task.explain` function: per patient, the prediction, the baseline and each feature's SHAP attribution."
-    def explain(model, X:pd.DataFrame)->list[dict]:
+    def explain(model, X:pd.DataFrame, # the patients (validated by the task's input spec)
+                served:dict|None=None # the card's `served` section; None in process (the background comes from the training split)
+               )->list[dict]:
         from medmaas_nb.tasks import get_task
-        t = get_task(task_name)
-        if task_name not in _BACKGROUND:
-            Xtr = t.load(seed=0)['train'][0]
-            _BACKGROUND[task_name] = Xtr.sample(min(n_background, len(Xtr)), random_state=0)
-        sv, base = shap_values(lambda D: t.scores(model, D), X, _BACKGROUND[task_name])
+        t = get_task(task_name); bg = (served or {}).get('explanation', {}).get('background')
+        if bg is None and served is not None:
+            raise NotSupported(f'This {task_name} version was registered without an explanation background; '
+                               f'register it again (medmaas run {task_name}).')
+        if bg is None: bg = _BACKGROUND.get(task_name) or _BACKGROUND.setdefault(task_name, summarize_background(t.load(seed=0)['train'][0]))
+        B = t.input_spec.validate(bg['records'])
+        sv, base = shap_values(lambda D: t.scores(model, D), X, B, weights=bg['weights'])
         pred = np.asarray(t.scores(model, X), float)
-        return [{'method': 'SHAP (permutation, 50 training patients as background)', 'output': t.primary_output,
+        return [{'method': f"SHAP (permutation; background: {bg['method']})", 'output': t.primary_output,
                  'prediction': float(p), 'baseline': base, 'attributions': {k: float(v) for k, v in r.items()},
                  'values': {k: (v.item() if hasattr(v, 'item') else v) for k, v in X.iloc[i].items()}}
                 for i, (p, (_, r)) in enumerate(zip(pred, sv.iterrows()))]
@@ -157,14 +192,14 @@ def train_candidates(task:ClinicalTask, ds:Dataset, quick:bool=False, seed:int=0
         extra['anchor_protocol'] = anchor_protocol(task, ds, cands if task.anchor_all else {best: cands[best]}, seed)
     return TrainResult(clone(cands[best]).fit(X, y), best, folds, summ, extra)
 
-def show_anchor_protocol(task:ClinicalTask, result:TrainResult):
+def show_anchor_protocol(run:Run, ds:Dataset, result:TrainResult):
     "Train-report section: our candidates measured the anchors' way, beside the anchors."
     from IPython.display import display, Markdown
-    ap = result.extra.get('anchor_protocol')
+    task = run.task; ap = result.extra.get('anchor_protocol')
     if not ap:
         display(Markdown('*Quick run: the anchors\' protocol on all patients is skipped.*')); return
     k, r = task.anchor_cv
-    display(Markdown(f'### Measured the anchors\' way\n\n{k}-fold x {r} CV on **all** patients, as the anchors were measured '
+    display(Markdown(f'{k}-fold x {r} CV on **all** patients, as the anchors were measured '
                      '(so these folds include the held-out test patients; used for this comparison only, never to choose a model).'))
     display(anchor_table({f'ours: {n} ({k}x{r} CV, all patients)': s for n, s in ap.items()}, task.anchors).round(3))
     if result.chosen in ap and task.goals:
@@ -197,35 +232,53 @@ def goal_table(task:ClinicalTask, # the task, with `goals` and `anchor_cv`
                      'held-out test reaches goal': _reaches((t or {}).get('value'), g)})
     return pd.DataFrame(rows).set_index('metric')
 
-def show_goals(task:ClinicalTask, run_dir, test:dict)->pd.DataFrame|None:
-    "Evaluation-report section: `goal_table` from the run's train.json, displayed and written to targets.json."
-    import json
-    from pathlib import Path
+def goal_report(run:Run, # the run: its task and the train.json its training step wrote
+                test:dict # held-out test metrics {metric: {value, ...}} (or plain numbers)
+               )->pd.DataFrame:
+    "`goal_table` displayed, with a note where only the anchors' protocol meets a goal, and written to targets.json."
     from IPython.display import display, Markdown
     from medmaas_nb.core import write_json
-    if not task.goals: return None
-    run_dir = Path(run_dir); info = json.loads((run_dir/'train.json').read_text())
-    gt = goal_table(task, info, test)
-    display(Markdown("## Goals, measured the anchors' way\n\nThe goal is judged on the chosen model cross-validated as the anchors "
+    gt = goal_table(run.task, run.read('train.json'), test)
+    display(Markdown("The goal is judged on the chosen model cross-validated as the anchors "
                      "were (all patients, so its folds include the test patients: a comparison, never used to choose). "
                      "Beside it the honest figures: CV on the training split (used to choose) and the held-out test split (scored once), "
                      "and whether the held-out figure reaches the goal too."))
-    display(gt); write_json(run_dir/'targets.json', gt.reset_index().to_dict('records'))
+    display(gt); write_json(run.folder/'targets.json', gt.reset_index().to_dict('records'))
     split = gt[(gt['met'] == 'yes') & (gt['held-out test reaches goal'] == 'no')].index.tolist()
     if split: display(Markdown(f"**Met in the anchors' protocol only**: on the held-out test split {', '.join(split)} "
                                "falls short of the goal."))
     return gt
 
+@single_threaded
+def show_goals(run:Run, ds:Dataset, model)->pd.DataFrame:
+    "Evaluation-report section: the goals (`goal_report`) with the chosen model's figures on the test split."
+    Xte, yte = ds['test']
+    return goal_report(run, compute_metrics(run.task.kind, yte, run.task.scores(model, Xte)))
+
 # %% ../nbs/10_clinical.ipynb #375e0607
-def _shap_report(task:ClinicalTask, ds:Dataset, model, run_dir, quick:bool, n_explain:int=100):
+@single_threaded
+def show_subgroups(run:Run, ds:Dataset, model):
+    "Evaluation-report section: the primary metric (and MAE or accuracy and Brier) per subgroup, with bootstrap intervals."
+    from IPython.display import display, Markdown
+    t = run.task; Xte, yte = ds['test']
+    display(Markdown('Each figure with a bootstrap 95 % interval; a group under 10 patients gets no figure.'))
+    more = {'regression': ['mae'], 'binary': ['accuracy', 'brier']}.get(t.kind, [])
+    sg = subgroup_metrics(t.kind, yte, t.scores(model, Xte), t.subgroups(Xte), [t.primary_metric] + more, n_boot=50 if run.quick else 500)
+    display(sg); sg.to_csv(run.folder/'subgroups.csv', index=False)
+
+@single_threaded
+def show_shap(run:Run, ds:Dataset, model, n_explain:int=100):
+    "Evaluation-report section: SHAP values of test patients against the card's background summary, and one patient's explanation."
     from IPython.display import display, Markdown
     import matplotlib.pyplot as plt
-    Xtr, Xte = ds['train'][0], ds['test'][0]
-    if quick:
+    task = run.task; Xtr, Xte = ds['train'][0], ds['test'][0]
+    display(Markdown('SHAP values: how much each feature moved each patient\'s prediction away from the average over a summary '
+                     'of the training patients (the baseline; the summary the model card carries).'))
+    if run.quick:
         display(Markdown('*Quick run: SHAP summary skipped (the notebook tests cover `Task.explain`).*')); return
-    bg = Xtr.sample(min(50, len(Xtr)), random_state=0); Xe = Xte.iloc[:n_explain]
-    sv, base = shap_values(lambda D: task.scores(model, D), Xe, bg)
-    sv.to_csv(run_dir/'shap_values.csv')
+    bg = task.explain_background(ds); Xe = Xte.iloc[:n_explain]  # what the card carries
+    sv, base = shap_values(lambda D: task.scores(model, D), Xe, task.input_spec.validate(bg['records']), weights=bg['weights'])
+    sv.to_csv(run.folder/'shap_values.csv')
     imp = sv.abs().mean().sort_values()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, max(3, .28 * len(imp) + 1)))
     a.barh(imp.index, imp.values); a.set(title='mean |SHAP| over test patients', xlabel=f'effect on {task.primary_output}')
@@ -235,41 +288,29 @@ def _shap_report(task:ClinicalTask, ds:Dataset, model, run_dir, quick:bool, n_ex
         b.scatter(sv[c], np.full(len(sv), j) + np.random.default_rng(j).uniform(-.25, .25, len(sv)), c=v, cmap='coolwarm', s=8)
     b.set_yticks(range(len(imp))); b.set_yticklabels(imp.index); b.axvline(0, color='k', lw=.5)
     b.set(title='SHAP per patient (red = high value)', xlabel=f'effect on {task.primary_output}'); fig.tight_layout(); plt.show()
-    one = task.explain(model, Xte.iloc[[0]])[0]
+    one = task.explain(model, Xte.iloc[[0]], {'explanation': {'background': bg}})[0]
     t = pd.DataFrame({'value': one['values'], 'attribution': one['attributions']}).sort_values('attribution', key=abs, ascending=False)
     display(Markdown(f"**One test patient**: {task.primary_output} {one['prediction']:.3f} = baseline {one['baseline']:.3f} "
                      f"+ the attributions below (sum {sum(one['attributions'].values()):.3f})."))
     display(t.round(3))
 
-def tabular_evaluate_hook(task_name:str, extra:callable|None=None):
-    "An evaluate hook: subgroup metrics with bootstrap intervals, SHAP summary and one patient's explanation (+ `extra`)."
-    @single_threaded
-    def hook(ds, model, run_dir):
-        from IPython.display import display, Markdown
-        from medmaas_nb.tasks import get_task
-        from pathlib import Path
-        t = get_task(task_name); run_dir = Path(run_dir); quick = ds.meta.get('quick', False)
-        Xte, yte = ds['test']; s = t.scores(model, Xte)
-        show_goals(t, run_dir, compute_metrics(t.kind, yte, s))
-        if extra: extra(t, ds, model, run_dir, s)
-        display(Markdown('## Subgroups\n\nEach figure with a bootstrap 95 % interval; a group under 10 patients gets no figure.'))
-        if t.subgroups:
-            sg = subgroup_metrics(t.kind, yte, s, t.subgroups(Xte), [t.primary_metric] + {'regression': ['mae'], 'binary': ['accuracy', 'brier']}.get(t.kind, []),
-                                  n_boot=50 if quick else 500)
-            display(sg); sg.to_csv(run_dir/'subgroups.csv', index=False)
-        display(Markdown('## Explanations\n\nSHAP values: how much each feature moved each patient\'s prediction away from the '
-                         'average over 50 training patients (the baseline).'))
-        _shap_report(t, ds, model, run_dir, quick)
-    return hook
+def clinical_sections(task:ClinicalTask, # the task: its goals and subgroups decide which sections it gets
+                      extra:list=() # the task's own evaluation `Section`s, shown after the goals
+                     )->list[Section]:
+    "The clinical family's report sections: the anchors' protocol (training); goals, `extra`, subgroups and SHAP (evaluation)."
+    return [Section('train', "Measured the anchors' way", show_anchor_protocol),
+            *([Section('evaluate', "Goals, measured the anchors' way", show_goals, ('targets.json',))] if task.goals else []),
+            *extra,
+            *([Section('evaluate', 'Subgroups', show_subgroups, ('subgroups.csv',))] if task.subgroups else []),
+            Section('evaluate', 'Explanations', show_shap, ('shap_values.csv',))]
 
 def register_clinical(task:ClinicalTask, # the task to register
-                      extra:callable|None=None # an extra evaluation section (t, ds, model, run_dir, scores)
+                      extra:list=() # its own evaluation `Section`s
                      )->ClinicalTask:
-    "Register a tabular clinical task with SHAP explanations, the anchors' protocol in its training report and the shared evaluation section."
-    register_task(task)
-    task.explain = tabular_explainer(task.name)
-    task.hooks = {'train': lambda ds, r: show_anchor_protocol(task, r), 'evaluate': tabular_evaluate_hook(task.name, extra)}
-    return task
+    "Register a tabular clinical task: SHAP explanations against a summary of its training patients, and the family's report sections."
+    task.explain, task.explain_background = tabular_explainer(task.name), lambda ds: summarize_background(ds['train'][0])
+    task.sections = clinical_sections(task, extra)
+    return register_task(task)
 
 # %% ../nbs/10_clinical.ipynb #16439259
 DIABETES_FEATURES = [
@@ -422,16 +463,17 @@ def train_wdbc(task, ds, quick:bool=False, seed:int=0, sensitivity:float=0.95, *
     return res
 
 # %% ../nbs/10_clinical.ipynb #01d36c8e
-def _wdbc_extra(t, ds, model, run_dir, s):
+def show_threshold(run:Run, ds:Dataset, model):
+    "Evaluation-report section: the test figures at the model's own threshold, with bootstrap intervals."
     from IPython.display import display, Markdown
     from medmaas_nb.core import write_json
-    yte = np.asarray(ds['test'][1]); thr = float(model.threshold)
+    Xte, yte = ds['test']; yte = np.asarray(yte); s = run.task.scores(model, Xte); thr = float(model.threshold)
     keep = ['sensitivity', 'specificity', 'accuracy', 'balanced_accuracy', 'brier']
-    bm = bootstrap_metrics('binary', yte, s, n_boot=200 if ds.meta.get('quick') else 1000, threshold=thr)
-    display(Markdown(f'## At the chosen threshold\n\nThreshold **{thr:.3f}** (chosen on out-of-fold training predictions for '
+    bm = bootstrap_metrics('binary', yte, s, n_boot=200 if run.quick else 1000, threshold=thr)
+    display(Markdown(f'Threshold **{thr:.3f}** (chosen on out-of-fold training predictions for '
                      'sensitivity >= 0.95). Test figures with bootstrap 95 % intervals; the Brier score does not depend on the threshold.'))
     display(pd.DataFrame({k: bm[k] for k in keep}).T.round(3))
-    write_json(run_dir/'threshold_metrics.json', {'threshold': thr, **{k: bm[k] for k in keep}})
+    write_json(run.folder/'threshold_metrics.json', {'threshold': thr, **{k: bm[k] for k in keep}})
 
 _WDBC_HOW = '10-fold CV x 3 repeats on all 569 patients, all 30 features (measured here, scikit-learn 1.9.1)'
 breast_cancer_diagnosis = register_clinical(ClinicalTask(
@@ -452,7 +494,4 @@ breast_cancer_diagnosis = register_clinical(ClinicalTask(
     limitations='569 aspirates from one centre (Wisconsin, 1990s), measured by one image-analysis program: features from other '
                 'software or scanners are not comparable. No demographic attributes, so we cannot check who it serves worse by age '
                 'or ethnicity. The threshold trades specificity for sensitivity; a positive means "biopsy", not "cancer".',
-), _wdbc_extra)
-
-# %% ../nbs/10_clinical.ipynb #c0a70c9c
-from . import clinical_survival, clinical_trajectory  # registers their tasks
+), [Section('evaluate', 'At the chosen threshold', show_threshold, ('threshold_metrics.json',))])

@@ -11,13 +11,14 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 from .data import Dataset, load_package_dataset, dataset_checksum
 from .evaluate import Anchor, survival_fields, compute_metrics
-from .tasks import Feature, InputSpec, Param
+from .tasks import Feature, InputSpec, Param, Run, Section
 from .clinical import ClinicalTask, train_candidates, register_clinical, age_bands
 
 # %% auto #0
 __all__ = ['YEAR', 'GBSG2_FEATURES', 'breast_cancer_survival', 'WHAS500_FEATURES', 'heart_attack_survival', 'load_survival_task',
            'RankAverage', 'gbsg_fp_terms', 'published_cox', 'survival_candidates', 'survival_metrics',
-           'bootstrap_survival_metrics', 'plot_risk_groups', 'plot_patient_curves', 'SurvivalTask', 'survival_task']
+           'bootstrap_survival_metrics', 'plot_risk_groups', 'plot_patient_curves', 'SurvivalTask', 'show_survival',
+           'survival_task']
 
 # %% ../nbs/10a_clinical_survival.ipynb #abc267ec
 def load_survival_task(dataset:str, # 'gbsg2' or 'whas500'
@@ -197,17 +198,18 @@ class SurvivalTask(ClinicalTask):
         return out
 
 # %% ../nbs/10a_clinical_survival.ipynb #7e577126
-def _survival_extra(t, ds, model, run_dir, s):
+def show_survival(run:Run, ds:Dataset, model):
+    "Evaluation-report section: survival metrics with intervals, risk groups, and three patients' curves as a caller gets them."
     from IPython.display import display, Markdown
     import matplotlib.pyplot as plt
     from medmaas_nb.core import write_json
-    (Xtr, ytr), (Xte, yte) = ds['train'], ds['test']
-    sm = bootstrap_survival_metrics(model, Xte, ytr, yte, n_boot=20 if ds.meta.get('quick') else 200)
-    display(Markdown("## Survival metrics on the test split\n\nBootstrap 95 % intervals. `uno_c`: Uno's C; `auc_Ny`: "
+    t = run.task; (Xtr, ytr), (Xte, yte) = ds['train'], ds['test']; s = t.scores(model, Xte)
+    sm = bootstrap_survival_metrics(model, Xte, ytr, yte, n_boot=20 if run.quick else 200)
+    display(Markdown("Bootstrap 95 % intervals. `uno_c`: Uno's C; `auc_Ny`: "
                      "time-dependent AUC at N years; `ibs`: integrated Brier score of the model, `ibs_km` of Kaplan-Meier "
                      "(lower is better; the model should beat it)."))
     display(pd.DataFrame(sm).T.round(3))
-    write_json(run_dir/'survival_metrics.json', sm)
+    write_json(run.folder/'survival_metrics.json', sm)
     fig, p = plot_risk_groups(model, Xtr, Xte, yte); plt.show()
     order = np.argsort(s); idx = [order[0], order[len(order) // 2], order[-1]]
     plot_patient_curves(model, Xte.iloc[idx], ytr, ['lowest predicted risk', 'median', 'highest']); plt.show()
@@ -244,7 +246,8 @@ def survival_task(name:str, dataset:str, # task name, manifest dataset
         output_names=['risk'], primary_output='risk score', cv_splits=5, cv_repeats=2, anchor_cv=(5, 1), goals=goals,
         anchors=anchors, subgroups=subgroups, limitations=limitations,
         params={'n_estimators': Param(150, 'trees in the forest and boosting stages (full runs)'),
-                'test_size': Param(0.25, 'held-out test fraction')}), _survival_extra)
+                'test_size': Param(0.25, 'held-out test fraction')}),
+        [Section('evaluate', 'Survival metrics on the test split', show_survival, ('survival_metrics.json',))])
 
 # %% ../nbs/10a_clinical_survival.ipynb #9590aec6
 _GBSG_UG = 'scikit-survival user guide, 75/25 split'

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 from .data import Dataset, load_package_dataset, dataset_checksum
 from .evaluate import compute_metrics, summarize_cv
-from .tasks import Feature, InputSpec, InvalidInput, Param, TrainResult, register_task
+from .tasks import Feature, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
 from .clinical import ClinicalTask, age_bands, subgroup_metrics, single_threaded
 
 # %% auto #0
 __all__ = ['HORIZON_DAYS', 'MAX_VISITS', 'STATIC_FEATURES', 'VISIT_FEATURES', 'MODEL_FEATURES', 'PBC_SPEC', 'pbc_trajectory',
            'VisitHistorySpec', 'load_pbc_task', 'last_visit_features', 'summary_features', 'baseline_models',
            'fit_baselines', 'build_gru', 'fit_gru', 'gru_outputs', 'train_pbc', 'TrajectoryTask', 'explain_history',
-           'compare_on_test', 'verdict']
+           'compare_on_test', 'verdict', 'show_baselines', 'show_trajectory_subgroups', 'show_trajectory_explanations']
 
 # %% ../nbs/10b_clinical_trajectory.ipynb #84f8b17a
 HORIZON_DAYS = 730 # output 2: death or transplant within this many days of the latest visit
@@ -309,7 +309,7 @@ class TrajectoryTask(ClinicalTask):
                         'bilirubin_trend': 'rising' if r > 1.15 else ('falling' if r < 1 / 1.15 else 'stable')})
         return out
 
-def explain_history(model, X)->list[dict]:
+def explain_history(model, X, served:dict|None=None)->list[dict]:
     "Occlusion: the change in 2-year risk when one lab is set to its reference value at every visit, and when each visit is dropped."
     X = np.asarray(X, np.float32); base = gru_outputs(model, X)[0]; out = []
     labs = list(_SCALE)
@@ -379,17 +379,14 @@ def verdict(diff:dict, # `compare_on_test(...).attrs['gru_minus_last_visit']` (o
             'next log-bilirubin RMSE': {**r, k: say(r['ci_low'], r['ci_high'], False)}}
 
 @single_threaded
-def _pbc_hook(ds, model, run_dir):
+def show_baselines(run:Run, ds:Dataset, model):
+    "Evaluation-report section: the GRU against the last-visit and summary baselines on the same test patients, and the goal."
     from IPython.display import display, Markdown
-    import matplotlib.pyplot as plt
-    from pathlib import Path
-    from medmaas_nb.tasks import get_task
-    t = get_task('pbc-trajectory'); run_dir = Path(run_dir); quick = ds.meta.get('quick', False)
-    Xte, yte = ds['test']
-    display(Markdown(f"## The GRU against the baselines, same test patients\n\n{len(set(ds.groups['test']))} test patients, "
+    from medmaas_nb.core import write_json
+    run_dir, quick = run.folder, run.quick; Xte, yte = ds['test']
+    display(Markdown(f"{len(set(ds.groups['test']))} test patients, "
                      f"{len(yte)} histories; 95 % intervals by resampling patients. Horizon: {HORIZON_DAYS} days after the latest visit."))
     cmp = compare_on_test(ds, model, n_boot=50 if quick else 500); display(cmp); cmp.to_csv(run_dir/'comparison.csv')
-    from medmaas_nb.core import write_json
     v = verdict(cmp.attrs['gru_minus_last_visit']); vs = verdict(cmp.attrs['gru_minus_summary'], 'summary'); a = cmp.attrs['test_auc']
     write_json(run_dir/'targets.json', {'goal': 'the sequence model beats the last-visit baseline on the same grouped test split',
                                          'test_auc': a, 'gru_minus_last_visit': v, 'gru_minus_summary': vs,
@@ -403,11 +400,22 @@ def _pbc_hook(ds, model, run_dir):
         f"- {k}: GRU minus summary boosting {d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] -> {d['gru_beats_summary']}"
         for k, d in vs.items()) + "\n\nWhere the interval includes 0 the GRU does **not** clearly beat the baseline on these "
         "patients: reading the whole trajectory has not been shown to add to the latest visit's labs."))
-    display(Markdown('## Subgroups (2-year event AUC; bootstrap over histories)'))
-    s = gru_outputs(model, Xte)[0]; at = ds.meta['attributes']['test']
-    sg = subgroup_metrics('binary', yte, s, {c: at[c] for c in at.columns}, ['roc_auc', 'brier'], n_boot=50 if quick else 500)
-    display(sg); sg.to_csv(run_dir/'subgroups.csv', index=False)
-    display(Markdown('## Explanations\n\nPermutation importance of each lab (shuffled across test histories at every visit; drop in '
+
+@single_threaded
+def show_trajectory_subgroups(run:Run, ds:Dataset, model):
+    "Evaluation-report section: 2-year event AUC and Brier score per subgroup, bootstrap over histories."
+    from IPython.display import display
+    Xte, yte = ds['test']; s = gru_outputs(model, Xte)[0]; at = ds.meta['attributes']['test']
+    sg = subgroup_metrics('binary', yte, s, {c: at[c] for c in at.columns}, ['roc_auc', 'brier'], n_boot=50 if run.quick else 500)
+    display(sg); sg.to_csv(run.folder/'subgroups.csv', index=False)
+
+@single_threaded
+def show_trajectory_explanations(run:Run, ds:Dataset, model):
+    "Evaluation-report section: permutation importance of each lab, and the highest-risk history's occlusion explanation."
+    from IPython.display import display, Markdown
+    import matplotlib.pyplot as plt
+    t, run_dir, quick = run.task, run.folder, run.quick; Xte, yte = ds['test']; s = gru_outputs(model, Xte)[0]
+    display(Markdown('Permutation importance of each lab (shuffled across test histories at every visit; drop in '
                      'AUC), and one patient\'s occlusion explanation.'))
     from sklearn.metrics import roc_auc_score
     rng = np.random.default_rng(0); base = roc_auc_score(yte, s); imp = {}
@@ -433,6 +441,9 @@ pbc_trajectory = register_task(TrajectoryTask(
     score_fn=lambda m, X: gru_outputs(m, X)[0], input_spec=PBC_SPEC, explain=explain_history,
     output_names=['event-free at 2 years', 'death or transplant within 2 years'], primary_output='2-year risk',
     cv_splits=5, cv_repeats=1, anchors=[],
+    sections=[Section('evaluate', 'The GRU against the baselines, same test patients', show_baselines, ('comparison.csv', 'targets.json')),
+              Section('evaluate', 'Subgroups (2-year event AUC; bootstrap over histories)', show_trajectory_subgroups, ('subgroups.csv',)),
+              Section('evaluate', 'Explanations', show_trajectory_explanations, ('importance_labs.csv',))],
     params={'epochs': Param(40, 'maximum GRU epochs (early stopping on 15 % of training patients)'),
             'units': Param(32, 'GRU units'), 'test_size': Param(0.25, 'fraction of patients held out')},
     limitations='312 patients of one Mayo Clinic trial (1974-1984), before ursodeoxycholic acid became standard treatment: '
@@ -440,4 +451,3 @@ pbc_trajectory = register_task(TrajectoryTask(
                 'Visits were scheduled (6 months, 1 year, yearly), so the model has not seen irregular real-world follow-up. '
                 'No published anchor for this framing: the baselines are the comparison.',
 ))
-pbc_trajectory.hooks = {'evaluate': _pbc_hook}

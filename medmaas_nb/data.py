@@ -15,23 +15,11 @@ from .core import get_settings, file_digest, atomic_write, get_logger, project_r
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'DatasetError', 'UnknownDataset', 'DatasetUnavailable', 'ChecksumMismatch', 'DataFile', 'DatasetEntry',
-           'manifest_path', 'load_manifest', 'get_entry', 'resolve', 'dataset_checksum', 'availability',
-           'list_datasets', 'fetch', 'load_package_dataset', 'Dataset', 'profile']
+__all__ = ['log', 'DataFile', 'DatasetEntry', 'manifest_path', 'load_manifest', 'get_entry', 'resolve', 'dataset_checksum',
+           'availability', 'list_datasets', 'fetch', 'load_package_dataset', 'Dataset', 'profile']
 
 # %% ../nbs/01_data.ipynb #735c5c40
-class DatasetError(Exception):
-    "Base class for dataset problems."
-
-class UnknownDataset(DatasetError, KeyError):
-    "The name is not in the manifest."
-    def __str__(self): return self.args[0]
-
-class DatasetUnavailable(DatasetError):
-    "The dataset's files could not be found or downloaded."
-
-class ChecksumMismatch(DatasetError):
-    "A file's digest matches none of the manifest's accepted digests."
+from .errors import DatasetError, UnknownDataset, DatasetUnavailable, ChecksumMismatch
 
 # %% ../nbs/01_data.ipynb #8b238675
 @dataclass

@@ -13,7 +13,7 @@ from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from .data import Dataset, resolve, dataset_checksum, load_package_dataset
 from .evaluate import Anchor, compute_metrics, bootstrap_metrics
-from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, register_task
+from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
 
 # %% auto #0
 __all__ = ['BASES', 'IUPAC', 'ALPHABET', 'SPLICE_CLASSES', 'SPLIT_SEED', 'splice_junction', 'PROMOTER_CLASSES', 'promoter',
@@ -332,7 +332,7 @@ def plot_logo(logo:pd.DataFrame, title:str='', ax=None, offset:int=0 # position 
 def ism_explainer(class_names:list # output names, index = class
                  ):
     "A `Task.explain`: in-silico mutagenesis per input, for the predicted class."
-    def explain(model, X)->list[dict]:
+    def explain(model, X, served:dict|None=None)->list[dict]:
         eff, target, p0 = mutagenesis(model.predict_proba, X)
         out = []
         for e, t, p in zip(eff, target, p0):
@@ -480,11 +480,6 @@ def _md(text:str):
     from IPython.display import Markdown
     _show(Markdown(text))
 
-def _quick(run_dir)->bool:
-    import json
-    p = Path(run_dir)/'params.json'
-    return bool(json.loads(p.read_text()).get('quick')) if p.exists() else True
-
 def _grouped_cv_all(model, X, y, groups, n_splits:int, seed:int)->dict:
     "Grouped stratified k-fold CV of a recipe on all records; pooled and per-fold accuracy."
     from sklearn.model_selection import StratifiedGroupKFold
@@ -507,10 +502,10 @@ def _gboost_section(Xtr, ytr, Xte, yte, groups, # the split, and the training gr
         f"### Gradient boosting on the same split\nHistogram gradient boosting on one-hot (early stopping; not a candidate: "
         f"{n_splits}-fold grouped CV {cv['accuracy']['value']:.3f} on the training split): test accuracy **{test['accuracy']:.4f}**.")
 
-def splice_evaluate(ds, model, run_dir):
+def splice_evaluate(run:Run, ds:Dataset, model):
     "Splice report section: per-class errors, learned logos with the consensus check, the CNN, and 10-fold CV on all records."
     import matplotlib.pyplot as plt
-    quick = _quick(run_dir); (Xtr, ytr), (Xte, yte) = ds['train'], ds['test']
+    quick = run.quick; (Xtr, ytr), (Xte, yte) = ds['train'], ds['test']
     pred = model.predict_proba(Xte).argmax(1)
     err = {f'error_{c}': float((pred[yte == i] != i).mean()) for i, c in enumerate(SPLICE_CLASSES)}
     _md('### Errors per class (test split)\nKBANN (10-fold CV on 1,000 examples): N 4.6 %, EI 7.6 %, IE 8.5 %.')
@@ -541,20 +536,20 @@ def splice_evaluate(ds, model, run_dir):
         _md(f"### 10-fold CV on all {len(y)} records (the CNN anchor's protocol)\nChosen recipe, grouped stratified folds: accuracy "
             f"**{out['cv10_all_records']['accuracy']['value']:.4f}** [{out['cv10_all_records']['accuracy']['ci_low']:.4f}, "
             f"{out['cv10_all_records']['accuracy']['ci_high']:.4f}] ({time.perf_counter() - t0:.0f} s); anchor: 1D CNN 0.958.")
-    _save_protocols(run_dir, out)
+    _save_protocols(run.folder, out)
     return out
 
 # %% ../nbs/12_genomics.ipynb #b4f059dd
 def _sequence_task(name:str, dataset:str, description:str, # the task
                    classes:list, length:int, positions:str, input_description:str, example:str, # classes and input
-                   evaluate, # the family's report hook
+                   report:Section, # the task's evaluation section
                    **kw # the rest of the `Task` fields
                   )->Task:
-    "Register a DNA task: accuracy, the sequence input spec, class outputs, mutagenesis explanations and a report hook."
+    "Register a DNA task: accuracy, the sequence input spec, class outputs, mutagenesis explanations and its report section."
     spec = SequenceInputSpec(length=length, positions=positions, description=input_description, example_sequence=example)
     return register_task(Task(name=name, family='genomics', kind='multiclass' if len(classes) > 2 else 'binary', dataset=dataset,
                               description=description, input_spec=spec, output_names=classes, primary_metric='accuracy',
-                              explain=ism_explainer(classes), hooks={'evaluate': evaluate}, **kw))
+                              explain=ism_explainer(classes), sections=[report], **kw))
 
 _SJ_SRC = 'shared/docs/anchors.md (StatLog DNA; UCI splice.names)'
 _STATLOG = 'StatLog fixed split 2,000 train / 1,186 test'
@@ -563,7 +558,8 @@ splice_junction = _sequence_task(
     'Exon/intron boundary (EI, donor), intron/exon boundary (IE, acceptor) or neither, from 60 nt of primate DNA.',
     SPLICE_CLASSES, 60, '-30..+30 around the candidate boundary, transcribed strand',
     '60 nt of DNA centred on a candidate splice junction (transcribed strand, 5\'->3\').',
-    'CCAGCTGCATCACAGGAGGCCAGCGAGCAGGTCTGTTCCAAGGGCCTTCGAGCCAGTCTG', splice_evaluate,
+    'CCAGCTGCATCACAGGAGGCCAGCGAGCAGGTCTGTTCCAAGGGCCTTCGAGCCAGTCTG',
+    Section('evaluate', 'Errors per class, what the model learned, and the anchors\' protocols', splice_evaluate, ('protocols.json',)),
     load=load_splice_task, candidates=splice_candidates, train=splice_train, cv_splits=10, cv_repeats=5,
     anchors=[Anchor('RBF network (StatLog)', 'accuracy', 0.959, _STATLOG, _SJ_SRC),
              Anchor('logistic regression (StatLog)', 'accuracy', 0.939, _STATLOG, _SJ_SRC),
@@ -680,11 +676,11 @@ def promoter_train(task, ds, quick:bool=False, seed:int=0, **params)->TrainResul
     return TrainResult(clone(cands[best]).fit(X, y), best, pd.DataFrame(rows), summ,
                        {'protocol': f'{folds}-fold stratified CV on the training split (pooled out-of-fold decisions)'})
 
-def promoter_evaluate(ds, model, run_dir):
+def promoter_evaluate(run:Run, ds:Dataset, model):
     "Promoter report section: nested leave-one-out over all 106 (model choice inside each fold), and the learned logo."
     import matplotlib.pyplot as plt
     from collections import Counter
-    quick = _quick(run_dir)
+    quick = run.quick
     X = np.concatenate([ds['train'][0], ds['test'][0]]); y = np.concatenate([ds['train'][1], ds['test'][1]])
     t0 = time.perf_counter()
     r = nested_loo(promoter_candidates(quick=quick), X, y, folds=5 if quick else 10)
@@ -703,7 +699,7 @@ def promoter_evaluate(ds, model, run_dir):
     plot_logo(logo, 'promoter evidence', offset=-51); plt.show()
     imp = position_importance(logo); imp.index = imp.index - 51
     out['top_positions'] = [int(i) for i in imp.nlargest(8).index]
-    _save_protocols(run_dir, out)
+    _save_protocols(run.folder, out)
     return out
 
 _PR_SRC = 'shared/docs/anchors.md (UCI promoters.names)'
@@ -711,7 +707,8 @@ promoter = _sequence_task(
     'promoter', 'promoters', 'Whether 57 nt of E. coli DNA (-50..+7 around a candidate transcription start) are a sigma-70 promoter.',
     PROMOTER_CLASSES, 57, '-50..+7 around the transcription start, coding strand',
     '57 nt of E. coli DNA, -50..+7 relative to the candidate transcription start (5\'->3\').',
-    'TACTAGCAATACGCTTGCGTTCGGTGGTTAAGTATGTATAATGCGCGGGCTTGTCGT', promoter_evaluate,
+    'TACTAGCAATACGCTTGCGTTCGGTGGTTAAGTATGTATAATGCGCGGGCTTGTCGT',
+    Section('evaluate', 'Nested leave-one-out and what the model learned', promoter_evaluate, ('protocols.json',)),
     load=load_promoter_task, candidates=promoter_candidates, train=promoter_train,
     anchors=[Anchor('KBANN', 'accuracy', 102/106, 'leave-one-out on 106 (4 errors)', _PR_SRC),
              Anchor('backprop', 'accuracy', 98/106, 'leave-one-out on 106 (8 errors)', _PR_SRC),
@@ -808,7 +805,7 @@ def repeated_cv_all(model, n_splits:int=5, n_repeats:int=5, seed:int=0)->dict:
     X, y = _metastasis_frame()
     return summarize_cv(cross_validate(model, X, y, 'survival', n_splits, n_repeats, seed))['c_index']
 
-def metastasis_evaluate(ds, model, run_dir):
+def metastasis_evaluate(run:Run, ds:Dataset, model):
     "Metastasis report section: time-dependent AUC on the test split, the published signature beside the model, and which genes the selection keeps."
     import matplotlib.pyplot as plt
     from sksurv.metrics import cumulative_dynamic_auc
@@ -840,7 +837,7 @@ def metastasis_evaluate(ds, model, run_dir):
         kept = [names[i] for i in steps['select'].support_]
         out['selected_features'] = kept
         _md(f'Columns kept by the in-pipeline selection (refit on the whole training split): {", ".join(kept)}')
-    if not _quick(run_dir):
+    if not run.quick:
         from sklearn.pipeline import Pipeline
         from sksurv.ensemble import GradientBoostingSurvivalAnalysis
         guide = Pipeline([('prep', _prep()), ('model', GradientBoostingSurvivalAnalysis(n_estimators=100, learning_rate=1.0,
@@ -857,7 +854,7 @@ def metastasis_evaluate(ds, model, run_dir):
             f"chosen recipe: {f(out['repeated_cv_all_198'])} (corrected-t interval). The published signature, with nothing fitted, on "
             f"all 198 patients: {f(out['published_signature_all_198']['all'])}; within the ER-positive patients "
             f"{f(out['published_signature_all_198']['ER positive'])}.")
-    _save_protocols(run_dir, out)
+    _save_protocols(run.folder, out)
     return out
 
 # %% ../nbs/12_genomics.ipynb #bf819bd6
@@ -941,7 +938,7 @@ metastasis_genes = register_task(Task(
     params={'k': Param(20, 'columns kept by the in-pipeline univariate selection'),
             'n_estimators': Param(100, 'boosting stages (full runs)'),
             'test_size': Param(0.25, 'held-out test fraction')},
-    hooks={'evaluate': metastasis_evaluate},
+    sections=[Section('evaluate', 'Time-dependent AUC, the published signature, and like with like', metastasis_evaluate, ('protocols.json',))],
     limitations='198 patients of one European series, untreated, node-negative, age < 61: not for node-positive or treated '
                 'patients. A relative risk score, not a probability; the 76 genes are a fixed signature chosen on other patients.',
 ))

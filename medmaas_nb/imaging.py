@@ -10,27 +10,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from .core import keras, keras_layer, seed_everything, get_logger
+from .errors import MedMNISTFormatError
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, compute_metrics, HIGHER_IS_BETTER
-from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, register_task
+from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
 
 log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'MEDMNIST_SPLITS', 'IMAGE_SIZE', 'PNG_SIGNATURE', 'ARCHITECTURES', 'PLAIN_ARCHITECTURES', 'TTA_VIEWS',
-           'breast_ultrasound', 'pneumonia_xray', 'MedMNISTFormatError', 'load_medmnist_npz', 'to_float', 'merge_train',
-           'load_medmnist_task', 'ImageInputSpec', 'png_bytes', 'baseline_cnn', 'small_resnet', 'build_member',
-           'image_view', 'views_to_image', 'member_prefix', 'build_served', 'compiled', 'image_scores',
-           'choose_threshold', 'train_member', 'summarize_seeds', 'member_params', 'train_medmnist', 'gradcam',
-           'explain_images', 'plot_gradcam_grid', 'member_models', 'seed_table', 'seeds_beside_anchors',
-           'rank_correlation', 'randomized_copy', 'gradcam_randomization_check']
+           'breast_ultrasound', 'pneumonia_xray', 'load_medmnist_npz', 'to_float', 'merge_train', 'load_medmnist_task',
+           'ImageInputSpec', 'png_bytes', 'baseline_cnn', 'small_resnet', 'build_member', 'image_view',
+           'views_to_image', 'member_prefix', 'build_served', 'compiled', 'image_scores', 'choose_threshold',
+           'train_member', 'summarize_seeds', 'member_params', 'train_medmnist', 'gradcam', 'explain_images',
+           'plot_gradcam_grid', 'show_examples', 'show_training', 'member_models', 'seed_table', 'seeds_beside_anchors',
+           'show_seeds', 'show_gradcam', 'rank_correlation', 'randomized_copy', 'gradcam_randomization_check']
 
 # %% ../nbs/11_imaging.ipynb #a7729785
 MEDMNIST_SPLITS = ('train', 'val', 'test')
 IMAGE_SIZE = 28
-
-class MedMNISTFormatError(ValueError):
-    "A file that is not in the MedMNIST `.npz` format this task needs."
 
 def load_medmnist_npz(path:Path|str, # a MedMNIST-format `.npz` file
                       n_classes:int=2, # labels must lie in 0..n_classes-1
@@ -637,7 +635,7 @@ def gradcam(model, # a served model from `build_served`
         maps.append(np.where(mx > 0, cam / np.where(mx > 0, mx, 1), 0)); probs.append(p.numpy().ravel())
     return np.concatenate(maps).astype(np.float32), np.concatenate(probs)
 
-def explain_images(model, X)->list[dict]:
+def explain_images(model, X, served:dict|None=None)->list[dict]:
     "Per image: the predicted probability and its Grad-CAM map (28 x 28, [0, 1], rounded to 3 digits)."
     maps, p = gradcam(model, X)
     return [{'probability': float(pi), 'method': 'grad-cam (predicted class, last conv layer)', 'gradcam': np.round(m, 3).tolist()}
@@ -665,7 +663,8 @@ def plot_gradcam_grid(X, y, p, maps, classes:list, per_cell:int=3, title:str='Gr
     return fig
 
 # %% ../nbs/11_imaging.ipynb #00f3074b
-def _data_hook(ds:Dataset):
+def show_examples(run:Run, ds:Dataset):
+    "Data-report section: training images of each class, the class counts, and what the split's de-duplication dropped."
     import matplotlib.pyplot as plt
     from IPython.display import display, Markdown
     X, y = ds['train']
@@ -681,7 +680,8 @@ def _data_hook(ds:Dataset):
                      f"split: **{ds.meta['train_dropped_as_in_val_or_test']}**; added from the supplement file: "
                      f"**{ds.meta['train_added_from_supplement']}**."))
 
-def _train_hook(ds:Dataset, result:TrainResult):
+def show_training(run:Run, ds:Dataset, result:TrainResult):
+    "Train-report section: validation AUC per epoch, each seed's validation figures, and the served model's threshold."
     import matplotlib.pyplot as plt
     from IPython.display import display, Markdown
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -728,42 +728,48 @@ def seeds_beside_anchors(st:pd.DataFrame, # `seed_table` output
     rows += [{'who': f'anchor: {k}', 'roc_auc': v.get('roc_auc', '-'), 'accuracy': v.get('accuracy', '-')} for k, v in by.items()]
     return pd.DataFrame(rows).set_index('who')
 
-def _evaluate_hook(ds:Dataset, model, run_dir:Path):
-    import json, time
-    import matplotlib.pyplot as plt
+def show_seeds(run:Run, ds:Dataset, model):
+    "Evaluation-report section: each seed's network on the test split beside the anchors, and the time for one image."
+    import time
     from IPython.display import display, Markdown
     from medmaas_nb.core import write_json
-    run_dir = Path(run_dir)
-    info = json.loads((run_dir/'train.json').read_text()) if (run_dir/'train.json').exists() else {}
-    rule, members = info.get('extra', {}).get('threshold_rule', 'accuracy'), info.get('extra', {}).get('members_per_seed', 1)
+    extra = run.read('train.json').get('extra', {})
+    rule, members = extra.get('threshold_rule', 'accuracy'), extra.get('members_per_seed', 1)
     X, y = ds['test']
     each = f" (the average of that seed's {members} networks)" if members > 1 else ''
-    display(Markdown(f'## Each seed on the test split\n\nEach seed\'s model{each} with its own validation threshold; the MedMNIST '
+    display(Markdown(f'Each seed\'s model{each} with its own validation threshold; the MedMNIST '
                      'paper reports the mean of three runs like this. The averaged (served) model is the one scored above.'))
     st = seed_table(model, ds, rule); display(st[['roc_auc', 'accuracy', 'sensitivity', 'specificity', 'threshold']].round(3))
-    from medmaas_nb.tasks import all_tasks
-    anchors = next((t.anchors for t in all_tasks().values() if t.family == 'imaging' and t.dataset == ds.name), [])
     served = compute_metrics('binary', y, image_scores(model, X))
     display(Markdown('Beside the MedMNIST anchors (official test split; theirs: mean of 3 runs):'))
-    display(seeds_beside_anchors(st, served, anchors, members))
+    display(seeds_beside_anchors(st, served, run.task.anchors, members))
     x1 = X[:1]; image_scores(model, x1)
     t0 = time.perf_counter(); n = 50
     for _ in range(n): image_scores(model, x1)
     ms = (time.perf_counter() - t0) / n * 1000
     display(Markdown(f'One image through the compiled model: **{ms:.2f} ms** (mean of {n}, after tracing).'))
-    display(Markdown('## Grad-CAM\n\nFor each true class, the most confident right and wrong predictions; left the image, right '
+    write_json(run.folder/'seed_metrics.json', {'per_seed': st.reset_index().to_dict('records'), 'one_image_ms': ms})
+
+def show_gradcam(run:Run, ds:Dataset, model):
+    "Evaluation-report section: Grad-CAM of the most confident right and wrong predictions, with the randomisation check."
+    import json
+    import matplotlib.pyplot as plt
+    from IPython.display import display, Markdown
+    from medmaas_nb.core import write_json
+    X, y = ds['test']
+    display(Markdown('For each true class, the most confident right and wrong predictions; left the image, right '
                      'the Grad-CAM map of the predicted class over it (red: where the evidence came from).'))
     maps, p = gradcam(model, X)
     fig = plot_gradcam_grid(X, y, p, maps, ds.classes)
-    fig.savefig(run_dir/'gradcam.png', dpi=130); plt.show()
+    fig.savefig(run.folder/'gradcam.png', dpi=130); plt.show()
     chk = gradcam_randomization_check(model, X, maps=maps)
     display(Markdown(f"**Sanity check** (Adebayo et al. 2018): Spearman rank correlation between each image's Grad-CAM map from the "
                      f"trained network and from the same network with random weights, over {chk['n_images']} test images: "
                      f"**{chk['spearman_mean']:.2f}** (per random draw: {', '.join(f'{r:.2f}' for r in chk['spearman_per_draw'])}; "
                      f"{chk['undefined']} pairs with an all-zero map left out). Near 0 or below, the maps depend on what the network "
                      "learned; near 1, an untrained network would have drawn much the same maps."))
-    write_json(run_dir/'seed_metrics.json', {'per_seed': st.reset_index().to_dict('records'), 'one_image_ms': ms,
-                                             'gradcam_png': 'gradcam.png', 'gradcam_randomization': chk})
+    p = run.folder/'seed_metrics.json'; seeds = json.loads(p.read_text()) if p.exists() else {}
+    write_json(p, {**seeds, 'gradcam_png': 'gradcam.png', 'gradcam_randomization': chk})
 
 # %% ../nbs/11_imaging.ipynb #f2aef9cc
 _MEDMNIST_HOW = 'MedMNIST v2 benchmark, official test split, mean of 3 runs'
@@ -796,7 +802,9 @@ def _task(name, dataset, classes, description, anchors, epochs, flip, modality, 
         load=partial(load_medmnist_task, dataset, classes), train=train_medmnist, score_fn=image_scores,
         input_spec=ImageInputSpec(f'One 28 x 28 grey {modality} image (MedMNIST preprocessing).', modality=modality),
         primary_metric='roc_auc', runtime='keras', output_names=list(classes), explain=explain_images,
-        hooks={'data': _data_hook, 'train': _train_hook, 'evaluate': _evaluate_hook},
+        sections=[Section('data', 'Example images', show_examples), Section('train', 'Training curves and seeds', show_training),
+                  Section('evaluate', 'Each seed on the test split', show_seeds, ('seed_metrics.json',)),
+                  Section('evaluate', 'Grad-CAM', show_gradcam, ('gradcam.png', 'seed_metrics.json'))],
         anchors=anchors, limitations=limitations,
         params={**_COMMON_PARAMS, 'epochs': Param(epochs, 'maximum training epochs (early stopping on validation AUC)'),
                 'flip': Param(flip, 'random left-right flips in training (strong model)'),

@@ -8,15 +8,10 @@ import argparse, datetime as dt, json, os, secrets, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .core import get_settings, project_root, write_json, atomic_write, get_logger
+from .errors import StepFailed
 
 log = get_logger(__name__)
 STEPS = ('10_data', '20_train', '30_evaluate', '40_serve')
-
-class StepFailed(RuntimeError):
-    "A pipeline step notebook raised; the message names the step and the failing cell."
-    def __init__(self, step:str, cell:int|None, error:str, notebook:Path):
-        self.step, self.cell, self.error, self.notebook = step, cell, error, notebook
-        super().__init__(f"step {step} failed in cell {cell}: {error}\n  executed notebook: {notebook}")
 
 def pipelines_dir()->Path:
     "Folder of the step notebooks (`MEDMAAS_PIPELINES_DIR` or `<project>/nbs/pipelines`)."
@@ -27,8 +22,7 @@ def new_run_id()->str:
     return dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ') + '-' + secrets.token_hex(3)
 
 # %% auto #0
-__all__ = ['log', 'STEPS', 'StepFailed', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'run_task',
-           'main']
+__all__ = ['log', 'STEPS', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'run_task', 'main']
 
 # %% ../nbs/05_pipeline.ipynb #2e12e056
 def warm_up_code(step_nb:Path, # a step notebook
@@ -44,7 +38,7 @@ def warm_up_code(step_nb:Path, # a step notebook
         except SyntaxError: continue  # a cell with IPython syntax
         lines += [ast.unparse(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) and getattr(n, 'module', '') != '__future__']
     lines += ['from medmaas_nb.tasks import get_task', f'_task = get_task({task!r})']
-    if runtime: lines += ['from medmaas_nb.registry import import_runtime', 'import_runtime(_task.runtime)']
+    if runtime: lines += ['from medmaas_nb.runtimes import get_runtime', 'get_runtime(_task.runtime).import_backend()']
     src = '\n'.join(dict.fromkeys(lines))
     return f'try: exec(compile({src!r}, "<warm-up>", "exec"), {{}})\nexcept Exception: pass'
 

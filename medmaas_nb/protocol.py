@@ -7,15 +7,11 @@ from __future__ import annotations
 import json, math
 from dataclasses import dataclass, field
 import numpy as np
-from .tasks import InvalidInput
-
-class ModelNotReady(RuntimeError):
-    "The model exists but is not loaded and warmed up yet."
+from .errors import InvalidInput, ModelNotReady
 
 # %% auto #0
-__all__ = ['DATATYPES', 'ModelNotReady', 'v2_datatype', 'decode_tensor', 'check_inputs', 'InferRequest', 'header_length',
-           'parse_json', 'tensor_bytes', 'encode_tensor', 'infer_response', 'response_body', 'model_metadata',
-           'server_metadata']
+__all__ = ['DATATYPES', 'v2_datatype', 'decode_tensor', 'check_inputs', 'InferRequest', 'header_length', 'parse_json',
+           'tensor_bytes', 'encode_tensor', 'infer_response', 'response_body', 'model_metadata', 'server_metadata']
 
 # %% ../nbs/06_protocol.ipynb #58bbbbd7
 DATATYPES = {'BOOL': np.bool_, 'UINT8': np.uint8, 'UINT16': np.uint16, 'UINT32': np.uint32, 'UINT64': np.uint64,

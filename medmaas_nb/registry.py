@@ -4,241 +4,20 @@
 
 # %% ../nbs/04_registry.ipynb #3b631998
 from __future__ import annotations
-import contextlib, datetime as dt, fcntl, hashlib, hmac, json, os, platform, re, secrets, shutil, subprocess, sys, tempfile, time
+import contextlib, datetime as dt, fcntl, hashlib, hmac, json, os, re, secrets, shutil, subprocess, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from .core import get_settings, file_digest, write_json, get_logger, project_root, atomic_write
+from .errors import RegistryError, ModelNotFound, TamperedModel, UntrustedModel
+from .runtimes import get_runtime, save_model, load_model, model_types, _short, OUTPUT_NAMES
 
 log = get_logger(__name__)
 
-class RegistryError(Exception):
-    "Base class for registry problems."
-
-class ModelNotFound(RegistryError, KeyError):
-    "No such registered model, version or alias."
-    def __str__(self): return self.args[0]
-
-class TamperedModel(RegistryError):
-    "A version's files differ from those registered (changed, added or removed), or its digests' signature does not match."
-
-class UntrustedModel(RegistryError):
-    "A saved model names a type outside the allowlist, or outside the types recorded when it was registered."
 
 # %% auto #0
-__all__ = ['log', 'MODEL_TYPES', 'RUNS_CODE', 'KERAS_TYPES', 'SIGNATURE', 'SUMS_TAG', 'SIGNATURE_TAG', 'RegistryError',
-           'ModelNotFound', 'TamperedModel', 'UntrustedModel', 'runs_code', 'skops_types', 'check_types', 'keras_types',
-           'check_keras', 'save_model', 'import_runtime', 'model_types', 'load_model', 'code_version',
-           'library_versions', 'mlflow_model', 'signing_key_file', 'signing_key', 'key_id', 'sign', 'ModelVersion',
-           'Registry', 'make_card', 'log_reports']
-
-# %% ../nbs/04_registry.ipynb #29710e1a
-MODEL_TYPES = frozenset({
-    'builtins.dict', 'builtins.float', 'builtins.int', 'builtins.list', 'builtins.slice', 'builtins.str',
-    'builtins.tuple', 'medmaas_nb.clinical_survival.RankAverage', 'medmaas_nb.clinical_survival.gbsg_fp_terms',
-    'medmaas_nb.genomics.KmerCounts', 'medmaas_nb.genomics.MarginSVC', 'medmaas_nb.genomics.PositionalKmers',
-    'medmaas_nb.genomics.SurvivalSelectKBest', 'medmaas_nb.genomics.WeightedDegree', 'medmaas_nb.text.BM25Retriever',
-    'medmaas_nb.text.DualEncoderRetriever', 'medmaas_nb.text.EvidenceCues', 'medmaas_nb.text.FusionRetriever',
-    'medmaas_nb.text.QACues', 'medmaas_nb.text.QAEmbeddingFeatures', 'medmaas_nb.text.ResultsText',
-    'medmaas_nb.text.SerialLogisticRegression', 'numpy.float32', 'numpy.float64', 'numpy.int64', 'numpy.log1p',
-    'numpy.ma.MaskedArray', 'numpy.ndarray', 'numpy.random._generator.Generator', 'numpy.random.mtrand.RandomState',
-    'numpy.uint64', 'scipy._lib.array_api_compat.numpy._aliases.asarray', 'scipy.interpolate._bsplines.BSpline',
-    'scipy.sparse._csr.csr_matrix', 'sklearn._loss._loss.CyHalfBinomialLoss', 'sklearn._loss._loss.CyHalfSquaredError',
-    'sklearn._loss.link.IdentityLink', 'sklearn._loss.link.Interval', 'sklearn._loss.link.LogitLink',
-    'sklearn._loss.loss.HalfBinomialLoss', 'sklearn._loss.loss.HalfSquaredError',
-    'sklearn.compose._column_transformer.ColumnTransformer', 'sklearn.dummy.DummyClassifier',
-    'sklearn.dummy.DummyRegressor', 'sklearn.ensemble._forest.RandomForestClassifier',
-    'sklearn.ensemble._forest.RandomForestRegressor', 'sklearn.ensemble._gb.GradientBoostingRegressor',
-    'sklearn.ensemble._hist_gradient_boosting.binning._BinMapper',
-    'sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier',
-    'sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor', 'sklearn.ensemble._voting.VotingClassifier',
-    'sklearn.feature_extraction.text.CountVectorizer', 'sklearn.feature_extraction.text.TfidfTransformer',
-    'sklearn.feature_extraction.text.TfidfVectorizer', 'sklearn.linear_model._base.LinearRegression',
-    'sklearn.linear_model._logistic.LogisticRegression', 'sklearn.linear_model._ridge.RidgeCV',
-    'sklearn.metrics._scorer._PassthroughScorer',
-    'sklearn.model_selection._classification_threshold.FixedThresholdClassifier',
-    'sklearn.model_selection._search.GridSearchCV', 'sklearn.model_selection._split.KFold', 'sklearn.pipeline.Pipeline',
-    'sklearn.preprocessing._data.Normalizer', 'sklearn.preprocessing._data.StandardScaler',
-    'sklearn.preprocessing._encoders.OneHotEncoder', 'sklearn.preprocessing._function_transformer.FunctionTransformer',
-    'sklearn.preprocessing._label.LabelEncoder', 'sklearn.preprocessing._polynomial.PolynomialFeatures',
-    'sklearn.preprocessing._polynomial.SplineTransformer', 'sklearn.svm._classes.SVC',
-    'sklearn.tree._classes.DecisionTreeClassifier', 'sklearn.tree._classes.DecisionTreeRegressor',
-    'sklearn.tree._tree.Tree', 'sklearn.utils._bunch.Bunch',
-    'sksurv.ensemble.boosting.ComponentwiseGradientBoostingSurvivalAnalysis',
-    'sksurv.ensemble.boosting.GradientBoostingSurvivalAnalysis', 'sksurv.ensemble.boosting._ComponentwiseLeastSquares',
-    'sksurv.ensemble.forest.RandomSurvivalForest', 'sksurv.ensemble.survival_loss.CoxPH',
-    'sksurv.functions.StepFunction', 'sksurv.linear_model.coxnet.CoxnetSurvivalAnalysis',
-    'sksurv.linear_model.coxph.BreslowEstimator', 'sksurv.linear_model.coxph.CoxPHSurvivalAnalysis',
-    'sksurv.tree.tree.SurvivalTree'})
-
-# %% ../nbs/04_registry.ipynb #2dc2f7dc
-RUNS_CODE = ('builtins.exec', 'builtins.eval', 'builtins.compile', 'builtins.open', 'builtins.__import__', 'builtins.getattr',
-             'builtins.setattr', 'builtins.delattr', 'builtins.globals', 'builtins.locals', 'builtins.vars', 'builtins.input',
-             'builtins.breakpoint', 'builtins.help', 'builtins.memoryview', 'os.', 'posix.', 'nt.', 'posixpath.', 'subprocess.',
-             'shutil.', 'pathlib.', 'io.', '_io.', 'sys.', 'importlib.', 'runpy.', 'ctypes.', 'pickle.', '_pickle.', 'cloudpickle.',
-             'dill.', 'marshal.', 'shelve.', 'joblib.', 'socket.', 'code.', 'codeop.', 'pty.', 'tempfile.', 'multiprocessing.',
-             'threading.', 'webbrowser.', 'urllib.', 'http.', 'operator.attrgetter', 'operator.methodcaller', 'operator.call',
-             'functools.reduce', 'numpy.load', 'numpy.fromfile', 'numpy.save', 'numpy.memmap', 'numpy.lib.npyio.', 'numpy.genfromtxt',
-             'scipy.io.', 'pandas.io.')
-
-def runs_code(name:str # a type or callable name as a skops file spells it, e.g. 'builtins.exec'
-             )->bool:
-    "Whether a name is a callable that can run code or touch files (`RUNS_CODE`, `pandas.read_*`, anything with pickle in it)."
-    last = name.rsplit('.', 1)[-1]
-    return name.startswith(RUNS_CODE) or (name.startswith('pandas.') and last.startswith(('read_', 'to_'))) or 'pickle' in name.lower()
-
-# %% ../nbs/04_registry.ipynb #d30fe0b3
-def skops_types(data:bytes|Path # a skops file's bytes, or its path
-               )->set[str]:
-    "Every type and callable a skops file names (`module.Class`; a bound method as `module.Class.method`), read from its schema."
-    import io, zipfile
-    try:
-        with zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data) as z: schema = json.loads(z.read('schema.json'))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
-        raise UntrustedModel(f'Not a skops file: no readable schema.json ({type(e).__name__}).') from None
-    out, stack = set(), [schema]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, list): stack.extend(n); continue
-        if not isinstance(n, dict): continue
-        if '__loader__' in n:
-            mod, cls = n.get('__module__'), n.get('__class__')
-            if not (isinstance(mod, str) and isinstance(cls, str)): raise UntrustedModel('Malformed skops schema: a node without a module and class name.')
-            out.add(f'{mod}.{cls}')
-            if n['__loader__'] == 'MethodNode': out.add(f"{mod}.{cls}.{(n.get('content') or {}).get('func')}")
-        stack.extend(n.values())
-    return out
-
-# %% ../nbs/04_registry.ipynb #dfc547a3
-def _short(s:str, n:int=400)->str: return s if len(s) <= n else s[:n - 3] + '...'
-
-def check_types(names:set, # the types a saved model names (`skops_types`)
-                where:str, # what to call the model in the message, e.g. 'toy v2'
-                registered:list|None=None # the types its card recorded at registration; None: no card to compare with
-               )->None:
-    "Raise `UntrustedModel` if a name is outside `MODEL_TYPES`, or outside `registered`."
-    bad = sorted(n for n in names if n not in MODEL_TYPES or (registered is not None and n not in registered))
-    if not bad: return
-    bad.sort(key=lambda n: not runs_code(n))
-    why = ('can run code or touch files' if runs_code(bad[0]) else
-           'outside the types this project trusts' if bad[0] not in MODEL_TYPES else 'not in the types its card recorded at registration')
-    shown = ', '.join(n[:80] for n in bad[:4]) + (f' and {len(bad) - 4} more' if len(bad) > 4 else '')
-    raise UntrustedModel(_short(f'{where[:120]}: refused, it names {shown} ({why}). Nothing was loaded.'))
-
-# %% ../nbs/04_registry.ipynb #0f5bb951
-KERAS_TYPES = frozenset({
-    '__keras_tensor__', 'keras.DTypePolicy', 'keras.initializers.GlorotUniform', 'keras.initializers.Ones',
-    'keras.initializers.Orthogonal', 'keras.initializers.Zeros', 'keras.layers.Activation', 'keras.layers.Add',
-    'keras.layers.Average', 'keras.layers.BatchNormalization', 'keras.layers.Concatenate', 'keras.layers.Conv2D',
-    'keras.layers.Cropping1D', 'keras.layers.Dense', 'keras.layers.Dropout', 'keras.layers.Flatten', 'keras.layers.GRU',
-    'keras.layers.GlobalAveragePooling2D', 'keras.layers.InputLayer', 'keras.layers.Masking',
-    'keras.layers.MaxPooling2D', 'keras.optimizers.Adam', 'keras.src.models.functional.Functional',
-    'keras.src.ops.numpy.Any', 'keras.src.ops.numpy.NotEqual', 'medmaas_nb.core.ViewMean', 'medmaas_nb.core.ViewStack',
-    'medmaas_nb>ViewMean', 'medmaas_nb>ViewStack'})
-
-def keras_types(path:Path # a `.keras` file
-               )->set[str]:
-    "Every class a `.keras` file's config names: `module.Class`, and the registered name of a custom object."
-    import zipfile
-    try:
-        with zipfile.ZipFile(path) as z: cfg = json.loads(z.read('config.json'))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
-        raise UntrustedModel(f'Not a .keras file: no readable config.json ({type(e).__name__}).') from None
-    out, stack = set(), [cfg]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, list): stack.extend(n); continue
-        if not isinstance(n, dict): continue
-        if isinstance(n.get('class_name'), str):
-            mod, cls, reg = n.get('module'), n['class_name'], n.get('registered_name')
-            out.add(f"{mod}.{n.get('config')}" if cls == 'function' else f'{mod}.{cls}' if mod else cls)
-            if reg and reg != cls: out.add(str(reg))  # Keras looks a registered name up first
-        stack.extend(n.values())
-    return out
-
-def check_keras(names:set, # the classes a `.keras` config names (`keras_types`)
-                where:str, # what to call the model in the message
-                registered:list|None=None # the names its card recorded at registration; None: none to compare with
-               )->None:
-    "Raise `UntrustedModel` if a name is outside `KERAS_TYPES`, or outside `registered`."
-    bad = sorted(n for n in names if n not in KERAS_TYPES or runs_code(n) or (registered is not None and n not in registered))
-    if not bad: return
-    bad.sort(key=lambda n: not runs_code(n))
-    why = ('can run code or touch files' if runs_code(bad[0]) else
-           'outside the layers this project trusts' if bad[0] not in KERAS_TYPES else 'not in the types its card recorded at registration')
-    raise UntrustedModel(_short(f"{where[:120]}: refused, it names {', '.join(n[:80] for n in bad[:4])} ({why}). Nothing was loaded."))
-
-# %% ../nbs/04_registry.ipynb #97a4b5ef
-def save_model(model, # a fitted model
-               model_dir:Path, # folder to write into (created)
-               runtime:str='sklearn' # 'sklearn' (skops) or 'keras'
-              )->list[Path]:
-    "Save a model in its runtime's safe format; returns the written files."
-    model_dir = Path(model_dir); model_dir.mkdir(parents=True, exist_ok=True)
-    if runtime == 'sklearn':
-        import skops.io as sio
-        p = model_dir/'model.skops'
-        with atomic_write(p) as f: f.write(sio.dumps(model))
-    elif runtime == 'keras':
-        p = model_dir/'model.keras'; tmp = model_dir/'.tmp.keras'
-        model.save(tmp); os.replace(tmp, p)
-    else: raise ValueError(f'Unknown runtime {runtime!r}; expected sklearn or keras.')
-    return [p]
-
-def import_runtime(runtime:str='sklearn' # 'sklearn' (skops) or 'keras' (TensorFlow)
-                  )->None:
-    "Import a runtime's libraries ahead of the first load (a service or a kernel that starts before its model exists)."
-    if runtime == 'keras':
-        from medmaas_nb.core import keras
-        keras(); return
-    if runtime != 'sklearn': raise ValueError(f'Unknown runtime {runtime!r}; expected sklearn or keras.')
-    if 'skops.io' in sys.modules: return
-    # skops scans every scikit-learn module at import to build its default list of trusted types (seconds). We skip the scan:
-    # `load_model` checks every name a file holds against `MODEL_TYPES` first and passes exactly those as trusted, so skops'
-    # default list decides nothing. (skops also looks up ~400 scipy ufuncs by scanning every loaded module: the fewer loaded,
-    # the faster, which is why the service imports it first.)
-    import sklearn.utils as su
-    scan = su.all_estimators; su.all_estimators = lambda *a, **k: []
-    try: import skops.io  # noqa: F401
-    finally: su.all_estimators = scan
-
-def _keras_file(model_dir:Path)->Path:
-    "A `.keras` file as `save_model` writes it, or inside an MLflow Model (`data/model.keras`)."
-    return model_dir/'model.keras' if (model_dir/'model.keras').exists() or not (model_dir/'MLmodel').exists() else model_dir/'data'/'model.keras'
-
-def model_types(model_dir:Path, # folder written by `save_model`
-                runtime:str='sklearn' # 'sklearn' or 'keras'
-               )->list[str]:
-    "The sorted type names a saved model refers to (`skops_types`; for Keras, `keras_types`)."
-    model_dir = Path(model_dir)
-    p = model_dir/'model.skops' if runtime == 'sklearn' else _keras_file(model_dir)
-    if runtime not in ('sklearn', 'keras'): raise ValueError(f'Unknown runtime {runtime!r}; expected sklearn or keras.')
-    if not p.exists(): raise ModelNotFound(f'No {p.name} in {model_dir}.')
-    return sorted(skops_types(p) if runtime == 'sklearn' else keras_types(p))
-
-def load_model(model_dir:Path, # folder written by `save_model`
-               runtime:str='sklearn', # 'sklearn' or 'keras'
-               registered:list|None=None, # the type names recorded at registration (a version's card); None: none to compare
-               where:str|None=None # what to call the model in error messages (default: the folder)
-              ):
-    "Load a saved model, refusing it if it names a type outside `MODEL_TYPES` (or outside `registered`)."
-    model_dir = Path(model_dir); where = where or str(model_dir)
-    if runtime == 'sklearn':
-        p = model_dir/'model.skops'
-        if not p.exists(): raise ModelNotFound(f'No model.skops in {model_dir}.')
-        data = p.read_bytes(); names = skops_types(data)
-        check_types(names, where, registered)
-        import_runtime('sklearn'); import skops.io as sio
-        from skops.io.exceptions import UntrustedTypesFoundException
-        try: return sio.loads(data, trusted=sorted(names))
-        except UntrustedTypesFoundException as e: raise UntrustedModel(_short(f'{where}: refused by skops: {e}')) from None
-    if runtime == 'keras':
-        p = _keras_file(model_dir)
-        if not p.exists(): raise ModelNotFound(f'No model.keras in {model_dir}.')
-        check_keras(keras_types(p), where, registered)
-        from medmaas_nb.core import keras
-        return keras().models.load_model(p, safe_mode=True, compile=False)
-    raise ValueError(f'Unknown runtime {runtime!r}; expected sklearn or keras.')
+__all__ = ['log', 'SIGNATURE', 'SUMS_TAG', 'SIGNATURE_TAG', 'code_version', 'signing_key_file', 'signing_key', 'key_id', 'sign',
+           'ModelVersion', 'Registry', 'served_format', 'make_card', 'log_reports']
 
 # %% ../nbs/04_registry.ipynb #4679494d
 def code_version()->str:
@@ -252,38 +31,6 @@ def code_version()->str:
     except (OSError, subprocess.SubprocessError): pass
     from medmaas_nb import __version__
     return f'medmaas_nb {__version__}'
-
-def library_versions(runtime:str='sklearn')->dict[str, str]:
-    "Versions of the libraries a model depends on."
-    import numpy, sklearn
-    out = {'python': platform.python_version(), 'numpy': numpy.__version__, 'scikit-learn': sklearn.__version__}
-    for mod, name in [('sksurv', 'scikit-survival'), ('skops', 'skops'), ('keras', 'keras'), ('tensorflow', 'tensorflow')]:
-        if runtime == 'keras' or mod in ('sksurv', 'skops'):
-            with contextlib.suppress(ImportError): out[name] = __import__(mod).__version__
-    return out
-
-# %% ../nbs/04_registry.ipynb #ee9c56d2
-def mlflow_model(model, # a fitted model (loaded through `load_model`)
-                 path:Path, # the MLflow Model folder to write (must not exist)
-                 runtime:str='sklearn', # 'sklearn' or 'keras'
-                 kind:str|None=None, # the task's kind: classifiers ('binary', 'multiclass') answer with predict_proba
-                 input_example=None # a few inputs: kept as the example, and the signature is inferred from them
-                )->Path:
-    "Write `model` as an MLflow Model: the scikit-learn flavour in skops with its exact trusted types, or the Keras flavour."
-    reqs = [f'{k}=={v}' for k, v in library_versions(runtime).items() if k != 'python']
-    if runtime == 'sklearn':
-        import mlflow.sklearn, skops.io as sio
-        types = sorted(skops_types(sio.dumps(model)))
-        fn = 'predict_proba' if kind in ('binary', 'multiclass') and hasattr(model, 'predict_proba') else 'predict'
-        mlflow.sklearn.save_model(model, str(path), serialization_format='skops', skops_trusted_types=types, pip_requirements=reqs,
-                                  input_example=input_example, pyfunc_predict_fn=fn)
-    elif runtime == 'keras':
-        import mlflow.keras
-        Path(path).mkdir(parents=True)  # the Keras flavour writes the example before it creates the folder
-        mlflow.keras.save_model(model, str(path), pip_requirements=reqs, input_example=input_example)
-    else: raise ValueError(f'Unknown runtime {runtime!r}; expected sklearn or keras.')
-    return Path(path)
-
 
 # %% ../nbs/04_registry.ipynb #966f07a9
 SIGNATURE = 'SHA256SUMS.sig'
@@ -404,7 +151,7 @@ class ModelVersion:
         "Verify the files, then load the model, refusing types outside the allowlist or outside those its card recorded."
         self.verify()
         model = _read_card(self.path).get('model', {})  # the card as signed
-        return load_model(self.model_dir, model.get('runtime', 'sklearn'), model.get('types') or [], f'{self.task} v{self.version}')
+        return get_runtime(model.get('runtime', 'sklearn')).load_file(self.model_dir, model.get('types') or [], f'{self.task} v{self.version}')
 
 
 # %% ../nbs/04_registry.ipynb #40c53e88
@@ -495,16 +242,17 @@ class Registry:
                  input_example=None # a few model inputs, kept with the MLflow Model (its signature is inferred from them)
                 )->ModelVersion:
         "Register a saved model as a new MLflow model version: an MLflow Model with its card, digests signed and kept as tags."
-        _check_name(task); runtime = card.get('model', {}).get('runtime', 'sklearn')
+        _check_name(task); rt = get_runtime(card.get('model', {}).get('runtime', 'sklearn'))
         where = f'{task} (registering {Path(model_dir).name})'
-        check = check_types if runtime == 'sklearn' else check_keras
-        check(set(model_types(model_dir, runtime)), where)  # before anything is built
+        rt.check(set(types := rt.types(model_dir)), where)  # before anything is built
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix='.incoming-'))
         try:
-            mlflow_model(load_model(model_dir, runtime, where=where), tmp/'model', runtime, card.get('kind'), input_example)
-            types = model_types(tmp/'model', runtime); check(set(types), where)
+            model = rt.load_file(model_dir, where=where)
+            rt.save_mlflow(model, tmp/'model', card.get('kind'), input_example, types)
+            types = rt.types(tmp/'model'); rt.check(set(types), where)
             card = {**card, 'name': task, 'model': {**card.get('model', {}), 'types': types},
+                    'served': {**card.get('served', {}), **rt.describe(model)},
                     'registered_at': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
             write_json(tmp/'model'/'card.json', card)
             with self._lock(task): version, run_id = self._log(task, tmp, card, aliases or [])
@@ -587,6 +335,15 @@ class Registry:
 
 
 # %% ../nbs/04_registry.ipynb #198b273d
+def served_format(task, # the `Task`
+                  ds # the `Dataset` it was trained on (summarised for the explanation background)
+                 )->dict:
+    "What the service needs to know about the served model: v2 inputs and outputs, value ranges, the explanation and its background."
+    out = {'name': OUTPUT_NAMES.get(task.kind, 'scores'), 'datatype': 'FP64', 'names': list(task.output_names)}
+    if task.kind in ('binary', 'multiclass'): out['range'] = [0.0, 1.0]
+    expl = {'background': task.explain_background(ds)} if task.explain and task.explain_background else {}
+    return {'inputs': task.input_spec.v2_inputs(), 'outputs': [out], 'explanation': expl}
+
 def make_card(task, # the `Task`
               ds, # the `Dataset` it was trained on
               params:dict, # all pipeline parameters, `quick` included
@@ -603,8 +360,8 @@ def make_card(task, # the `Task`
         'task': task.name, 'family': task.family, 'kind': task.kind, 'description': task.description,
         'dataset': {'name': ds.name, 'title': e.title, 'checksum_sha256': ds.checksum, 'source': e.source, 'license': e.license,
                     'citation': e.citation, 'splits': ds.sizes(), 'split_fingerprint': ds.fingerprint(), 'split': ds.meta.get('split', '')},
-        'model': {'chosen': chosen, 'runtime': task.runtime, 'libraries': library_versions(task.runtime)},
-        'input': task.input_spec.describe(), 'outputs': task.output_names,
+        'model': {'chosen': chosen, 'runtime': task.runtime, 'libraries': get_runtime(task.runtime).libraries()},
+        'input': task.input_spec.describe(), 'outputs': task.output_names, 'served': served_format(task, ds),
         'params': params, 'metrics': metrics,
         'anchors': [vars(a) for a in task.anchors],
         'report': report, 'run_id': run_id, 'code_version': code_version(),

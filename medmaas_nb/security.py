@@ -7,25 +7,12 @@ from __future__ import annotations
 import contextlib, datetime as dt, fcntl, hashlib, hmac, json, os, re, secrets, threading, time
 from pathlib import Path
 from .core import get_settings, write_json, get_logger
+from .errors import Unauthorized, Forbidden, RateLimited, KeysFileError
 
 log = get_logger(__name__)
 
 SCOPES = ('predict', 'metrics', 'admin')
 _GRANTS = {'predict': {'predict'}, 'metrics': {'metrics'}, 'admin': set(SCOPES)}  # what each key scope may do
-
-class Unauthorized(Exception):
-    "No key, or a key we do not know (HTTP 401)."
-
-class Forbidden(Exception):
-    "A valid key without the scope the endpoint needs (HTTP 403)."
-
-class RateLimited(Exception):
-    "The key has used up its request budget for now (HTTP 429)."
-    def __init__(self, message:str, retry_after:float=1.0):
-        super().__init__(message); self.retry_after = retry_after
-
-class KeysFileError(ValueError):
-    "The keys file exists but cannot be read as keys."
 
 def keys_file()->Path:
     "Where the API keys live: `MEDMAAS_KEYS_FILE`, else `keys.json` in the registry folder."
@@ -34,8 +21,7 @@ def keys_file()->Path:
 def _hash(key:str)->str: return hashlib.sha256(key.encode()).hexdigest()
 
 # %% auto #0
-__all__ = ['log', 'SCOPES', 'Unauthorized', 'Forbidden', 'RateLimited', 'KeysFileError', 'keys_file', 'KeyStore', 'RateLimiter',
-           'server_secret', 'AuditLog']
+__all__ = ['log', 'SCOPES', 'keys_file', 'KeyStore', 'RateLimiter', 'server_secret', 'AuditLog']
 
 # %% ../nbs/06a_security.ipynb #8ac4f5e2
 class KeyStore:

@@ -4,263 +4,26 @@
 
 # %% ../nbs/07_serving.ipynb #ebe0975b
 from __future__ import annotations
-import asyncio, collections, gc, json, math, os, sys, time, uuid, warnings
+import gc, json, os, sys, time, uuid
 import numpy as np
 
-from .registry import import_runtime
-import_runtime('sklearn')  # first, while few modules are loaded (see `import_runtime`)
+from .runtimes import SklearnRuntime, KerasRuntime, ServedModel, get_runtime, MAX_INSTANCES, _len
+SklearnRuntime.import_backend()  # first, while few modules are loaded (see `SklearnRuntime.import_backend`)
 from fastapi import Request
 from .core import get_logger
-from .tasks import InvalidInput, InputSpec, Task, get_task, UnknownTask
-from .registry import Registry, ModelNotFound, ModelVersion
+from .errors import NotSupported, BodyTooLarge, Busy, caller_errors
+from .tasks import InvalidInput, get_task, UnknownTask
+from .registry import Registry, ModelNotFound
 from .protocol import (ModelNotReady, InferRequest, infer_response, response_body, check_inputs, model_metadata,
                                  server_metadata, parse_json, header_length, DATATYPES)
 from .security import KeyStore, RateLimiter, AuditLog, Unauthorized, Forbidden, RateLimited
 
 log = get_logger(__name__)
 
-class NotSupported(Exception):
-    "The model cannot do what was asked (e.g. it has no explanation method)."
-
-class BodyTooLarge(Exception):
-    "The request body is over the size limit."
-
-class Busy(Exception):
-    "The service has as many requests in flight as it allows (HTTP 503 with Retry-After)."
-    retry_after = 1.0
-
-MAX_INSTANCES = 10_000 # default row cap per request (MEDMAAS_MAX_ROWS)
 
 # %% auto #0
-__all__ = ['log', 'MAX_INSTANCES', 'OUTPUT_NAMES', 'RUNTIMES', 'ERROR_STATUS', 'MAX_ERROR_CHARS', 'NotSupported', 'BodyTooLarge',
-           'Busy', 'ModelRuntime', 'SklearnRuntime', 'DynamicBatcher', 'fixed_batches', 'KerasRuntime', 'model_ref',
-           'ModelSet', 'fast_lane_allowed', 'create_app', 'await_registration', 'restore_priority', 'serve']
-
-# %% ../nbs/07_serving.ipynb #cce4728b
-OUTPUT_NAMES = {'regression': 'prediction', 'binary': 'probability', 'multiclass': 'probabilities', 'survival': 'risk'}
-
-def _len(X)->int: return len(next(iter(X.values()))) if isinstance(X, dict) else len(X)
-
-class ModelRuntime:
-    "One served model version: `load()` (then `ready`), `scores()`, `predict()`, `explain()`."
-    platform = 'medmaas'
-    def __init__(self, task:Task, # the task the model belongs to
-                 mv:ModelVersion # the registered version
-                ):
-        self.task, self.mv, self.model, self.ready = task, mv, None, False
-        self.pool, self.max_rows = None, MAX_INSTANCES  # worker threads and row cap, set by the `ModelSet`
-        self.output_meta = [{'name': OUTPUT_NAMES.get(task.kind, 'scores'), 'datatype': 'FP64', 'shape': [-1]}]
-
-    name = property(lambda self: self.task.name)
-    version = property(lambda self: self.mv.version)
-
-    def load(self)->ModelRuntime:
-        "Verify and load the model, warm it up, then mark it ready."
-        t0 = time.perf_counter(); self.model = self.mv.load(); self.loaded(); self.warm_up(); self.ready = True
-        log.info('%s v%s ready in %.2fs', self.name, self.version, time.perf_counter() - t0); return self
-
-    def loaded(self):
-        "Called once the model is loaded, before the warm-up (a runtime may adapt to the model here)."
-
-    def warm_up(self):
-        "Run the spec's example through the model once; records the output tensor's shape."
-        spec = self.task.input_spec
-        try: X = spec.validate([spec.example()])
-        except Exception as e: log.warning('%s: no warm-up example (%s)', self.name, e); return
-        s = np.asarray(self._scores(X)); self._predict(X)
-        self.output_meta[0]['shape'] = [-1, *s.shape[1:]]
-
-    def _scores(self, X): return np.asarray(self.task.scores(self.model, X), dtype=float)
-    def _predict(self, X)->list: return self.task.predict(self.model, X)
-
-    def inputs(self, records:list)->object:
-        "Model input from plain-API records, checked by the task's input spec."
-        return self.task.input_spec.validate(records)
-
-    def inputs_v2(self, tensors:dict)->object:
-        "Model input from v2 request tensors, checked by the task's input spec."
-        return self.task.input_spec.from_v2(tensors)
-
-    def _check(self):
-        if not self.ready: raise ModelNotReady(f'{self.name} v{self.version} is still loading; retry shortly.')
-
-    async def offload(self, fn, *args):
-        "Run `fn(*args)` on the service's worker threads, so the event loop keeps answering (health probes, other keys)."
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-
-    async def scores(self, X)->np.ndarray:
-        "Scores for the metrics of the task's kind (the v2 output)."
-        self._check(); return await self.offload(self._scores, X)
-
-    async def predict(self, X)->list[dict]:
-        "What a caller sees, one dict per input."
-        self._check(); return await self.offload(self._predict, X)
-
-    async def explain(self, X)->list:
-        "The task's explanation of each input (attributions, maps, saliency, words)."
-        self._check()
-        if self.task.explain is None: raise NotSupported(f'{self.name} has no explanation method.')
-        return await self.offload(self.task.explain, self.model, X)
-
-    def v2_outputs(self, scores:np.ndarray)->dict: return {self.output_meta[0]['name']: scores}
-
-    def metadata(self)->dict:
-        "v2 model metadata, with the row cap as a parameter."
-        return model_metadata(self.name, [self.version], self.platform, self.task.input_spec.v2_inputs(), self.output_meta,
-                              {'max_rows': self.max_rows})
-
-def _probe(spec:InputSpec, n:int=8, seed:int=0)->list[dict]:
-    "Valid records spread over the spec's ranges (the example, both ends, random values inside)."
-    rng = np.random.default_rng(seed); recs = [spec.example()]
-    for i in range(n):
-        r = {}
-        for f in spec.features:
-            if f.dtype == 'category': r[f.name] = f.categories[i % len(f.categories)]; continue
-            v = f.min if i == 0 else f.max if i == 1 else rng.uniform(f.min, f.max)
-            if f.dtype == 'int': v = float(min(max(round(v), math.ceil(f.min)), math.floor(f.max)))
-            r[f.name] = float(v)
-        recs.append(r)
-    return recs
-
-class SklearnRuntime(ModelRuntime):
-    "scikit-learn / scikit-survival models (skops): a prediction takes well under a millisecond, so it runs inline."
-    platform = 'sklearn'
-    fast = False # True once `warm_up` has shown that a float array gives exactly the DataFrame's answers
-
-    def warm_up(self):
-        super().warm_up(); self.fast = self._array_ok()
-        if self.fast:  # an array has no column names, and we have just checked that it gives the DataFrame's answers
-            warnings.filterwarnings('ignore', message='X does not have valid feature names', category=UserWarning)
-            log.info('%s: tables go to the model as float arrays', self.name)
-
-    def _array_ok(self)->bool:
-        "Whether the model gives bit-identical scores and predictions for a float array (columns in spec order) as for the DataFrame."
-        spec = self.task.input_spec
-        if type(spec).validate is not InputSpec.validate or type(spec).from_v2 is not InputSpec.from_v2 or not spec.numeric: return False
-        names = getattr(self.model, 'feature_names_in_', None)
-        if names is not None and list(names) != spec.names: return False
-        try:
-            X = spec.validate(_probe(spec)); A = np.asfortranarray(spec.validate(_probe(spec), as_array=True))
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', UserWarning)
-                same = np.array_equal(self._scores(A), self._scores(X)) and self._predict(A) == self._predict(X)
-                same = same and all(np.array_equal(self._scores(A[i:i+1]), self._scores(X.iloc[i:i+1])) for i in range(2))
-        except Exception as e: log.info('%s: float arrays not used (%s)', self.name, type(e).__name__); return False
-        return bool(same)
-
-    # Column-major, like the array scikit-learn makes of a DataFrame: the same memory layout gives the same sums, bit for bit.
-    def inputs(self, records:list):
-        return np.asfortranarray(self.task.input_spec.validate(records, as_array=True)) if self.fast else super().inputs(records)
-
-    def inputs_v2(self, tensors:dict):
-        return np.asfortranarray(self.task.input_spec.from_v2(tensors, as_array=True)) if self.fast else super().inputs_v2(tensors)
-
-    def _checked(self, fn, X):
-        if not isinstance(X, np.ndarray): return fn(X)
-        import sklearn
-        with sklearn.config_context(assume_finite=True): return fn(X)  # the input spec has checked every value
-
-    def _scores(self, X): return self._checked(super()._scores, X)
-    def _predict(self, X)->list: return self._checked(super()._predict, X)
-
-# %% ../nbs/07_serving.ipynb #bb4feb8f
-def _concat(xs:list):
-    if len(xs) == 1: return xs[0]
-    x0 = xs[0]
-    if isinstance(x0, dict): return {k: _concat([x[k] for x in xs]) for k in x0}
-    if isinstance(x0, list): return [v for x in xs for v in x]
-    if hasattr(x0, 'iloc'):
-        import pandas as pd
-        return pd.concat(xs, ignore_index=True)
-    return np.concatenate([np.asarray(x) for x in xs])
-
-class DynamicBatcher:
-    "Run `fn` on batches of requests that arrive together, waiting at most `max_wait_ms` for a batch to fill."
-    def __init__(self, fn, # (batched input) -> sequence with one result per input
-                 max_batch:int=32, # most inputs in one batch
-                 max_wait_ms:float=2.0, # longest wait for more requests after the first
-                 observe=None # called with each batch size (metrics)
-                ):
-        self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000
-        self.observe = observe; self._q = collections.deque(); self._more = None; self._task = None
-
-    async def __call__(self, X):
-        "Queue `X` (one or more inputs) and return its results when its batch has run."
-        loop = asyncio.get_running_loop()
-        if self._more is None: self._more = asyncio.Event()
-        fut = loop.create_future(); self._q.append((X, _len(X), fut)); self._more.set()
-        if self._task is None or self._task.done(): self._task = loop.create_task(self._run())
-        return await fut
-
-    async def _run(self):
-        loop = asyncio.get_running_loop()
-        while self._q:
-            deadline = loop.time() + self.max_wait
-            while sum(n for _, n, _ in self._q) < self.max_batch and (left := deadline - loop.time()) > 0:
-                self._more.clear()
-                try: await asyncio.wait_for(self._more.wait(), left)
-                except asyncio.TimeoutError: break
-            batch, n = [], 0
-            while self._q and (not batch or n + self._q[0][1] <= self.max_batch):
-                item = self._q.popleft(); batch.append(item); n += item[1]
-            if self.observe: self.observe(n)
-            try:
-                out = await loop.run_in_executor(None, self.fn, _concat([x for x, _, _ in batch]))
-                i = 0
-                for _, k, f in batch:
-                    if not f.done(): f.set_result(out[i:i+k])
-                    i += k
-            except Exception as e:
-                for *_, f in batch:
-                    if not f.done(): f.set_exception(e)
-
-# %% ../nbs/07_serving.ipynb #eaa13216
-def _take(X, idx:list):
-    if isinstance(X, dict): return {k: _take(v, idx) for k, v in X.items()}
-    if isinstance(X, list): return [X[i] for i in idx]
-    if hasattr(X, 'iloc'): return X.iloc[idx].reset_index(drop=True)
-    return np.asarray(X)[idx]
-
-def fixed_batches(fn, # (inputs) -> one result per input (array or list)
-                  X, # the inputs
-                  size:int # every call to `fn` gets exactly this many inputs
-                 ):
-    "Run `fn` on chunks of exactly `size` inputs (the last padded with copies of its first input) and join the results."
-    n, out = _len(X), []
-    for i in range(0, n, size):
-        idx = list(range(i, min(i + size, n))); k = len(idx)
-        r = fn(_take(X, idx + [i] * (size - k)))
-        out.append(r[:k])
-    if not out: return fn(X)
-    return [v for r in out for v in r] if isinstance(out[0], list) else np.concatenate([np.asarray(r) for r in out])
-
-class KerasRuntime(ModelRuntime):
-    "Keras models (`.keras`, TensorFlow imported on load): predictions go through a `DynamicBatcher`, in batches of one fixed size."
-    platform = 'keras'
-    def __init__(self, task:Task, mv:ModelVersion,
-                 max_batch:int=32, # network inputs per model call (a model that scores V views of each input takes max_batch // V inputs)
-                 max_wait_ms:float=2.0, observe=None):
-        super().__init__(task, mv); self.max_batch = self.network_batch = max_batch
-        self._b_scores = DynamicBatcher(self._scores, max_batch, max_wait_ms, observe)
-        self._b_predict = DynamicBatcher(self._predict, max_batch, max_wait_ms, observe)
-
-    def loaded(self):
-        "A model that scores several views of each input (test-time augmentation, `ViewStack`) gets fewer inputs per call."
-        from .core import keras_layer
-        stack = keras_layer('ViewStack')
-        views = max((len(l.views) for l in getattr(self.model, 'layers', []) if isinstance(l, stack)), default=1)
-        self.max_batch = self._b_scores.max_batch = self._b_predict.max_batch = max(1, self.network_batch // views)
-        if views > 1: log.info('%s: %d views per input, %d inputs per model call', self.name, views, self.max_batch)
-
-    # float32 kernels may sum in another order for another batch size; one fixed size makes each input's answer
-    # independent of what it was batched with (and equal to `fixed_batches(task.predict, X, max_batch)` in process)
-    def _scores(self, X): return fixed_batches(super()._scores, X, self.max_batch)
-    def _predict(self, X)->list: return fixed_batches(super()._predict, X, self.max_batch)
-
-    async def scores(self, X)->np.ndarray: self._check(); return await self._b_scores(X)
-    async def predict(self, X)->list[dict]: self._check(); return await self._b_predict(X)
-
-RUNTIMES = {'sklearn': SklearnRuntime, 'keras': KerasRuntime}
+__all__ = ['log', 'ERROR_STATUS', 'MAX_ERROR_CHARS', 'model_ref', 'ModelSet', 'fast_lane_allowed', 'create_app',
+           'await_registration', 'restore_priority', 'serve']
 
 # %% ../nbs/07_serving.ipynb #88b3d98b
 def model_ref(spec:str # 'TASK', 'TASK:N', 'models:/TASK/N' or 'models:/TASK@ALIAS'
@@ -288,7 +51,7 @@ class ModelSet:
                  threads:int|None=None # worker threads for parsing, checking and predicting (default: the CPU count, 2 to 8)
                 ):
         from concurrent.futures import ThreadPoolExecutor
-        self.registry = registry or Registry(); self.runtimes:dict[str, ModelRuntime] = {}
+        self.registry = registry or Registry(); self.runtimes:dict[str, ServedModel] = {}
         self.pool = ThreadPoolExecutor(threads or min(8, max(2, os.cpu_count() or 2)), thread_name_prefix='medmaas-worker')
         for spec in (tasks if tasks is not None else self.registry.tasks()):
             name, pin = model_ref(spec)
@@ -297,8 +60,7 @@ class ModelSet:
                 if tasks is not None: raise
                 log.warning('registry holds %r, which is no known task: not served', name); continue
             mv = self.registry.get(name, pin or None)
-            cls = RUNTIMES.get(mv.runtime)
-            if cls is None: raise ValueError(f'{name} v{mv.version}: unknown runtime {mv.runtime!r}.')
+            cls = get_runtime(mv.runtime)
             kw = dict(max_batch=max_batch, max_wait_ms=max_wait_ms, observe=(lambda n, _m=name: observe(_m, n)) if observe else None) if cls is KerasRuntime else {}
             self.runtimes[name] = rt = cls(task, mv, **kw)
             rt.pool, rt.max_rows = self.pool, max_rows
@@ -313,7 +75,7 @@ class ModelSet:
     @property
     def ready(self)->bool: return all(rt.ready for rt in self.runtimes.values())
 
-    def get(self, name:str, version:str|int|None=None)->ModelRuntime:
+    def get(self, name:str, version:str|int|None=None)->ServedModel:
         "The runtime serving `name` (and `version`, if given), or `ModelNotFound`."
         rt = self.runtimes.get(name)
         if rt is None: raise ModelNotFound(f"No model {name[:80]!r} is served here. Served: {', '.join(self.runtimes) or '(none)'}.")
@@ -322,8 +84,7 @@ class ModelSet:
         return rt
 
 # %% ../nbs/07_serving.ipynb #a56d6cac
-ERROR_STATUS = {InvalidInput: 400, Unauthorized: 401, Forbidden: 403, ModelNotFound: 404, NotSupported: 404,
-                BodyTooLarge: 413, RateLimited: 429, ModelNotReady: 503, Busy: 503}
+ERROR_STATUS = caller_errors() # every error a caller can meet, with its HTTP status (`medmaas_nb.errors`)
 MAX_ERROR_CHARS = 400
 
 def _jsonable(o):
@@ -532,7 +293,7 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
         request.scope['state']['audit']['key'] = name
         limiter.hit(name); return name
 
-    def model(request:Request, name:str, version=None)->ModelRuntime:
+    def model(request:Request, name:str, version=None)->ServedModel:
         rt = models.get(name, version)
         request.scope['state']['audit'].update(model=rt.name, version=rt.version); return rt
 
@@ -676,7 +437,7 @@ def await_registration(tasks:list[str], # exactly one task name, without a versi
     task = get_task(tasks[0])
     priority = os.getpriority(os.PRIO_PROCESS, 0)
     os.nice(10)  # prepare on spare CPU only: the run's own steps come first
-    import_runtime(task.runtime)
+    get_runtime(task.runtime).import_backend()
     registration, parent, t0 = Path(registration), os.getppid(), time.monotonic()
     while not registration.exists():
         if os.getppid() != parent: raise SystemExit(f'The run that started this service ended before {registration} appeared.')

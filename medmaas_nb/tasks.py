@@ -4,23 +4,20 @@
 
 # %% ../nbs/03_tasks.ipynb #5348d16b
 from __future__ import annotations
-import importlib, math
+import importlib, json, math
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 import numpy as np
 import pandas as pd
 from .evaluate import KINDS, Anchor, default_scores, select_model
+from .errors import InvalidInput, UnknownTask
 
 # %% auto #0
-__all__ = ['KNOWN_BOUNDS', 'COMMON_PARAMS', 'FAMILY_MODULES', 'InvalidInput', 'Feature', 'InputSpec', 'Param', 'Task',
-           'TrainResult', 'fit_task', 'UnknownTask', 'register_task', 'all_tasks', 'get_task', 'tasks_table']
+__all__ = ['KNOWN_BOUNDS', 'COMMON_PARAMS', 'FAMILY_MODULES', 'Feature', 'InputSpec', 'Param', 'Task', 'TrainResult', 'fit_task',
+           'Section', 'Run', 'register_task', 'all_tasks', 'get_task', 'tasks_table']
 
 # %% ../nbs/03_tasks.ipynb #6b3df06c
-class InvalidInput(ValueError):
-    "An input that does not fit the task's input spec; `field` names the offending field."
-    def __init__(self, message:str, field:str|None=None):
-        super().__init__(message); self.field = field
-
 def _short(value, n:int=60)->str:
     "repr of a value cut to `n` characters, for error messages (a caller's 1 MB string is not echoed back)."
     r = repr(value)
@@ -282,8 +279,9 @@ class Task:
     cv_splits:int=5 # CV folds (full run)
     cv_repeats:int=5 # CV repeats (full run)
     output_names:list=field(default_factory=list) # names of the outputs (classes, 'risk', the target)
-    explain:Callable|None=None # (model, X) -> list of per-input explanations (attributions, maps, saliency, words)
-    hooks:dict=field(default_factory=dict) # family-specific report sections: {'data': f(ds), 'train': f(ds, result), 'evaluate': f(ds, model, run_dir)}
+    explain:Callable|None=None # (model, X, served=None) -> per-input explanations (attributions, maps, saliency, words); `served`: the card's description of the served model
+    explain_background:Callable|None=None # (Dataset) -> JSON summary of the training data that `explain` compares with, kept in the card
+    sections:list=field(default_factory=list) # the family's own report `Section`s, shown by the pipeline steps in order
     intended_use:str='Research and teaching. Not a medical device; not for diagnosis or treatment decisions.'
     limitations:str='' # what the model does not do, who it may serve worse
 
@@ -320,6 +318,11 @@ class Task:
             return [{'prediction': names[int(r.argmax())], 'probabilities': dict(zip(names, map(float, r)))} for r in s]
         raise NotImplementedError(f'predict for kind {self.kind!r}')
 
+    def sections_for(self, step:str # 'data', 'train' or 'evaluate'
+                    )->list:
+        "The task's own report sections of one pipeline step, in order."
+        return [s for s in self.sections if s.step == step]
+
     def summary(self)->dict:
         "Name, family, kind and dataset, for listings."
         return {'task': self.name, 'family': self.family, 'kind': self.kind, 'dataset': self.dataset, 'description': self.description}
@@ -350,13 +353,56 @@ def fit_task(task:Task, # the task
     model = cands[best].fit(X, y)
     return TrainResult(model, best, folds, summ)
 
+# %% ../nbs/03_tasks.ipynb #91213209
+@dataclass
+class Section:
+    "A family's own report section: the step that shows it, its title, the files it writes and the function that shows it."
+    step:str # 'data', 'train' or 'evaluate'
+    title:str # its heading in the step's report
+    show:Callable # (run, ds) in 'data', (run, ds, result) in 'train', (run, ds, model) in 'evaluate'
+    writes:tuple=() # the files it writes into the run folder; any other file it leaves stops the step
+
+    def __post_init__(self):
+        if self.step not in ('data', 'train', 'evaluate'): raise ValueError(f"Section {self.title!r}: step {self.step!r} is not 'data', 'train' or 'evaluate'.")
+
+# %% ../nbs/03_tasks.ipynb #6f54398e
+@dataclass
+class Run:
+    "A pipeline run as its steps see it: the task, all its parameters (`quick` and `seed` included) and the run folder."
+    task:Task # the task being run
+    params:dict # all parameters, parsed (`Task.parse_params`)
+    folder:Path # the run folder, where every step writes
+
+    quick = property(lambda self: bool(self.params.get('quick', False)), doc='A quick run: a small slice, for tests.')
+    seed = property(lambda self: int(self.params.get('seed', 0)), doc='The random seed.')
+
+    def read(self, name:str # a JSON file an earlier step wrote, e.g. 'train.json'
+            )->dict:
+        "What an earlier step wrote, or an error that names the missing file."
+        p = Path(self.folder)/name
+        if not p.exists(): raise FileNotFoundError(f'{p} is missing: run the earlier steps of {self.task.name} first.')
+        return json.loads(p.read_text())
+
+    def show(self, section:Section, *args)->list[str]:
+        "Show one section (heading, folded code, output); returns the files it wrote, refusing any it does not declare."
+        import html, inspect
+        from IPython.display import display, HTML, Markdown
+        folder = Path(self.folder); before = {p.name for p in folder.iterdir()}
+        try: code = inspect.getsource(section.show)
+        except (OSError, TypeError): code = ''
+        display(Markdown(f'## {section.title}'))
+        if code: display(HTML(f'<details><summary>code of this section</summary><pre>{html.escape(code)}</pre></details>'))
+        section.show(self, *args)
+        new = sorted({p.name for p in folder.iterdir()} - before)
+        if extra := [n for n in new if n not in section.writes]:
+            raise RuntimeError(f'{self.task.name}: the section {section.title!r} wrote {extra}, which it does not declare '
+                               f'(it declares {list(section.writes)}).')
+        return new
+
 # %% ../nbs/03_tasks.ipynb #504427e0
 _TASKS:dict[str, Task] = {}
-FAMILY_MODULES = ['medmaas_nb.clinical', 'medmaas_nb.imaging', 'medmaas_nb.genomics', 'medmaas_nb.text']
-
-class UnknownTask(KeyError):
-    "No task of that name."
-    def __str__(self): return self.args[0]
+FAMILY_MODULES = ['medmaas_nb.clinical', 'medmaas_nb.clinical_survival', 'medmaas_nb.clinical_trajectory', 'medmaas_nb.imaging',
+                  'medmaas_nb.genomics', 'medmaas_nb.text']
 
 def register_task(task:Task # the task to add
                  )->Task:

@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split, GroupShuffleSplit
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, bootstrap_metrics
-from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, register_task
+from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
 from .deid import deidentify
 from .core import write_json
 
@@ -387,16 +387,16 @@ def _fmt_rows(rows:dict)->pd.DataFrame:
     return pd.DataFrame({k: {f"{m} [95% CI]": f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for m, v in r.items()
                              if m in ('accuracy', 'f1_macro', 'balanced_accuracy')} for k, r in rows.items()}).T
 
-def challengers_report(ds:Dataset, model, run_dir:Path, classes:list[str], primary:str,
+def challengers_report(run:Run, ds:Dataset, model, classes:list[str], primary:str,
                        candidates=None, # the task's candidates function, to refit the best TF-IDF baseline when another model won
                        keras_model:str='cnn' # the Keras challenger: 'cnn' (embeddings + CNN on words) or 'minilm_mlp' (MLP on sentence-embedding features)
                       ):
     "Test-split figures of the majority class, the best TF-IDF baseline, the registered model and a Keras model, side by side (writes challengers.json)."
     from IPython.display import display, Markdown
     from sklearn.dummy import DummyClassifier
-    Xtr, ytr = ds['train']; Xte, yte = ds['test']; quick = ds.meta.get('quick', False); seed = ds.meta.get('seed', 0)
-    nb = 200 if quick else 1000; run_dir = Path(run_dir)
-    tj = json.loads((run_dir/'train.json').read_text()) if (run_dir/'train.json').exists() else {}
+    Xtr, ytr = ds['train']; Xte, yte = ds['test']; quick, seed = run.quick, run.seed
+    nb = 200 if quick else 1000; run_dir = run.folder
+    tj = run.read('train.json')
     chosen, cv = tj.get('chosen', 'registered'), tj.get('cv', {})
     tfidf = [n for n in cv if n.startswith('tfidf')]
     base = max(tfidf, key=lambda n: cv[n][primary]['value']) if tfidf else chosen
@@ -873,10 +873,12 @@ class FusionRetriever(BaseEstimator):
         return np.argsort(-self.decision_function(X), axis=1)[:, :k]
 
 # %% ../nbs/13_text.ipynb #023411fa
-def _clf_hooks(classes, fields, primary, candidates=None, keras_model='cnn'):
-    return {'data': lambda ds: examples_report(ds, fields),
-            'evaluate': lambda ds, model, run_dir: (explanation_report(ds, model, classes, fields),
-                                                    challengers_report(ds, model, run_dir, classes, primary, candidates, keras_model), None)[-1]}
+def _clf_sections(classes, fields, primary, candidates=None, keras_model='cnn')->list[Section]:
+    "The text classification report sections: example texts; what the model learned, and the challengers on the test split."
+    return [Section('data', 'Example texts', lambda run, ds: examples_report(ds, fields)),
+            Section('evaluate', 'What the model learned', lambda run, ds, model: explanation_report(ds, model, classes, fields)),
+            Section('evaluate', 'Challengers on the test split', lambda run, ds, model: challengers_report(
+                run, ds, model, classes, primary, candidates, keras_model), ('challengers.json',))]
 
 _NO_ANCHOR = 'no comparable published figure (shared/docs/anchors.md): compare with the majority class and TF-IDF rows of the report'
 _TEXT_PARAMS = {'C': Param(4.0, 'inverse regularisation strength of the TF-IDF logistic regressions')}
@@ -884,14 +886,14 @@ _TEXT_PARAMS = {'C': Param(4.0, 'inverse regularisation strength of the TF-IDF l
 def _text_task(name:str, dataset:str, description:str, load, classes:list[str], spec:str, example:dict, limitations:str,
                fields:tuple=('text',), max_chars:dict|None=None, primary:str='f1_macro', candidates=None, params:dict|None=None,
                keras_model:str='cnn', **kw)->Task:
-    "Register a text classification task with the family's shared spec, explanations, report hooks and CV settings."
+    "Register a text classification task with the family's shared spec, explanations, report sections and CV settings."
     fields = list(fields); candidates = candidates or (lambda **k: text_candidates(fields, **k))
     return register_task(Task(
         name=name, family='text', kind='multiclass', dataset=dataset, description=description, load=load,
         candidates=candidates, primary_metric=primary,
         input_spec=TextInputSpec(fields=fields, max_chars=max_chars or {f: 20_000 for f in fields}, description=spec, examples=example),
         output_names=classes, params=params or _TEXT_PARAMS, cv_splits=5, cv_repeats=2,
-        explain=lambda model, X: explain_text(model, X, fields, classes), hooks=_clf_hooks(classes, fields, primary, candidates, keras_model),
+        explain=lambda model, X, served=None: explain_text(model, X, fields, classes), sections=_clf_sections(classes, fields, primary, candidates, keras_model),
         limitations=limitations, **kw))
 
 _REVIEW_SPEC, _REVIEW_EXAMPLE = ('One drug review in English, UTF-8, at most 20,000 characters.',
@@ -993,11 +995,11 @@ def retrieval_bootstrap(y_true, scores, # relevant document per query; (queries 
 def _ci_table(rows:dict)->pd.DataFrame:
     return pd.DataFrame({k: {m: f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for m, v in r.items()} for k, r in rows.items()}).T
 
-def medquad_report(ds:Dataset, model, run_dir:Path):
+def medquad_report(run:Run, ds:Dataset, model):
     "Test-split figures of every retriever (the Keras dual encoder alone and fused), the fusion weight's validation, and top answers for a few test questions."
     from IPython.display import display, Markdown
     from sklearn.base import clone
-    Xtr, ytr = ds['train']; Xte, yte = ds['test']; quick, seed = ds.meta.get('quick', False), ds.meta.get('seed', 0)
+    Xtr, ytr = ds['train']; Xte, yte = ds['test']; quick, seed = run.quick, run.seed
     nb = 200 if quick else 1000; rows = {}
     cands = medquad_candidates(quick=quick, seed=seed, ds=ds)
     for name, est in cands.items():
@@ -1024,14 +1026,14 @@ def medquad_report(ds:Dataset, model, run_dir:Path):
         display(Markdown('How the fusion weight was chosen (validation topics held out of the training questions; weight 0 = BM25 + type prior alone):'))
         display(pd.DataFrame(fusion.validation_).T.round(3))
     else: display(Markdown(' '.join(lines) + ' Quick run: the Keras dual encoder and its fusion are skipped (full runs train them).'))
-    write_json(Path(run_dir)/'challengers.json', {'test': rows, **out})
+    write_json(run.folder/'challengers.json', {'test': rows, **out})
     display(Markdown('### Three test questions and the top 3 answers of the registered model'))
     top = model.rank(Xte[:3], 3)
     for i in range(min(3, len(yte))):
         lines = [f"{'**right answer**' if j == yte[i] else 'other'}: {deidentify(model.corpus[j][:160])}..." for j in top[i]]
         display(Markdown(f"**Q:** {deidentify(str(Xte[i, 0]))}  \n" + '  \n'.join(f'{k+1}. {l}' for k, l in enumerate(lines))))
 
-def _medquad_data_report(ds:Dataset):
+def _medquad_data_report(run:Run, ds:Dataset):
     from IPython.display import display, Markdown
     display(Markdown(f"Collection: **{len(ds.meta['corpus'])}** distinct answers. Answer types:"))
     display(pd.Series(ds.meta['doc_types']).value_counts().rename('answers').to_frame().T)
@@ -1048,7 +1050,8 @@ medquad_retrieval = register_task(RetrievalTask(
                                        'dual_epochs': Param(6, 'training epochs of the Keras dual encoder (full runs only)', low=1, high=200),
                                        'test_size': Param(0.2, 'held-out fraction of topic files')},
     cv_splits=5, cv_repeats=1,
-    explain=lambda model, X: [{'top_documents': r['top'][:3]} for r in medquad_retrieval.predict(model, X)],
-    hooks={'data': _medquad_data_report, 'evaluate': medquad_report},
+    explain=lambda model, X, served=None: [{'top_documents': r['top'][:3]} for r in medquad_retrieval.predict(model, X)],
+    sections=[Section('data', 'The collection', _medquad_data_report),
+              Section('evaluate', 'Every retriever on the test split', medquad_report, ('challengers.json',))],
     limitations='Answers come from four NIH collections only (cancer, digestive/kidney, neurological, CDC topics): questions about '
                 'other conditions get the closest wrong topic. Ranks answers by word overlap and by word vectors learned from about 2,600 questions; it does not check that the answer is current.'))

@@ -6,8 +6,8 @@ import httpx
 import numpy as np
 import pytest
 from conftest import free_port
-from medmaas_nb.registry import (Registry, RegistryError, TamperedModel, UntrustedModel, ModelVersion, save_model, make_card,
-                                 load_model, skops_types, model_types, SIGNATURE, _sums)
+from medmaas_nb.registry import Registry, RegistryError, TamperedModel, UntrustedModel, ModelVersion, make_card, SIGNATURE, _sums
+from medmaas_nb.runtimes import save_model, load_model, skops_types, model_types
 from medmaas_nb.core import write_json
 from medmaas_nb.tasks import get_task
 

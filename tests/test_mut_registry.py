@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
-from medmaas_nb import registry as R
-from medmaas_nb.registry import (Registry, RegistryError, ModelNotFound, TamperedModel, UntrustedModel, MODEL_TYPES, KERAS_TYPES,
-                                 runs_code, skops_types, check_types, keras_types, check_keras, model_types, load_model, save_model,
-                                 signing_key_file, signing_key, key_id, sign, SIGNATURE, _sums, _read_card, _short)
+from medmaas_nb import registry as R, runtimes as RT
+from medmaas_nb.registry import (Registry, RegistryError, ModelNotFound, TamperedModel, UntrustedModel, signing_key_file, signing_key,
+                                 key_id, sign, SIGNATURE, _sums, _read_card)
+from medmaas_nb.runtimes import (MODEL_TYPES, KERAS_TYPES, runs_code, skops_types, check_types, keras_types, check_keras, model_types,
+                                 load_model, save_model, KerasRuntime, SklearnRuntime, _short)
 
 def msg(exc_type, fn, *a, **k):
     with pytest.raises(exc_type) as e: fn(*a, **k)
@@ -123,7 +124,7 @@ def test_check_keras():
     assert 'x' * 121 not in msg(UntrustedModel, check_keras, {'a.B'}, 'x' * 300)
 
 def test_check_keras_refuses_an_allowlisted_name_that_runs_code(monkeypatch):
-    monkeypatch.setattr(R, 'KERAS_TYPES', KERAS_TYPES | {'os.system'})
+    monkeypatch.setattr(RT, 'KERAS_TYPES', KERAS_TYPES | {'os.system'})
     assert 'os.system (can run code' in msg(UntrustedModel, check_keras, {'os.system'}, 'k')
 
 # --- saved models ---
@@ -328,7 +329,7 @@ def test_long_lists_of_refused_names_are_cut(tmp_path):
     assert msg(UntrustedModel, check_types, five, 'm') == 'm: refused, it names x0.Y, x1.Y, x2.Y, x3.Y and 1 more (outside the types this project trusts). Nothing was loaded.'
     names = {'a' * 100 + '.B'} | {f'x{i}.Y' for i in range(4)}
     assert msg(UntrustedModel, check_keras, names, 'k') == \
-        f"k: refused, it names {'a' * 80}, x0.Y, x1.Y, x2.Y (outside the layers this project trusts). Nothing was loaded."
+        f"k: refused, it names {'a' * 80}, x0.Y, x1.Y, x2.Y and 1 more (outside the layers this project trusts). Nothing was loaded."
 
 class FakeKeras:
     "Stands in for `keras` in `load_model`: records how the model file was opened."
@@ -354,13 +355,14 @@ def test_keras_models_load_in_safe_mode_after_the_checks(tmp_path, fake_keras):
 
 def test_a_keras_version_registers_and_loads(reg, tmp_path, fake_keras, monkeypatch):
     d = tmp_path/'k'; d.mkdir(); keras_file(d, KERAS_OK, 'model.keras')
-    def as_mlflow_model(model, path, runtime, *a):  # the fake model cannot be saved: lay out its file as the Keras flavour does
-        assert model == 'keras model' and runtime == 'keras'
+    def as_mlflow_model(model, path, *a):  # the fake model cannot be saved: lay out its file as the Keras flavour does
+        assert model == 'keras model'
         (path/'data').mkdir(parents=True); (path/'data'/'model.keras').write_bytes((d/'model.keras').read_bytes()); (path/'MLmodel').write_text('flavors: {}')
-    monkeypatch.setattr(R, 'mlflow_model', as_mlflow_model)
+    monkeypatch.setattr(KerasRuntime, 'save_mlflow', staticmethod(as_mlflow_model))
+    monkeypatch.setattr(KerasRuntime, 'describe', staticmethod(lambda model: {'views': 1}))
     mv = reg.register('net', d, {'model': {'runtime': 'keras', 'chosen': 'cnn'}})
     assert (mv.model_dir/'data'/'model.keras').read_bytes() == (d/'model.keras').read_bytes()
-    assert mv.runtime == 'keras' and mv.card['model'] == {'runtime': 'keras', 'chosen': 'cnn', 'types': model_types(d, 'keras')}
+    assert mv.runtime == 'keras' and mv.card['model'] == {'runtime': 'keras', 'chosen': 'cnn', 'types': model_types(d, 'keras')} and mv.card['served'] == {'views': 1}
     assert mv.load() == 'keras model' and reg.load('net')[0] == 'keras model'
 
 def test_skops_trusts_exactly_the_checked_names(saved, monkeypatch):
@@ -438,7 +440,7 @@ def test_a_failed_registration_raises_its_own_error_and_leaves_nothing(reg, save
         incoming.append(Path(path).parent); import shutil; shutil.rmtree(Path(path).parent)  # even the scratch folder gone
         raise RuntimeError('disk full')
     with monkeypatch.context() as m:
-        m.setattr(R, 'mlflow_model', save_then_fail)
+        m.setattr(SklearnRuntime, 'save_mlflow', staticmethod(save_then_fail))
         assert msg(RuntimeError, reg.register, 'lin', saved, {}) == 'disk full'
     assert incoming[0].parent == reg.root and incoming[0].name.startswith('.incoming-')
     assert reg.versions('lin') == []

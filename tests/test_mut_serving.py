@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression
-from medmaas_nb import serving as S
-from medmaas_nb.serving import (ModelRuntime, SklearnRuntime, KerasRuntime, DynamicBatcher, fixed_batches, NotSupported, MAX_INSTANCES,
-                                OUTPUT_NAMES, RUNTIMES, _probe, _concat, _take, _len)
+from medmaas_nb import runtimes as S
+from medmaas_nb.runtimes import (ServedModel as ModelRuntime, SklearnRuntime, KerasRuntime, DynamicBatcher, fixed_batches, NotSupported,
+                                 MAX_INSTANCES, OUTPUT_NAMES, RUNTIMES, _probe, _concat, _take, _len)
 from medmaas_nb.protocol import ModelNotReady
 from medmaas_nb.tasks import Task, InputSpec, Feature, InvalidInput
 
@@ -19,7 +19,7 @@ def task(kind='regression', spec=None, **kw):
 
 class MV:
     "A registered version stand-in: `load()` returns the model."
-    def __init__(self, model, version=3): self.model, self.version, self.loads = model, version, 0
+    def __init__(self, model, version=3, card=None): self.model, self.version, self.loads, self.card = model, version, 0, card or {}
     def load(self): self.loads += 1; return self.model
 
 def fitted():
@@ -47,9 +47,9 @@ def test_a_new_runtime_is_not_ready():
 def test_load_warms_up_and_reports(caplog):
     mv = MV(fitted()); rt = ModelRuntime(task(), mv); seen = []
     rt.loaded = lambda: seen.append(('loaded', rt.model is mv.model, rt.ready))
-    with caplog.at_level(logging.INFO, logger='medmaas_nb.serving'): assert rt.load() is rt
+    with caplog.at_level(logging.INFO, logger='medmaas_nb.runtimes'): assert rt.load() is rt
     assert mv.loads == 1 and rt.ready and seen == [('loaded', True, False)]
-    msg = [r.getMessage() for r in caplog.records if r.name == 'medmaas_nb.serving']
+    msg = [r.getMessage() for r in caplog.records if r.name == 'medmaas_nb.runtimes']
     assert len(msg) == 1 and msg[0].startswith('toy v3 ready in ') and msg[0].endswith('s')
     assert 0 <= float(msg[0][len('toy v3 ready in '):-1]) < 60
     X = rt.inputs([{'age': 30, 'bmi': 22.5}, {'age': 50, 'bmi': 30.0}])
@@ -74,7 +74,7 @@ def test_warm_up_records_the_output_shape():
 def test_warm_up_without_an_example_warns_and_still_loads(caplog):
     spec = InputSpec('tabular', [Feature('age', min=None, max=None)])
     rt = ModelRuntime(task(spec=spec), MV(fitted()))
-    with caplog.at_level(logging.WARNING, logger='medmaas_nb.serving'): rt.load()
+    with caplog.at_level(logging.WARNING, logger='medmaas_nb.runtimes'): rt.load()
     assert rt.ready and rt.output_meta[0]['shape'] == [-1]
     assert any(r.getMessage().startswith('toy: no warm-up example (') and 'NoneType' in r.getMessage() for r in caplog.records)
 
@@ -86,8 +86,10 @@ def test_scores_are_floats_whatever_the_model_returns():
     assert s.dtype == np.float64 and s.tolist() == [0.0, 1.0]
 
 def test_explain_and_metadata():
-    rt = ModelRuntime(task(explain=lambda m, X: [{'rows': len(X), 'model': type(m).__name__}]), MV(fitted())).load()
-    assert run(rt.explain(rt.inputs([{'age': 30, 'bmi': 22.5}]))) == [{'rows': 1, 'model': 'LinearRegression'}]
+    served = {'explanation': {'background': {'records': [{'age': 50, 'bmi': 25.0}], 'weights': [1.0]}}}
+    rt = ModelRuntime(task(explain=lambda m, X, s: [{'rows': len(X), 'model': type(m).__name__, 'served': s}]),
+                      MV(fitted(), card={'served': served})).load()
+    assert run(rt.explain(rt.inputs([{'age': 30, 'bmi': 22.5}]))) == [{'rows': 1, 'model': 'LinearRegression', 'served': served}]
     rt2 = ModelRuntime(task(), MV(fitted())).load()
     with pytest.raises(NotSupported, match='^toy has no explanation method.$'): run(rt2.explain(None))
     rt2.max_rows = 17
@@ -121,7 +123,7 @@ def test_probe_spreads_valid_records_over_the_ranges():
 
 # --- scikit-learn runtimes ---
 def test_a_plain_numeric_model_takes_float_arrays(caplog):
-    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger='medmaas_nb.serving'):
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger='medmaas_nb.runtimes'):
         rt = SklearnRuntime(task(), MV(fitted())).load()
         assert rt.fast and rt.platform == 'sklearn'
         with warnings.catch_warnings(record=True) as w:
@@ -183,7 +185,7 @@ def test_models_that_need_tables_keep_tables(why, caplog):
         t = task(spec=spec); model = Picky('same')
         t.predict = lambda m, X: [type(X).__name__]  # different answers for arrays and tables
     if why == 'category': model = type('M', (), {'predict': lambda self, X: np.zeros(len(X))})()
-    with caplog.at_level(logging.INFO, logger='medmaas_nb.serving'): rt = SklearnRuntime(t, MV(model)).load()
+    with caplog.at_level(logging.INFO, logger='medmaas_nb.runtimes'): rt = SklearnRuntime(t, MV(model)).load()
     assert rt.fast is False and rt.ready
     assert isinstance(rt.inputs([spec.example()]), pd.DataFrame)
     if why == 'raises': assert 'toy: float arrays not used (TypeError)' in [r.getMessage() for r in caplog.records]
@@ -313,11 +315,18 @@ def test_keras_runtime_observes_batch_sizes(no_tf):
 
 @pytest.mark.parametrize('views, per_call', [(None, 32), (1, 32), (2, 16), (4, 8), (3, 10), (64, 1)])
 def test_keras_runtime_takes_fewer_inputs_per_call_for_several_views(no_tf, views, per_call, caplog):
-    net = Net([object(), ViewStack([None] * views)] if views else [object()])
-    with caplog.at_level(logging.INFO, logger='medmaas_nb.serving'): rt = KerasRuntime(task(), MV(net)).load()
+    card = {'served': {'views': views}} if views else {}
+    net = Net([object(), ViewStack([None] * 7)])  # the layers say 7 views: the service reads the card, never the layers
+    with caplog.at_level(logging.INFO, logger='medmaas_nb.runtimes'): rt = KerasRuntime(task(), MV(net, card=card)).load()
     assert rt.network_batch == 32 and (rt.max_batch, rt._b_scores.max_batch, rt._b_predict.max_batch) == (per_call,) * 3
     logged = [r.getMessage() for r in caplog.records if 'views per input' in r.getMessage()]
     assert logged == ([f'toy: {views} views per input, {per_call} inputs per model call'] if views and views > 1 else [])
+
+@pytest.mark.parametrize('layers, views', [([], 1), ([object()], 1), ([object(), ViewStack([None] * 4)], 4),
+                                           ([ViewStack([None] * 2), ViewStack([None] * 5)], 5)])
+def test_keras_describe_records_the_views_for_the_card(no_tf, layers, views):
+    assert KerasRuntime.describe(Net(layers)) == {'views': views}
+    assert SklearnRuntime.describe(object()) == {'views': 1}
 
 def test_keras_runtime_without_layers(no_tf):
     assert KerasRuntime(task(), MV(type('M', (), {'predict': lambda s, X: np.zeros(len(X))})())).load().max_batch == 32

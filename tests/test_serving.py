@@ -143,6 +143,30 @@ def test_predict_single_and_batch_equal_in_process(server, env):
         ex = c.explain(TASK, recs[0])  # the task's own explanation (SHAP attributions) for that record
         assert 'bmi' in json.dumps(ex)
 
+def test_explain_reads_its_background_from_the_card_never_the_data(env, tmp_path, monkeypatch):
+    "The served explanation compares with the card's summary of the training patients; the data is never loaded."
+    from medmaas_nb.serving import create_app
+    t, mv = env['task'], env['mv']; bg = mv.card['served']['explanation']['background']
+    assert 1 <= len(bg['records']) <= 20 and bg['patients'] == len(env['ds']['train'][0])
+    train = {tuple(r) for r in env['ds']['train'][0].itertuples(index=False)}
+    assert not any(tuple(r[n] for n in t.input_spec.names) in train for r in bg['records'])  # centres, not patients
+    def no_data(*a, **k): raise AssertionError('the service loaded the training data')
+    monkeypatch.setattr(t, 'load', no_data)
+    B = t.input_spec.validate(bg['records']); w = np.array(bg['weights']) / sum(bg['weights'])
+    with ThreadServer(create_app(registry=env['reg'], keys=env['keys'], audit=False)) as s, Client(s.url, env['key'], timeout=300) as c:
+        rec = records(env, 1)[0]; ex = c.explain(TASK, rec)
+        e = ex['explanations'][0] if 'explanations' in ex else ex
+        assert e['baseline'] == pytest.approx(float(t.scores(env['model'], B) @ w), rel=1e-9)
+        assert e['baseline'] + sum(e['attributions'].values()) == pytest.approx(e['prediction'], rel=1e-9)
+        assert 'k-means centres' in e['method']
+    # a version whose card has no background is not explained from the data either: a clear 404
+    reg = Registry(tmp_path/'registry')
+    card = make_card(t, env['ds'], {'quick': True}, {}, 'ridge'); card['served']['explanation'] = {}
+    reg.register(TASK, env['dir']/'model', card)
+    with ThreadServer(create_app(registry=reg, keys=env['keys'], audit=False)) as s, Client(s.url, env['key'], timeout=300) as c:
+        with pytest.raises(ServiceError) as err: c.explain(TASK, records(env, 1)[0])
+        assert err.value.status == 404 and 'registered without an explanation background' in err.value.message
+
 def test_v2_metadata_and_infer_equal_in_process(server, env):
     X = env['ds']['test'][0].iloc[:7]
     with Client(server.url, env['key']) as c:

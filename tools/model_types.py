@@ -10,7 +10,7 @@ Usage: MEDMAAS_DATA_DIR=... python tools/model_types.py [TASK ...] [--json out.j
 """
 import argparse, json, sys, time
 from sklearn.base import clone
-from medmaas_nb.registry import MODEL_TYPES, KERAS_TYPES, skops_types, keras_types
+from medmaas_nb.runtimes import MODEL_TYPES, KERAS_TYPES, skops_types, keras_types
 from medmaas_nb.tasks import all_tasks, fit_task
 
 def types_of(model)->set:
