@@ -402,7 +402,7 @@ class Run:
 # %% ../nbs/03_tasks.ipynb #504427e0
 _TASKS:dict[str, Task] = {}
 FAMILY_MODULES = ['medmaas_nb.clinical', 'medmaas_nb.clinical_survival', 'medmaas_nb.clinical_trajectory', 'medmaas_nb.imaging',
-                  'medmaas_nb.genomics', 'medmaas_nb.text']
+                  'medmaas_nb.genomics', 'medmaas_nb.text', 'medmaas_nb.retrieval']
 
 def register_task(task:Task # the task to add
                  )->Task:

@@ -92,7 +92,8 @@ def test_sentence_encoder_model_saves_small_and_reloads(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
 
 def test_dual_encoder_fusion_trains_and_saves_without_keras(tmp_path):
-    from medmaas_nb.text import FusionRetriever, _as_X
+    from medmaas_nb.retrieval import FusionRetriever
+    from medmaas_nb.text import _as_X
     from medmaas_nb.registry import save_model, load_model
     topics, kinds = ['asthma', 'gout', 'anemia', 'psoriasis', 'migraine', 'glaucoma'], ['symptoms wheeze pain', 'treatment drugs therapy']
     docs = tuple(f'{d}. {k} of {d}' for d in topics for k in kinds)
