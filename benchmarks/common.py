@@ -11,11 +11,12 @@ def parser(script:str, doc:str)->argparse.ArgumentParser:
 def write_table(script:str, # the benchmark's `__file__`: the table goes beside it, named after it
                 title:str, # the page's heading
                 intro:str, # a sentence or two after "Made by ..."
-                body:str # the table (markdown)
+                body:str, # the table (markdown)
+                stem:str|None=None # the page's name, if not the script's (a script that makes several pages)
                )->Path:
     "Write benchmarks/<script>.md atomically: a heading, which script made it and when, `intro`, then the table."
     from medmaas_nb.core import atomic_write
-    out = Path(script).with_suffix('.md')
+    out = Path(script).with_name(f'{stem or Path(script).stem}.md')
     with atomic_write(out, 'w') as f:
         f.write(f'# {title}\n\nMade by `benchmarks/{Path(script).name}` ({time.strftime("%Y-%m-%d")}). {intro}\n\n{body}\n')
     return out
@@ -32,7 +33,7 @@ def baseline_commit(checkout:Path # a checkout given with `--baseline` (e.g. `gi
     out = subprocess.run(['git', '-C', str(checkout), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     return out or Path(checkout).name
 
-def publish(script:str, title:str, intro:str, table:str, write:bool, baseline:Path|None=None, how:str='')->None:
+def publish(script:str, title:str, intro:str, table:str, write:bool, baseline:Path|None=None, how:str='', stem:str|None=None)->None:
     "Print the table, or with `write` write it beside the script; a baseline checkout is named by its commit, with `how`."
     if baseline is not None: intro += f' Baseline: commit `{baseline_commit(baseline)}`{how}.'
-    print(write_table(script, title, intro, table) if write else table)
+    print(write_table(script, title, intro, table, stem) if write else table)
