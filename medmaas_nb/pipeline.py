@@ -4,11 +4,11 @@
 
 # %% ../nbs/05_pipeline.ipynb #8d9bbcbe
 from __future__ import annotations
-import argparse, datetime as dt, json, os, secrets, sys, time
+import argparse, datetime as dt, json, os, secrets, shutil, sys, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .core import get_settings, project_root, write_json, atomic_write, get_logger
-from .errors import StepFailed
+from .errors import MedmaasError, StepFailed
 
 log = get_logger(__name__)
 STEPS = ('10_data', '20_train', '30_evaluate', '40_serve')
@@ -48,7 +48,10 @@ class WarmKernel:
         import threading
         from jupyter_client.manager import AsyncKernelManager  # the kind nbclient (papermill) drives
         from jupyter_core.utils import run_sync
-        self.km = AsyncKernelManager(kernel_name='python3')
+        # Unix sockets in a private folder, not loopback TCP: nothing else on the machine can reach the kernel (and ipykernel
+        # has no reason to warn that TCP is unencrypted); an absolute, short path, since kernel and client resolve it apart
+        self._ipc = tempfile.mkdtemp(prefix='medmaas-kernel-')
+        self.km = AsyncKernelManager(kernel_name='python3', transport='ipc', ip=os.path.join(self._ipc, 'k'))
         run_sync(self.km.start_kernel)(cwd=str(cwd))
         self._thread = threading.Thread(target=self._warm, args=(warm_up_code(step_nb, task, runtime),), daemon=True)
         self._thread.start()
@@ -72,6 +75,7 @@ class WarmKernel:
         self._thread.join(30)
         try: run_sync(self.km.shutdown_kernel)(now=False)
         except Exception as e: log.debug('kernel shutdown: %s', e)
+        shutil.rmtree(self._ipc, ignore_errors=True)
 
 # %% ../nbs/05_pipeline.ipynb #ab92f820
 def _to_html(nb_path:Path)->Path|None:
@@ -197,7 +201,9 @@ def _print_table(rows:list[dict], out=sys.stdout):
     for r in rows: print('  '.join(str(r[c]).ljust(w[c]) for c in cols), file=out)
 
 def _parser()->argparse.ArgumentParser:
+    from medmaas_nb import __version__
     ap = argparse.ArgumentParser(prog='medmaas', description='medmaas_nb: train, evaluate and serve medical models from notebooks.')
+    ap.add_argument('--version', action='version', version=f'medmaas_nb {__version__}')
     sub = ap.add_subparsers(dest='cmd', required=True)
     sub.add_parser('tasks', help='list the tasks')
     r = sub.add_parser('run', help='run the pipeline of a task (or --all)')
@@ -227,13 +233,8 @@ def main(argv:list|None=None # arguments (defaults to sys.argv[1:])
     try: return _dispatch(args)
     except KeyboardInterrupt: print('interrupted', file=sys.stderr); return 130
     except StepFailed as e: print(f'error: {e}', file=sys.stderr); return 1
-    except (KeyError, ValueError, FileNotFoundError) as e:
+    except (KeyError, ValueError, FileNotFoundError, MedmaasError) as e:  # a bad task, parameter, file, dataset or model
         print(f'error: {e.args[0] if isinstance(e, KeyError) and e.args else e}', file=sys.stderr); return 2
-    except Exception as e:
-        from medmaas_nb.data import DatasetError
-        from medmaas_nb.registry import RegistryError
-        if isinstance(e, (DatasetError, RegistryError)): print(f'error: {e}', file=sys.stderr); return 2
-        raise
 
 def _dispatch(args)->int:
     if args.cmd == 'tasks':

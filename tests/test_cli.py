@@ -35,6 +35,14 @@ def test_bad_input_fails_before_running(isolated, args, message):
     assert message in r.stderr and 'Traceback' not in r.stderr
     assert not (isolated/'runs').exists()  # nothing ran
 
+def test_version_and_a_tampered_model_answer_in_one_line(isolated):
+    from medmaas_nb import __version__
+    r = medmaas('--version')
+    assert r.returncode == 0 and r.stdout.strip() == f'medmaas_nb {__version__}'
+    reg = isolated/'registry'/'stale'/'versions'; reg.mkdir(parents=True)  # the folder layout from before MLflow: refused
+    r = medmaas('models', env={'MEDMAAS_REGISTRY_DIR': str(isolated/'registry')})
+    assert r.returncode == 2 and 'folder layout used before MLflow' in r.stderr and 'Traceback' not in r.stderr
+
 def test_missing_dataset_names_where_it_looked(isolated):
     r = medmaas('data', 'fetch', 'promoters', env={'MEDMAAS_DATA_DIR': str(isolated/'empty')})
     assert r.returncode == 2
