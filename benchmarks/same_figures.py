@@ -68,7 +68,8 @@ def main():
             rows.append(f"| {t} | {mine['chosen']} / {base['chosen']} | {same + len(diff)} | {same} | {shown or '-'} | {s1:.0f} / {s2:.0f} |")
             print(rows[-1], flush=True)
     kind = 'quick runs (small slices, few folds)' if a.quick else 'full runs'
-    publish(__file__, f'Same figures: {kind} before and after', f'{machine()} Seed 0, {kind}, every task whose data is available.',
+    which = f'the {len(tasks)} tasks given with --tasks' if a.tasks else 'every task whose data is available'
+    publish(__file__, f'Same figures: {kind} before and after', f'{machine()} Seed 0, {kind}, {which}.',
             '\n'.join(rows), a.write, a.baseline, ', given with `--baseline DIR` (`git worktree add DIR COMMIT`)',
             stem='same_figures_quick' if a.quick else None)
 
