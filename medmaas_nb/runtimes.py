@@ -162,6 +162,8 @@ def _len(X)->int: return len(next(iter(X.values()))) if isinstance(X, dict) else
 class ModelRuntime:
     "A model library's runtime: class methods save, list, check and load model files; an instance serves one registered version."
     backend = '' # the card's `model.runtime`
+    read_types = None # the library's reader of the type names a model file holds (`skops_types`, `keras_types`)
+    check_names = None # its gate: refuse names outside its allowlist or the card's list (`check_types`, `check_keras`)
     model_file = '' # the file `save` writes into a model folder
 
     @classmethod
@@ -169,9 +171,9 @@ class ModelRuntime:
     @classmethod
     def save(cls, model, model_dir:Path)->list[Path]: "Write `model` into `model_dir` (created) in the safe format." ; raise NotImplementedError
     @classmethod
-    def file_types(cls, path:Path)->set[str]: "Every type name a model file refers to, read without building anything." ; raise NotImplementedError
+    def file_types(cls, path:Path)->set[str]: "Every type name a model file refers to, read without building anything." ; return cls.read_types(path)
     @classmethod
-    def check(cls, names:set, where:str, registered:list|None=None)->None: "Refuse names outside the allowlist or `registered`." ; raise NotImplementedError
+    def check(cls, names:set, where:str, registered:list|None=None)->None: "Refuse names outside the allowlist or `registered`." ; cls.check_names(names, where, registered)
     @classmethod
     def build(cls, path:Path, names:set, where:str): "Build the model from a checked file, trusting exactly `names`." ; raise NotImplementedError
     @classmethod
@@ -303,6 +305,7 @@ def _probe(spec, n:int=8, seed:int=0)->list[dict]:
 class SklearnRuntime(ModelRuntime, ServedModel):
     "scikit-learn / scikit-survival models in skops files: a prediction takes well under a millisecond, so it runs inline."
     backend, platform, model_file = 'sklearn', 'sklearn', 'model.skops'
+    read_types, check_names = staticmethod(skops_types), staticmethod(check_types)
     fast = False # True once `warm_up` has shown that a float array gives exactly the DataFrame's answers
 
     @classmethod
@@ -323,11 +326,6 @@ class SklearnRuntime(ModelRuntime, ServedModel):
         p = Path(model_dir)/cls.model_file; p.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(p) as f: f.write(sio.dumps(model))
         return [p]
-
-    @classmethod
-    def file_types(cls, path:Path)->set[str]: return skops_types(path)
-    @classmethod
-    def check(cls, names:set, where:str, registered:list|None=None)->None: check_types(names, where, registered)
 
     @classmethod
     def build(cls, path:Path, names:set, where:str):
@@ -465,6 +463,7 @@ def fixed_batches(fn, # (inputs) -> one result per input (array or list)
 class KerasRuntime(ModelRuntime, ServedModel):
     "Keras models (`.keras`, TensorFlow imported on load): predictions go through a `DynamicBatcher`, in batches of one fixed size."
     backend, platform, model_file = 'keras', 'keras', 'model.keras'
+    read_types, check_names = staticmethod(keras_types), staticmethod(check_keras)
 
     @classmethod
     def import_backend(cls)->None:
@@ -482,11 +481,6 @@ class KerasRuntime(ModelRuntime, ServedModel):
         "`model.keras` as `save` writes it, or inside an MLflow Model (`data/model.keras`)."
         d = Path(model_dir)
         return d/'model.keras' if (d/'model.keras').exists() or not (d/'MLmodel').exists() else d/'data'/'model.keras'
-
-    @classmethod
-    def file_types(cls, path:Path)->set[str]: return keras_types(path)
-    @classmethod
-    def check(cls, names:set, where:str, registered:list|None=None)->None: check_keras(names, where, registered)
 
     @classmethod
     def build(cls, path:Path, names:set, where:str):
