@@ -330,3 +330,13 @@ def test_keras_describe_records_the_views_for_the_card(no_tf, layers, views):
 
 def test_keras_runtime_without_layers(no_tf):
     assert KerasRuntime(task(), MV(type('M', (), {'predict': lambda s, X: np.zeros(len(X))})())).load().max_batch == 32
+
+def test_model_path_finds_the_file_in_a_saved_folder_or_an_mlflow_model(tmp_path):
+    from medmaas_nb.runtimes import ModelRuntime
+    assert SklearnRuntime.model_path(tmp_path) == tmp_path/'model.skops' and ModelRuntime.model_path(tmp_path) == tmp_path
+    assert KerasRuntime.model_path(tmp_path) == tmp_path/'model.keras'  # nothing there yet: where `save` writes
+    (tmp_path/'MLmodel').write_text('flavors: {}')
+    assert KerasRuntime.model_path(tmp_path) == tmp_path/'data'/'model.keras'  # an MLflow Model keeps it under data/
+    (tmp_path/'model.keras').write_bytes(b'')
+    assert KerasRuntime.model_path(tmp_path) == tmp_path/'model.keras'  # a file `save` wrote wins
+    assert ModelRuntime.describe(object()) == {'views': 1}
