@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, math
 from dataclasses import dataclass, field
 import numpy as np
-from .errors import InvalidInput, ModelNotReady
+from .errors import InvalidInput
 
 # %% auto #0
 __all__ = ['DATATYPES', 'v2_datatype', 'decode_tensor', 'check_inputs', 'InferRequest', 'header_length', 'parse_json',

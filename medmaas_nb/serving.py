@@ -11,12 +11,12 @@ from .runtimes import SklearnRuntime, KerasRuntime, ServedModel, get_runtime, MA
 SklearnRuntime.import_backend()  # first, while few modules are loaded (see `SklearnRuntime.import_backend`)
 from fastapi import Request
 from .core import get_logger
-from .errors import NotSupported, BodyTooLarge, Busy, caller_errors
+from .errors import BodyTooLarge, Busy, caller_errors
 from .tasks import InvalidInput, get_task, UnknownTask
 from .registry import Registry, ModelNotFound
-from .protocol import (ModelNotReady, InferRequest, infer_response, response_body, check_inputs, model_metadata,
+from .protocol import (InferRequest, infer_response, response_body, check_inputs,
                                  server_metadata, parse_json, header_length, DATATYPES)
-from .security import KeyStore, RateLimiter, AuditLog, Unauthorized, Forbidden, RateLimited
+from .security import KeyStore, RateLimiter, AuditLog, Unauthorized, RateLimited
 
 log = get_logger(__name__)
 

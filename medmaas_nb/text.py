@@ -4,13 +4,13 @@
 
 # %% ../nbs/13_text.ipynb #2abb9791
 from __future__ import annotations
-import csv, html, io, json, math, re, xml.etree.ElementTree as ET
+import csv, html, io, json, re
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import train_test_split, GroupShuffleSplit
+from sklearn.model_selection import train_test_split
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, bootstrap_metrics
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task

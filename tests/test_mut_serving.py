@@ -8,7 +8,7 @@ from sklearn.linear_model import LinearRegression
 from medmaas_nb import runtimes as S
 from medmaas_nb.runtimes import (ServedModel as ModelRuntime, SklearnRuntime, KerasRuntime, DynamicBatcher, fixed_batches, NotSupported,
                                  MAX_INSTANCES, OUTPUT_NAMES, RUNTIMES, _probe, _concat, _take, _len)
-from medmaas_nb.protocol import ModelNotReady
+from medmaas_nb.errors import ModelNotReady
 from medmaas_nb.tasks import Task, InputSpec, Feature, InvalidInput
 
 FEATS = [Feature('age', min=18, max=90, dtype='int'), Feature('bmi', min=15.0, max=50.0)]

@@ -150,3 +150,12 @@ def test_failing_step_names_the_step_and_cell_and_registers_nothing(isolated):
     # the service started with the run (waiting for a registration that never came) is stopped with it
     pid = json.loads((run_dir/'service'/'prestarted.json').read_text())['pid']
     assert ProcessHandle(pid).poll() is not None, 'a failed run left its service running'
+
+def test_step_kernels_listen_on_private_unix_sockets(tmp_path):
+    "A step's kernel talks over IPC sockets in a folder only its user can open (no loopback TCP port), removed when it stops."
+    from medmaas_nb.pipeline import WarmKernel, pipelines_dir
+    k = WarmKernel(pipelines_dir()/'10_data.ipynb', 'diabetes-progression', tmp_path)
+    info, folder = k.ready().get_connection_info(), Path(k._ipc)
+    assert info['transport'] == 'ipc' and Path(info['ip']).parent == folder and folder.stat().st_mode & 0o077 == 0
+    k.shutdown()
+    assert not folder.exists()
