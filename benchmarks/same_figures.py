@@ -8,7 +8,7 @@ holds (cross-validated on the training split, and on the held-out test split, wi
     PYTHONPATH=$PWD .venv/bin/python benchmarks/same_figures.py --baseline DIR [--quick] [--tasks T ...] [--write]
 
 `--baseline DIR` is a checkout of the older commit (`git worktree add DIR COMMIT`). With `--write` the table goes to
-`same_figures.md` (full runs) or `same_figures_quick.md` (`--quick`). Not a test: a full run of every task
+`same_figures.md` (full runs) or `same_figures_quick.md` (`--quick`), or to `--out NAME`.md. Not a test: a full run of every task
 takes about half an hour on two cores, per checkout.
 """
 import json, math, os, subprocess, sys, tempfile, time
@@ -52,6 +52,7 @@ def main():
     ap = parser(__file__, __doc__)
     ap.add_argument('--baseline', type=Path, required=True); ap.add_argument('--quick', action='store_true')
     ap.add_argument('--tasks', nargs='*')
+    ap.add_argument('--out', help="the table's file name without .md (default: same_figures, or same_figures_quick with --quick)")
     a = ap.parse_args()
     from medmaas_nb.tasks import all_tasks
     from medmaas_nb.data import availability
@@ -71,7 +72,7 @@ def main():
     which = f'the {len(tasks)} tasks given with --tasks' if a.tasks else 'every task whose data is available'
     publish(__file__, f'Same figures: {kind} before and after', f'{machine()} Seed 0, {kind}, {which}.',
             '\n'.join(rows), a.write, a.baseline, ', given with `--baseline DIR` (`git worktree add DIR COMMIT`)',
-            stem='same_figures_quick' if a.quick else None)
+            stem=a.out or ('same_figures_quick' if a.quick else None))
 
 if __name__ == '__main__':
     main()
