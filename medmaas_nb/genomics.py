@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_genomics.ipynb #d5135dee
 from __future__ import annotations
-import math, time
+import html, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -14,6 +14,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from .data import Dataset, resolve, dataset_checksum, load_package_dataset
 from .evaluate import Anchor, compute_metrics, bootstrap_metrics
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
+from .editors import ExampleEditor, sequence_html
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['BASES', 'IUPAC', 'ALPHABET', 'SPLICE_CLASSES', 'SPLIT_SEED', 'splice_junction', 'PROMOTER_CLASSES', 'promoter',
@@ -269,6 +271,25 @@ class SequenceInputSpec(InputSpec):
                )->dict:
         "One valid record: the first input of `X`, or the spec's example."
         return {'sequence': as_sequences(X)[0] if X is not None else self.example_sequence}
+
+# %% ../nbs/12_genomics.ipynb #a4dcad7e
+@patch
+def editor(self:SequenceInputSpec, ds, # the task's `Dataset` (the examples come from its test split)
+           examples:list # [(label, index in the test split)]
+          )->ExampleEditor:
+    "Held-out sequences to pick, and a text box to edit one."
+    return ExampleEditor(self, ds, examples, label='sequence', from_text=lambda v: self.to_records(np.array([v])))
+
+@patch
+def explanation_html(self:SequenceInputSpec, X, # the model input (sequences)
+                     record:dict, # the same input as a record
+                     explanation:dict # {'position_importance': [...], 'class': ..., 'method': ...}, or another shape
+                    )->str:
+    "Each position's importance shaded on the sequence."
+    if not (isinstance(explanation, dict) and 'position_importance' in explanation): return InputSpec.explanation_html(self, X, record, explanation)
+    e = explanation
+    return (f"<p>{html.escape(str(e.get('method', 'importance')))}: how much p({html.escape(str(e.get('class', '')))}) drops "
+            'at most when one base changes, per position (darker: more)</p>' + sequence_html(str(np.asarray(X)[0]), e['position_importance']))
 
 # %% ../nbs/12_genomics.ipynb #8e19e6ed
 def mutagenesis(predict_proba, # f(sequences) -> (n, n_classes) probabilities

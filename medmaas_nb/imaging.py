@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_imaging.ipynb #295d382d
 from __future__ import annotations
-import base64, binascii, dataclasses, hashlib, io, math, re, weakref
+import base64, binascii, dataclasses, hashlib, html, io, math, re, weakref
 from functools import partial
 from pathlib import Path
 import numpy as np
@@ -14,6 +14,8 @@ from .errors import MedMNISTFormatError
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, compute_metrics, HIGHER_IS_BETTER
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
+from .editors import ExampleEditor, gradcam_html, read_image_file
+from fastcore.basics import patch
 
 log = get_logger(__name__)
 
@@ -239,6 +241,24 @@ def png_bytes(img # one image, float [0, 1] or uint8, shape (28, 28) or (28, 28,
     a = np.asarray(img); a = a[..., 0] if a.ndim == 3 else a
     if a.dtype.kind == 'f': a = np.round(a * 255)
     buf = io.BytesIO(); Image.fromarray(a.astype(np.uint8), 'L').save(buf, format='PNG'); return buf.getvalue()
+
+# %% ../nbs/11_imaging.ipynb #2246edc5
+@patch
+def editor(self:ImageInputSpec, ds, # the task's `Dataset` (the examples come from its test split)
+           examples:list # [(label, index in the test split)]
+          )->ExampleEditor:
+    "Held-out images to pick, and a file (a path, or an upload) to read one from."
+    return ExampleEditor(self, ds, examples, label='file', read_file=read_image_file, accept='.png,.npy')
+
+@patch
+def explanation_html(self:ImageInputSpec, X, # the model input (N, 28, 28, 1)
+                     record:dict, # the same input as a record
+                     explanation:dict # {'gradcam': 28 x 28 map in [0, 1], 'method': ...}, or another shape
+                    )->str:
+    "The image and its Grad-CAM map laid over it."
+    if not (isinstance(explanation, dict) and 'gradcam' in explanation): return InputSpec.explanation_html(self, X, record, explanation)
+    return (f"<p>{html.escape(str(explanation.get('method', 'Grad-CAM')))}: where the evidence for the prediction came from</p>"
+            + gradcam_html(np.asarray(X)[0], explanation['gradcam']))
 
 # %% ../nbs/11_imaging.ipynb #7783e8d0
 def baseline_cnn(x, # input tensor (N, 28, 28, 1)

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from .evaluate import KINDS, Anchor, default_scores, select_model
 from .errors import InvalidInput, UnknownTask
+from .editors import FeatureEditor, attributions_html
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['KNOWN_BOUNDS', 'COMMON_PARAMS', 'FAMILY_MODULES', 'Feature', 'InputSpec', 'Param', 'Task', 'TrainResult', 'fit_task',
@@ -213,6 +215,22 @@ class InputSpec:
             else:
                 feats.append(Feature(c, (descriptions or {}).get(c, ''), dtype='category', categories=sorted(s.dropna().unique().tolist())))
         return cls('tabular', feats)
+
+# %% ../nbs/03_tasks.ipynb #97b2fb6f
+@patch
+def editor(self:InputSpec, ds, # the task's `Dataset` (starting values, references, examples)
+           examples:list # [(label, index in the test split)], for specs edited by example
+          )->FeatureEditor:
+    "The playground's editor for this spec's inputs: a control per feature."
+    return FeatureEditor(self, ds, examples)
+
+@patch
+def explanation_html(self:InputSpec, X, # the model input, as `validate` returned it
+                     record:dict, # the same input as a record
+                     explanation:dict # the task's explanation of it
+                    )->str:
+    "The explanation drawn as HTML: feature attributions as bars ('' for a shape this spec does not draw)."
+    return attributions_html(explanation, {f.name: f.unit for f in self.features})
 
 # %% ../nbs/03_tasks.ipynb #acff3133
 @dataclass

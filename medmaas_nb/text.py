@@ -16,6 +16,8 @@ from .evaluate import Anchor, bootstrap_metrics
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
 from .deid import deidentify
 from .core import write_json
+from .editors import ExampleEditor, bars_html
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['EVIDENCE_CUES', 'ENCODER_NAME', 'DRUGLIB_COLUMNS', 'RATING_BANDS', 'SIDE_EFFECT_LEVELS', 'ABSTRACT_CLASSES',
@@ -342,6 +344,37 @@ def highlight_html(text:str, # the text (de-identified here before display)
         col = f'rgba(0,160,0,{a:.2f})' if v > 0 else f'rgba(220,0,0,{a:.2f})'
         out.append(f'<span style="background:{col}" title="{v:+.3f}">{html.escape(m.group())}</span>')
     return ''.join(out + [html.escape(text[last:])]) + ('...' if len(text) >= max_chars else '')
+
+# %% ../nbs/13_text.ipynb #5599748d
+def _record_from_json(text:str, fields:list)->list[dict]:
+    try: r = json.loads(text)
+    except json.JSONDecodeError as e: raise InvalidInput(f'The text box holds one record as JSON {{field: text}} with fields {fields}: {e.msg}.', 'text') from None
+    if not isinstance(r, dict): raise InvalidInput(f'The text box holds one record as JSON {{field: text}} with fields {fields}.', 'text')
+    return [r]
+
+@patch
+def editor(self:TextInputSpec, ds, # the task's `Dataset` (the examples come from its test split)
+           examples:list # [(label, index in the test split)]
+          )->ExampleEditor:
+    "Held-out texts to pick and a text box: the text itself, or with several fields the record as JSON."
+    one = len(self.fields) == 1
+    return ExampleEditor(self, ds, examples, label='text', rows=2,
+                         from_text=(lambda v: self.to_records([v])) if one else (lambda v: _record_from_json(v, self.fields)))
+
+@patch
+def explanation_html(self:TextInputSpec, X, # the model input
+                     record:dict, # the same input as a record {field: text}
+                     explanation:dict # {'prediction': ..., 'words': [{'field', 'word', 'weight'}]}, or another shape
+                    )->str:
+    "The words that pushed the prediction, highlighted in each (de-identified) field and as bars."
+    words = explanation.get('words') if isinstance(explanation, dict) else None
+    if not (isinstance(words, list) and words): return InputSpec.explanation_html(self, X, record, explanation)
+    out = [f"<p>Words that pushed towards <b>{html.escape(str(explanation.get('prediction')))}</b> (green) or away from it (red):</p>"]
+    for f, text in record.items():
+        w = {d['word'].lower(): float(d['weight']) for d in words if d.get('field', f) == f}
+        out.append((f'<b>{html.escape(f)}</b>: ' if len(record) > 1 else '') + f'<div class="medmaas-text">{highlight_html(str(text), w)}</div>')
+    effects = pd.DataFrame({'feature': [d['word'] for d in words], 'value': float('nan'), 'effect': [float(d['weight']) for d in words]})
+    return ''.join(out) + bars_html(effects)
 
 # %% ../nbs/13_text.ipynb #922909be
 def _join(X)->list[str]:

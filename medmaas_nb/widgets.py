@@ -12,12 +12,12 @@ import pandas as pd
 import ipywidgets as W
 from IPython.display import display
 from .tasks import Task, InputSpec, get_task
+from .editors import bars_html
 from .evaluate import Anchor
 
 # %% auto #0
 __all__ = ['data_kind', 'target_groups', 'feature_distribution', 'DatasetExplorer', 'PredictService', 'LocalService', 'score_of',
-           'occlusion_effects', 'gradcam_html', 'sequence_html', 'Playground', 'find_runs', 'compare_runs',
-           'RunComparer']
+           'occlusion_effects', 'Playground', 'find_runs', 'compare_runs', 'RunComparer']
 
 # %% ../nbs/09_widgets.ipynb #3c1f11ea
 _DNA = set('ACGTNDHKMRSVWYB')
@@ -230,17 +230,6 @@ def occlusion_effects(predict:Callable, # records -> list of predictions (`Task.
     df = pd.DataFrame(rows, columns=['feature', 'value', 'reference', 'score_without', 'effect'])
     return df.reindex(df['effect'].abs().sort_values(ascending=False).index).reset_index(drop=True)
 
-def _bars_html(df:pd.DataFrame, unit:dict|None=None)->str:
-    if df.empty: return '<i>no feature differs from its reference</i>'
-    m = max(df['effect'].abs().max(), 1e-12); rows = []
-    for r in df.itertuples():
-        w = 45 * abs(r.effect) / m; col = '#c0392b' if r.effect > 0 else '#2471a3'
-        bar = (f'<div style="display:inline-block;width:45%;text-align:right">' + (f'<span style="display:inline-block;height:10px;width:{w/0.45:.1f}%;background:{col}"></span>' if r.effect < 0 else '') + '</div>'
-               f'<div style="display:inline-block;width:45%">' + (f'<span style="display:inline-block;height:10px;width:{w/0.45:.1f}%;background:{col}"></span>' if r.effect >= 0 else '') + '</div>')
-        val = '' if isinstance(r.value, float) and math.isnan(r.value) else f' = {r.value:.4g} {html.escape((unit or {}).get(r.feature, ""))}'
-        rows.append(f'<tr><td style="padding:0 6px">{html.escape(str(r.feature))}{val}</td>'
-                    f'<td style="padding:0 6px;text-align:right">{r.effect:+.3g}</td><td style="width:240px">{bar}</td></tr>')
-    return '<table class="medmaas-explanation">' + ''.join(rows) + '</table>'
 
 # %% ../nbs/09_widgets.ipynb #63354d2c
 def _service_errors()->tuple:
@@ -252,42 +241,6 @@ def _service_errors()->tuple:
     except ImportError: pass
     return tuple(errs)
 
-def _png(rgb:np.ndarray)->str:
-    import base64, io, matplotlib.image
-    buf = io.BytesIO(); matplotlib.image.imsave(buf, np.clip(rgb, 0, 1), format='png')
-    return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()
-
-def gradcam_html(image, # one image, (H, W) or (H, W, 1), in [0, 1] or 0-255
-                 cam, # its Grad-CAM map, (H, W) in [0, 1]
-                 width:int=140 # shown width in pixels
-                )->str:
-    "The image and the image with its Grad-CAM map laid over it (red: evidence for the prediction), as inline PNGs."
-    import matplotlib
-    img = np.asarray(image, float).squeeze(); img = img / 255 if img.max() > 1 else img
-    cam = np.clip(np.asarray(cam, float), 0, 1); a = 0.55 * cam[..., None]
-    over = (1 - a) * img[..., None] + a * matplotlib.colormaps['jet'](cam)[..., :3]
-    style = f'width:{width}px;image-rendering:pixelated;margin-right:8px'
-    return (f'<div class="medmaas-gradcam"><img alt="image" style="{style}" src="{_png(np.repeat(img[..., None], 3, -1))}">'
-            f'<img alt="Grad-CAM" style="{style}" src="{_png(over)}"></div>')
-
-def sequence_html(seq:str, # the sequence
-                  importance, # one number per position (larger: more important)
-                  offset:int=0 # label of the first position minus 1 (e.g. -31 for -30..+30)
-                 )->str:
-    "The sequence in monospace, each letter shaded by its position's importance (hover: position and value)."
-    imp = np.clip(np.asarray(importance, float), 0, None); top = max(float(imp.max()) if len(imp) else 0.0, 1e-12)
-    cells = ''.join(f'<span title="position {i + 1 + offset}: {v:.3g}" style="background:rgba(192,57,43,{0.05 + 0.85 * v / top:.2f})">{html.escape(b)}</span>'
-                    for i, (b, v) in enumerate(zip(seq, imp)))
-    return f'<div class="medmaas-sequence" style="font-family:monospace;font-size:14px;letter-spacing:1px;word-break:break-all">{cells}</div>'
-
-def _words_html(record:dict, words:list)->str:
-    from medmaas_nb.text import highlight_html  # de-identifies the text before showing it
-    out = []
-    for f, text in record.items():
-        w = {d['word'].lower(): float(d['weight']) for d in words if d.get('field', f) == f}
-        out.append((f'<b>{html.escape(f)}</b>: ' if len(record) > 1 else '') + f'<div class="medmaas-text">{highlight_html(str(text), w)}</div>')
-    df = pd.DataFrame({'feature': [d['word'] for d in words], 'value': float('nan'), 'effect': [float(d['weight']) for d in words]})
-    return ''.join(out) + _bars_html(df)
 
 # %% ../nbs/09_widgets.ipynb #1174a3ca
 def _fmt_pred(pred:dict, task:Task)->str:
@@ -298,10 +251,6 @@ def _fmt_pred(pred:dict, task:Task)->str:
     probs = pred.get('probabilities', {})
     ps = ', '.join(f'{html.escape(str(k))} {v:.1%}' for k, v in probs.items())
     return f'prediction: <b class="medmaas-value">{html.escape(str(pred["prediction"]))}</b> ({ps})'
-
-def _slider_step(f)->float:
-    if f.dtype == 'int': return 1
-    span = f.max - f.min; return float(10 ** math.floor(math.log10(span / 200))) if span > 0 else 0.1
 
 class Playground:
     "Edit one input and watch the prediction, probability and explanation update, from a model in process or from a service."
@@ -322,90 +271,21 @@ class Playground:
         self.explain_w = W.HTML(); self.explain_w.add_class('medmaas-explanation')
         self.error_w = W.HTML()
         self.last_input = self.last_prediction = self.last_explanation = self.last_response = None; self.n_updates = 0
-        Xtr = self.ds['train'][0]
-        if self.spec.kind == 'tabular':
-            self.reference = {f.name: (float(Xtr[f.name].median()) if f.dtype != 'category' else Xtr[f.name].mode().iloc[0]) for f in self.spec.features}
-            start = self.spec.example(self.ds['test'][0])
-            self.controls = {f.name: self._control(f, start[f.name]) for f in self.spec.features}
-            inputs = W.GridBox(list(self.controls.values()), layout=W.Layout(grid_template_columns='repeat(2, 380px)'))
-        else:
-            Xte, yte = self.ds['test']; names = _class_names(self.ds, self.task)
-            n = min(n_examples, len(yte))
-            self.examples = [(f'#{i}: {_label(yte[i], names)}', i) for i in range(n)]
-            self.example_w = W.Dropdown(options=self.examples, value=0, description='example')
-            self.text_w = W.Textarea(description='text' if self.spec.kind == 'text' else 'sequence' if self.spec.kind == 'sequence' else 'file',
-                                     layout=W.Layout(width='90%', height='80px' if self.spec.kind == 'text' else '40px'), continuous_update=False)
-            self.example_w.observe(self._pick, 'value'); self.text_w.observe(self._changed, 'value')
-            self.controls = {'example': self.example_w, 'text': self.text_w}
-            kids = [self.example_w, self.text_w]
-            if self.spec.kind == 'image':
-                self.upload_w = W.FileUpload(accept='.png,.npy', multiple=False); self.upload_w.observe(self._uploaded, 'value'); kids.append(self.upload_w)
-            inputs = W.VBox(kids)
-            self._source = ('example', 0)
+        names = _class_names(self.ds, self.task); yte = np.asarray(self.ds['test'][1])
+        examples = [(f'#{i}: {_label(yte[i], names)}', i) for i in range(min(n_examples, len(yte)))]
+        self.editor = self.spec.editor(self.ds, examples)  # the spec decides how its inputs are edited
+        self.editor.on_change = lambda sync=False: self.update(sync_text=sync)
+        self.controls, self.reference, self._records = self.editor.controls, self.editor.reference, []
+        inputs = self.editor.widget
         head = W.HTML(f'<b>{html.escape(self.task.name)}</b> ({self.mode}): {html.escape(self.task.description)}')
         self.widget = W.VBox([head, inputs, self.out_w, self.error_w, self.explain_w]); self.widget.add_class('medmaas-playground')
         self.update(sync_text=True)
-
-    def _control(self, f, value):
-        desc = f"{f.name} ({f.unit})" if f.unit else f.name
-        if f.dtype == 'category':
-            w = W.Dropdown(options=f.categories, value=value, description=desc)
-        else:
-            cls = W.IntSlider if f.dtype == 'int' else W.FloatSlider
-            w = cls(value=value, min=f.min, max=f.max, step=_slider_step(f), description=desc, continuous_update=False,
-                    style={'description_width': '110px'}, layout=W.Layout(width='370px'), tooltip=f.description)
-        w.add_class(f'medmaas-input-{f.name}'); w.observe(self._changed, 'value'); return w
 
     # -- the current input, as records (service form) and as model input
     @property
     def record(self)->dict:
         "The current input as one record of the task's plain JSON form."
-        if self.spec.kind == 'tabular':  # plain Python values (a category's value may come from the data as a numpy scalar)
-            return {k: w.value.item() if isinstance(w.value, np.generic) else w.value for k, w in self.controls.items()}
         return self._records[0]
-
-    def _records_from_source(self)->list[dict]:
-        Xte = self.ds['test'][0]
-        kind, v = self._source
-        if kind == 'example':
-            x = Xte.iloc[[v]] if hasattr(Xte, 'iloc') else Xte[v:v + 1]
-            return self.spec.to_records(x)
-        if kind == 'array': return self.spec.to_records(v)
-        if kind == 'file': return self.spec.to_records(self._read_image(v))  # a path or uploaded bytes
-        x = np.array([v]) if self.spec.kind == 'sequence' else [v]
-        return self.spec.to_records(x)
-
-    def _pick(self, change):
-        self._source = ('example', change['new']); self.update(sync_text=True)
-
-    def _changed(self, change):
-        if getattr(self, '_syncing', False): return
-        if self.spec.kind != 'tabular':
-            v = change['new'].strip()
-            if self.spec.kind == 'image': self._source = ('file', v) if v else ('example', self.example_w.value)
-            else: self._source = ('text', v)
-        self.update()
-
-    def _read_image(self, src)->np.ndarray:
-        if isinstance(src, (bytes, bytearray, memoryview)):
-            import io
-            b = bytes(src)
-            if b[:6] == b'\x93NUMPY': a = np.load(io.BytesIO(b))
-            else:
-                import matplotlib.image as mpimg
-                a = mpimg.imread(io.BytesIO(b), format='png')
-        else: a = np.load(src) if str(src).endswith('.npy') else __import__('matplotlib.image', fromlist=['imread']).imread(src)
-        a = np.asarray(a, dtype=float)
-        if a.ndim == 3 and a.shape[-1] in (3, 4): a = a[..., :3].mean(-1)
-        data_max = float(np.asarray(self.ds['test'][0]).max())
-        if a.max() <= 1.0 and data_max > 1: a = a * 255
-        elif a.max() > 1.0 and data_max <= 1: a = a / 255  # 8-bit grey levels for a model that reads intensities in [0, 1]
-        ref = np.asarray(self.ds['test'][0]).shape[1:]
-        return a.reshape((1,) + ref)
-
-    def _uploaded(self, change):
-        files = change['new']
-        if files: self._source = ('file', bytes(files[0]['content'])); self.update()
 
     def predict_records(self, records:list[dict])->list[dict]:
         "Predictions for records, from the model in process or from the service."
@@ -419,8 +299,7 @@ class Playground:
         from medmaas_nb.tasks import InvalidInput
         self.n_updates += 1
         try:
-            if self.spec.kind != 'tabular': self._records = self._records_from_source()
-            records = [self.record]
+            records = self.editor.records(); self._records = records
             self.last_input = self.spec.validate(records)
             pred = self.predict_records(records)[0]
         except (InvalidInput, ValueError, TypeError, OSError, *_service_errors()) as e:
@@ -428,8 +307,7 @@ class Playground:
             self.last_prediction = None; return
         self.error_w.value = ''; self.last_prediction = pred
         self.out_w.value = _fmt_pred(pred, self.task)
-        if sync_text and self.spec.kind in ('text', 'sequence'):
-            self._syncing = True; self.text_w.value = str(next(iter(self._records[0].values()))) if len(self._records[0]) == 1 else json.dumps(self._records[0])[:500]; self._syncing = False
+        if sync_text: self.editor.show(records)
         self.last_explanation = self._explain(records)
         self.explain_w.value = self._explanation_html()
 
@@ -439,36 +317,16 @@ class Playground:
             except _service_errors(): e = None  # e.g. a task without explanations: the prediction still stands
             if e is not None: return e
         if self.service is None and self.task.explain is not None: return self.task.explain(self.model, self.last_input)[0]
-        if self.spec.kind == 'tabular': return occlusion_effects(self.predict_records, records[0], self.reference)
+        if self.reference is not None: return occlusion_effects(self.predict_records, records[0], self.reference)
         return None
 
     def _explanation_html(self)->str:
         e = self.last_explanation
         if isinstance(e, pd.DataFrame):
             return ('<p>How far the answer moves when each feature alone is set back to the training median:</p>'
-                    + _bars_html(e.head(10), {f.name: f.unit for f in self.spec.features}))
+                    + bars_html(e.head(10), {f.name: f.unit for f in self.spec.features}))
         if e is None: return ''
-        if isinstance(e, dict) and 'gradcam' in e:
-            return (f"<p>{html.escape(str(e.get('method', 'Grad-CAM')))}: where the evidence for the prediction came from</p>"
-                    + gradcam_html(np.asarray(self.last_input)[0], e['gradcam']))
-        if isinstance(e, dict) and 'position_importance' in e:
-            return (f"<p>{html.escape(str(e.get('method', 'importance')))}: how much p({html.escape(str(e.get('class', '')))}) drops "
-                    'at most when one base changes, per position (darker: more)</p>'
-                    + sequence_html(str(np.asarray(self.last_input)[0]), e['position_importance']))
-        if isinstance(e, dict) and isinstance(e.get('words'), list) and e['words']:
-            return (f"<p>Words that pushed towards <b>{html.escape(str(e.get('prediction')))}</b> (green) or away from it (red):</p>"
-                    + _words_html(self.record, e['words']))
-        if isinstance(e, dict) and isinstance(e.get('attributions'), dict) and all(isinstance(v, (int, float)) for v in e['attributions'].values()):
-            a, vals = e['attributions'], e.get('values') or {}
-            df = pd.DataFrame({'feature': list(a), 'effect': list(a.values()),
-                               'value': [float(vals[k]) if isinstance(vals.get(k), (int, float)) else float('nan') for k in a]})
-            df = df.reindex(df['effect'].abs().sort_values(ascending=False).index).head(15)
-            return (f"<p>{html.escape(str(e.get('method', 'attributions')))}: contribution of each feature to this prediction</p>"
-                    + _bars_html(df, {f.name: f.unit for f in self.spec.features}))
-        if isinstance(e, dict) and all(isinstance(v, (int, float)) for v in e.values()):
-            df = pd.DataFrame({'feature': list(e), 'value': [float('nan')] * len(e), 'effect': list(e.values())})
-            return _bars_html(df.reindex(df['effect'].abs().sort_values(ascending=False).index).head(15))
-        return f'<pre>{html.escape(str(e)[:2000])}</pre>'
+        return self.spec.explanation_html(self.last_input, self.record, e) or f'<pre>{html.escape(str(e)[:2000])}</pre>'
 
     def set(self, **values):
         "Set inputs by name (tabular), e.g. `pg.set(bmi=30)`; the widgets update and so does the prediction."

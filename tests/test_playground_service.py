@@ -55,12 +55,12 @@ def test_text_playground_follows_the_service(service):
     t, ds, model, mv = service['data'][TXT]
     with Client(service['url'], service['key']) as c:
         pg = Playground(t, service=c, ds=ds)
-        pg.text_w.value = 'benefits: my migraines stopped completely side effects: none comments: excellent, would recommend'
+        pg.controls['text'].value = 'benefits: my migraines stopped completely side effects: none comments: excellent, would recommend'
         first = pg.last_prediction
-        assert first == c.predict_one(TXT, {'text': pg.text_w.value})
-        pg.text_w.value = 'benefits: none at all side effects: Dr. Alvarez never warned me about the rash comments: awful, stopped it'
+        assert first == c.predict_one(TXT, {'text': pg.controls['text'].value})
+        pg.controls['text'].value = 'benefits: none at all side effects: Dr. Alvarez never warned me about the rash comments: awful, stopped it'
         second = pg.last_prediction
-        assert second == c.predict_one(TXT, {'text': pg.text_w.value}) and second != first
+        assert second == c.predict_one(TXT, {'text': pg.controls['text'].value}) and second != first
         assert second['prediction'] in pg.out_w.value
         assert pg.last_explanation['words'] and 'Alvarez' not in pg.explain_w.value  # highlighted words, de-identified text
 
