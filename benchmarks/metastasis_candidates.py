@@ -17,7 +17,7 @@ class SignatureCox(BaseEstimator):
     "Cox model on the published signature's weighted sum within each ER group, and ER: refits its two constants and scales."
     def __init__(self, alpha:float=1.0): self.alpha = alpha
     def _features(self, X):
-        from medmaas_nb.genomics import wang_signature_sums
+        from medmaas_nb.expression import wang_signature_sums
         er, sums = wang_signature_sums(X); pos = er == 'positive'
         return np.c_[pos * sums, ~pos * sums, pos]
     def fit(self, X, y):
@@ -32,7 +32,7 @@ def extra_recipes(seed:int=0)->dict:
     from sklearn.pipeline import Pipeline
     from sksurv.ensemble import GradientBoostingSurvivalAnalysis as GB, RandomSurvivalForest as RSF, ExtraSurvivalTrees
     from sksurv.linear_model import CoxPHSurvivalAnalysis
-    from medmaas_nb.genomics import _prep, PublishedRelapseScore
+    from medmaas_nb.expression import _prep, PublishedRelapseScore
     P = lambda m: Pipeline([('prep', _prep()), ('model', m)])
     forest = lambda cls, n, leaf: P(cls(n_estimators=n, min_samples_leaf=leaf, max_features='sqrt', random_state=seed, n_jobs=1))
     return {
@@ -53,7 +53,7 @@ def extra_recipes(seed:int=0)->dict:
     }
 
 def table(seed:int=0)->str:
-    from medmaas_nb.genomics import load_metastasis_task, metastasis_candidates
+    from medmaas_nb.expression import load_metastasis_task, metastasis_candidates
     from medmaas_nb.evaluate import cross_validate, summarize_cv
     X, y = load_metastasis_task(seed=seed)['train']
     lines = [f'Training split only: {len(y)} patients ({int(y[y.dtype.names[0]].sum())} metastases), 5 x 5-fold CV, the same '

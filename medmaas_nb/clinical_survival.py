@@ -13,12 +13,12 @@ from .data import Dataset, load_package_dataset, dataset_checksum
 from .evaluate import Anchor, survival_fields, compute_metrics
 from .tasks import Feature, InputSpec, Param, Run, Section
 from .clinical import ClinicalTask, train_candidates, register_clinical, age_bands
+from .survival import RankAverage
 
 # %% auto #0
 __all__ = ['YEAR', 'GBSG2_FEATURES', 'breast_cancer_survival', 'WHAS500_FEATURES', 'heart_attack_survival', 'load_survival_task',
-           'RankAverage', 'gbsg_fp_terms', 'published_cox', 'survival_candidates', 'survival_metrics',
-           'bootstrap_survival_metrics', 'plot_risk_groups', 'plot_patient_curves', 'SurvivalTask', 'show_survival',
-           'survival_task']
+           'gbsg_fp_terms', 'published_cox', 'survival_candidates', 'survival_metrics', 'bootstrap_survival_metrics',
+           'plot_risk_groups', 'plot_patient_curves', 'SurvivalTask', 'show_survival', 'survival_task']
 
 # %% ../nbs/10a_clinical_survival.ipynb #abc267ec
 def load_survival_task(dataset:str, # 'gbsg2' or 'whas500'
@@ -45,24 +45,6 @@ def _encoder(features:list, # the input spec's features
     if splines: parts.append((make_pipeline(SplineTransformer(n_knots=4, degree=3, include_bias=False), StandardScaler()), list(splines)))
     if logs: parts.append((make_pipeline(FunctionTransformer(np.log1p), StandardScaler()), list(logs)))
     return make_column_transformer(*parts, remainder=StandardScaler(), verbose_feature_names_out=False)
-
-from sklearn.base import BaseEstimator, clone
-
-class RankAverage(BaseEstimator):
-    "Average of the members' risk ranks (each member's risk as a fraction of the training patients it exceeds); survival curves averaged."
-    def __init__(self, models:list|None=None): self.models = models # unfitted survival models
-    def fit(self, X, y):
-        self.fitted_ = [clone(m).fit(X, y) for m in self.models]
-        self.reference_ = [np.sort(m.predict(X)) for m in self.fitted_]; return self
-    def predict(self, X)->np.ndarray:
-        return np.mean([np.searchsorted(r, m.predict(X)) / len(r) for m, r in zip(self.fitted_, self.reference_)], 0)
-    def predict_survival_function(self, X)->np.ndarray:
-        from sksurv.functions import StepFunction
-        fs = [m.predict_survival_function(X) for m in self.fitted_]; out = []
-        for curves in zip(*fs):
-            x = curves[0].x
-            out.append(StepFunction(x, np.mean([c(np.clip(x, c.x[0], c.x[-1])) for c in curves], 0)))
-        return np.array(out)
 
 def gbsg_fp_terms(X)->np.ndarray:
     "Sauerbrei & Royston's (1999) GBSG terms: (age/50)^-2, (age/50)^-0.5, exp(-0.12 pnodes), (progrec+1)^0.5, grade II/III, hormonal therapy."

@@ -20,9 +20,9 @@ __all__ = ['log', 'MODEL_TYPES', 'RUNS_CODE', 'KERAS_TYPES', 'OUTPUT_NAMES', 'MA
 # %% ../nbs/03a_runtimes.ipynb #e1ea4684
 MODEL_TYPES = frozenset({
     'builtins.dict', 'builtins.float', 'builtins.int', 'builtins.list', 'builtins.slice', 'builtins.str',
-    'builtins.tuple', 'medmaas_nb.clinical_survival.RankAverage', 'medmaas_nb.clinical_survival.gbsg_fp_terms',
+    'builtins.tuple', 'medmaas_nb.survival.RankAverage', 'medmaas_nb.clinical_survival.gbsg_fp_terms',
     'medmaas_nb.genomics.KmerCounts', 'medmaas_nb.genomics.MarginSVC', 'medmaas_nb.genomics.PositionalKmers',
-    'medmaas_nb.genomics.SurvivalSelectKBest', 'medmaas_nb.genomics.WeightedDegree', 'medmaas_nb.retrieval.BM25Retriever',
+    'medmaas_nb.expression.SurvivalSelectKBest', 'medmaas_nb.genomics.WeightedDegree', 'medmaas_nb.retrieval.BM25Retriever',
     'medmaas_nb.retrieval.DualEncoderRetriever', 'medmaas_nb.text.EvidenceCues', 'medmaas_nb.retrieval.FusionRetriever',
     'medmaas_nb.text.QACues', 'medmaas_nb.text.QAEmbeddingFeatures', 'medmaas_nb.text.ResultsText',
     'medmaas_nb.text.SerialLogisticRegression', 'numpy.float32', 'numpy.float64', 'numpy.int64', 'numpy.log1p',

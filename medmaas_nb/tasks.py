@@ -417,10 +417,21 @@ class Run:
                                f'(it declares {list(section.writes)}).')
         return new
 
+# %% ../nbs/03_tasks.ipynb #8bfc8c44
+@patch
+def update_json(self:Run, name:str, # a JSON file of the run folder, e.g. 'protocols.json'
+                update:dict # keys to add or replace
+               )->dict:
+    "Merge `update` into the run folder's JSON file `name` (created if missing, written atomically); returns the whole file."
+    from medmaas_nb.core import write_json
+    p = Path(self.folder)/name
+    d = json.loads(p.read_text()) if p.exists() else {}
+    d.update(update); write_json(p, d); return d
+
 # %% ../nbs/03_tasks.ipynb #504427e0
 _TASKS:dict[str, Task] = {}
 FAMILY_MODULES = ['medmaas_nb.clinical', 'medmaas_nb.clinical_survival', 'medmaas_nb.clinical_trajectory', 'medmaas_nb.imaging',
-                  'medmaas_nb.genomics', 'medmaas_nb.text', 'medmaas_nb.retrieval']
+                  'medmaas_nb.genomics', 'medmaas_nb.expression', 'medmaas_nb.text', 'medmaas_nb.retrieval']
 
 def register_task(task:Task # the task to add
                  )->Task:
