@@ -14,14 +14,15 @@ from .evaluate import (Anchor, bootstrap_metrics, compute_metrics, cross_validat
                                  default_scores, anchor_table, summary_table)
 from .tasks import Task, TrainResult, InputSpec, Feature, Param, Run, Section, register_task
 from .errors import NotSupported
+from .core import single_threaded
 
 # %% auto #0
 __all__ = ['DIABETES_FEATURES', 'diabetes_progression', 'WDBC_NAMES', 'WDBC_SPEC', 'breast_cancer_diagnosis', 'age_bands',
            'subgroup_metrics', 'shap_values', 'summarize_background', 'tabular_explainer', 'ClinicalTask',
-           'anchor_protocol', 'single_threaded', 'train_candidates', 'show_anchor_protocol', 'goal_table',
-           'goal_report', 'show_goals', 'show_subgroups', 'show_shap', 'clinical_sections', 'register_clinical',
-           'load_diabetes_task', 'diabetes_candidates', 'load_wdbc_task', 'wdbc_candidates', 'sensitivity_threshold',
-           'train_wdbc', 'show_threshold']
+           'anchor_protocol', 'train_candidates', 'show_anchor_protocol', 'goal_table', 'goal_report', 'show_goals',
+           'show_subgroups', 'show_shap', 'clinical_sections', 'register_clinical', 'load_diabetes_task',
+           'diabetes_candidates', 'load_wdbc_task', 'wdbc_candidates', 'sensitivity_threshold', 'train_wdbc',
+           'show_threshold']
 
 # %% ../nbs/10_clinical.ipynb #41a6e653
 def age_bands(age, # ages in years
@@ -170,15 +171,6 @@ def anchor_protocol(task:ClinicalTask, ds:Dataset, cands:dict, seed:int=0)->dict
     "Candidates cross-validated the anchors' way, on all patients (reporting only: never used to choose)."
     X, y = _all_data(ds); k, r = task.anchor_cv
     return {n: summarize_cv(cross_validate(m, X, y, task.kind, k, r, seed, score_fn=task.score_fn)) for n, m in cands.items()}
-
-def single_threaded(f:callable)->callable:
-    "Run `f` with the native thread pools (OpenMP, BLAS) limited to one thread."
-    import functools
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        from threadpoolctl import threadpool_limits
-        with threadpool_limits(1): return f(*args, **kwargs)
-    return wrapper
 
 @single_threaded
 def train_candidates(task:ClinicalTask, ds:Dataset, quick:bool=False, seed:int=0, **params)->TrainResult:

@@ -13,7 +13,8 @@ from .evaluate import compute_metrics, summarize_cv
 from .tasks import Feature, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
 from .editors import ExampleEditor
 from fastcore.basics import patch
-from .clinical import ClinicalTask, age_bands, subgroup_metrics, single_threaded
+from .clinical import ClinicalTask, age_bands, subgroup_metrics
+from .core import single_threaded
 
 # %% auto #0
 __all__ = ['HORIZON_DAYS', 'MAX_VISITS', 'STATIC_FEATURES', 'VISIT_FEATURES', 'MODEL_FEATURES', 'PBC_SPEC', 'pbc_trajectory',

@@ -11,7 +11,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['project_root', 'Settings', 'get_settings', 'seed_everything', 'get_logger', 'file_digest', 'atomic_write',
-           'write_json', 'keras', 'keras_layer', 'tensorflow_loaded']
+           'write_json', 'keras', 'keras_layer', 'tensorflow_loaded', 'one_thread', 'single_threaded', 'tf_threads']
 
 # %% ../nbs/00_core.ipynb #7d71a643
 def project_root(start:Path|None=None # where to start looking; defaults to the package's parent, then the working directory
@@ -178,3 +178,28 @@ def _register_layers(K):
 def tensorflow_loaded()->bool:
     "Whether TensorFlow has been imported in this process."
     return 'tensorflow' in sys.modules
+
+# %% ../nbs/00_core.ipynb #dc344546
+def one_thread():
+    "A context manager: the native thread pools (OpenMP, BLAS) limited to one thread inside it."
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(1)
+
+# %% ../nbs/00_core.ipynb #ffa81f8b
+def single_threaded(f:callable # the function to run on one native thread
+                   )->callable:
+    "`f`, run with the native thread pools (OpenMP, BLAS) limited to one thread."
+    import functools
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        with one_thread(): return f(*args, **kwargs)
+    return wrapper
+
+# %% ../nbs/00_core.ipynb #3cd27ce7
+def tf_threads(intra:int, # threads inside one operation
+               inter:int # operations run at the same time
+              ):
+    "Run TensorFlow's kernels on at most `intra` x `inter` threads (a no-op once TensorFlow has started executing)."
+    import tensorflow as tf
+    try: tf.config.threading.set_intra_op_parallelism_threads(intra); tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError: pass

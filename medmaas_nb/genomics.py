@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
+from .core import one_thread
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, compute_metrics, bootstrap_metrics
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
@@ -430,9 +431,8 @@ def splice_candidates(quick:bool=False, seed:int=0, C:float=0.03, **_)->dict:
 
 def _cv_one_thread(est, X, y, splits:int, seed:int, groups)->pd.DataFrame:
     "`cross_validate` with BLAS held to one thread (small linear models: more threads only fight over the cores)."
-    from threadpoolctl import threadpool_limits
     from medmaas_nb.evaluate import cross_validate
-    with threadpool_limits(1): return cross_validate(est, X, y, 'multiclass', splits, 1, seed, groups)
+    with one_thread(): return cross_validate(est, X, y, 'multiclass', splits, 1, seed, groups)
 
 def splice_train(task, ds, quick:bool=False, seed:int=0,
                  cv_repeats:int=5, # 10-fold CV repeated with fold seeds seed..seed+cv_repeats-1 (quick: one 3-fold)
@@ -450,8 +450,7 @@ def splice_train(task, ds, quick:bool=False, seed:int=0,
         f = pd.concat([t for (n, _), t in zip(jobs, runs) if n == name], ignore_index=True)
         f['fold'] = np.arange(len(f)); summ[name] = summarize_cv(f); tables.append(f.assign(model=name))
     best = max(summ, key=lambda n: (summ[n]['accuracy']['value'], summ[n]['roc_auc_ovr']['value']))
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(1): model = clone(cands[best]).fit(X, y)
+    with one_thread(): model = clone(cands[best]).fit(X, y)
     folds = pd.concat(tables, ignore_index=True); folds.insert(0, 'model', folds.pop('model'))
     return TrainResult(model, best, folds, summ, {'protocol': f'{reps} x {splits}-fold grouped stratified CV on the training split '
                                                                f'(fold seeds {seed}..{seed + reps - 1}); ties by ROC AUC'})

@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .core import keras, keras_layer, seed_everything, get_logger
+from .core import keras, keras_layer, get_logger, tf_threads
 from .errors import MedMNISTFormatError
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, compute_metrics, HIGHER_IS_BETTER
@@ -422,13 +422,6 @@ def choose_threshold(y, # validation labels
 
 def _sigmoid(z): return 1 / (1 + np.exp(-np.asarray(z, np.float64)))
 
-def _limit_threads(n:int=2):
-    "Run TensorFlow's kernels on at most `n` threads (a no-op once TensorFlow has started executing)."
-    import tensorflow as tf
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(n); tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
-    except RuntimeError: pass
-
 def _augmenter(flip:bool, seed:int, intensity:float=0.0):
     K = keras(); L = K.layers
     layers = [L.RandomTranslation(0.1, 0.1, fill_mode='constant', seed=seed), L.RandomRotation(0.05, fill_mode='constant', seed=seed + 1),
@@ -494,7 +487,7 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
                  verbose:int=0)->tuple:
     "Train one network; returns (member model(s), per-epoch history with validation AUC, best epoch)."
     from sklearn.metrics import roc_auc_score
-    _limit_threads(2)
+    tf_threads(2, 2)
     K = keras(); K.utils.set_random_seed(seed)
     member = build_member(arch, prefix, width=width)
     strong = arch not in PLAIN_ARCHITECTURES

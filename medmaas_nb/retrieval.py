@@ -120,12 +120,6 @@ def _word_ids(texts, vocab:dict, length:int)->np.ndarray:
         out[i, :len(s)] = s
     return out
 
-def _tf_threads(n:int=1):
-    "Run TensorFlow's kernels on at most `n` threads (a no-op once TensorFlow has started executing)."
-    import tensorflow as tf
-    try: tf.config.threading.set_intra_op_parallelism_threads(n); tf.config.threading.set_inter_op_parallelism_threads(n)
-    except RuntimeError: pass
-
 def _softplus(x): return np.logaddexp(0, x)
 
 class DualEncoderRetriever(BaseEstimator):
@@ -168,8 +162,8 @@ class DualEncoderRetriever(BaseEstimator):
 
     def fit(self, X, y):
         "Train on (question, index of its answer) pairs; keep the weights as NumPy arrays."
-        from medmaas_nb.core import keras
-        K = keras(); _tf_threads(1); K.utils.set_random_seed(self.seed)
+        from medmaas_nb.core import keras, tf_threads
+        K = keras(); tf_threads(1, 1); K.utils.set_random_seed(self.seed)
         q = np.asarray(X, dtype=object).reshape(len(X), -1)[:, 0]; y = np.asarray(y).astype(int)
         self.vocab_, idf = self._vocab(q)
         Q, D = _word_ids(q, self.vocab_, self.q_len), _word_ids(self.corpus, self.vocab_, self.d_len)

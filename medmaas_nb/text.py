@@ -15,7 +15,7 @@ from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, bootstrap_metrics
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
 from .deid import deidentify
-from .core import write_json
+from .core import write_json, one_thread
 from .editors import ExampleEditor, bars_html
 from fastcore.basics import patch
 
@@ -115,11 +115,9 @@ from sklearn.linear_model import LogisticRegression
 class SerialLogisticRegression(LogisticRegression):
     "Logistic regression that fits and predicts on one BLAS thread (much faster than oversubscribed threads on a busy 2-core machine)."
     def fit(self, X, y, sample_weight=None):
-        from threadpoolctl import threadpool_limits
-        with threadpool_limits(1): return super().fit(X, y, sample_weight)
+        with one_thread(): return super().fit(X, y, sample_weight)
     def predict_proba(self, X):
-        from threadpoolctl import threadpool_limits
-        with threadpool_limits(1): return super().predict_proba(X)
+        with one_thread(): return super().predict_proba(X)
 
 def tfidf_logreg(fields:list[str], # text field names, in column order
                  C:float=4.0, # inverse regularisation strength
