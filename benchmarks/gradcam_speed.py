@@ -1,6 +1,6 @@
 """Grad-CAM as a traced graph function vs the same computation run eagerly, side by side in one process.
 
-`imaging.gradcam` runs the Grad-CAM computation (forward pass, gradient of the class logit, weighted feature maps) through
+`gradcam.gradcam` runs the Grad-CAM computation (forward pass, gradient of the class logit, weighted feature maps) through
 `tf.function`, traced once per model. The eager run here calls the very same Python function without tracing
 (`tf.function.python_function`), so the two differ only in how TensorFlow executes them; the maps are checked equal.
 
@@ -18,7 +18,7 @@ SERVED = {'breast-ultrasound': dict(width=32, members=2, tta='flipshift'), 'pneu
 
 def served_model(task:str, seeds:int=3):
     "The task's served model as a full run builds it, with untrained networks."
-    from medmaas_nb.imaging import build_member, build_served, member_prefix
+    from medmaas_nb.imaging_networks import build_member, build_served, member_prefix
     c = SERVED[task]
     nets = [[build_member('small_resnet', member_prefix(i, j, c['members']), width=c['width']) for j in range(c['members'])]
             for i in range(seeds)]
@@ -33,7 +33,7 @@ def timed(fn, repeats:int)->float:
 
 def table(n_images:int=64, repeats:int=3)->str:
     import tensorflow as tf
-    from medmaas_nb.imaging import _gradcam_fn, gradcam
+    from medmaas_nb.gradcam import _gradcam_fn, gradcam
     from medmaas_nb.tasks import get_task
     lines = ['| task (served model) | images per call | eager, s | graph, s | eager / graph | max map difference |', '|---|---|---|---|---|---|']
     for task in SERVED:

@@ -30,7 +30,7 @@ CONFIGS = {
 
 def member_kwargs(task, name:str)->tuple[str, dict]:
     "(architecture, `train_member` keyword arguments) of configuration `name`: the task's defaults, then the overrides."
-    from medmaas_nb.imaging import member_params
+    from medmaas_nb.imaging_networks import member_params
     arch, overrides = CONFIGS[name]
     kw = member_params(task.task_params(task.parse_params({})))
     unknown = set(overrides) - set(kw)
@@ -38,8 +38,8 @@ def member_kwargs(task, name:str)->tuple[str, dict]:
     return arch, {**kw, **overrides}
 
 def _views(name:str):
-    "Test-time augmentation views as the served model computes them (`medmaas_nb.imaging.TTA_VIEWS`, `image_view`)."
-    from medmaas_nb.imaging import TTA_VIEWS, image_view
+    "Test-time augmentation views as the served model computes them (`medmaas_nb.imaging_networks.TTA_VIEWS`, `image_view`)."
+    from medmaas_nb.imaging_networks import TTA_VIEWS, image_view
     return lambda X: [image_view(X, v) for v in TTA_VIEWS[name]]
 
 # Test-time augmentation views, scored on the same trained networks: the logit averaged over the views.
@@ -49,7 +49,7 @@ def run(configs, folds, members, out, seed=0, task='breast-ultrasound', tta=()):
     from sklearn.model_selection import StratifiedKFold
     from sklearn.metrics import roc_auc_score
     from medmaas_nb.tasks import get_task
-    from medmaas_nb.imaging import train_member, image_scores, _sigmoid
+    from medmaas_nb.imaging_networks import train_member, image_scores, _sigmoid
     T = get_task(task); ds = T.load(quick=False, seed=0, **T.task_params(T.parse_params({})))  # the task's data as a full run loads it
     (Xtr, ytr), (Xva, yva) = ds['train'], ds['val']
     X, y = np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva]).astype(int)

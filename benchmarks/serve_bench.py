@@ -100,7 +100,7 @@ def main():
         kt = get_task(KTASK)
         import mlflow.keras
         from medmaas_nb.core import seed_everything
-        from medmaas_nb.imaging import build_member, build_served
+        from medmaas_nb.imaging_networks import build_member, build_served
         seed_everything(0)
         kmodel = build_served('baseline_cnn', [build_member('baseline_cnn', 's0_')])  # untrained weights: the timings do not depend on them
         save_model(kmodel, tmp/'k', 'keras'); Registry(tmp/'kregistry').register(KTASK, tmp/'k', {'task': KTASK, 'model': {'runtime': 'keras'}})

@@ -19,7 +19,7 @@ MAX_ROWS, MAX_JSON = 10_000, 2 << 20
 def _register(reg, d, name):
     t = get_task(name); ds = t.load(quick=True, seed=0)
     if t.runtime == 'keras':  # a small untrained network: what matters here is the input path, not the answers
-        from medmaas_nb.imaging import build_member, build_served
+        from medmaas_nb.imaging_networks import build_member, build_served
         model = build_served('small_resnet', [build_member('small_resnet', 's0_', width=4)], 0.5, width=4)
         chosen = 'untrained'
     else: r = fit_task(t, ds, quick=True, seed=0); model, chosen = r.model, r.chosen

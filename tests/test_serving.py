@@ -386,7 +386,7 @@ def test_cli_keys_and_serve_start_fast_without_tensorflow(env, tmp_path):
     r = run('serve', '--models', f'{TASK}:1', '--wait-for', str(tmp_path/'registration.json'))  # a pinned version cannot wait
     assert r.returncode == 2 and 'exactly one task without a version' in r.stderr and 'Traceback' not in r.stderr
     # a service of scikit-learn models never imports TensorFlow, nor other heavy libraries or the other families' modules
-    heavy = ['tensorflow', 'keras', 'mlflow', 'shap', 'matplotlib', 'papermill', 'ipywidgets', 'medmaas_nb.imaging', 'medmaas_nb.genomics', 'medmaas_nb.expression', 'medmaas_nb.text']
+    heavy = ['tensorflow', 'keras', 'mlflow', 'shap', 'matplotlib', 'papermill', 'ipywidgets', 'medmaas_nb.imaging', 'medmaas_nb.imaging_networks', 'medmaas_nb.gradcam', 'medmaas_nb.imaging_tasks', 'medmaas_nb.genomics', 'medmaas_nb.expression', 'medmaas_nb.text']
     code = ('import sys; from medmaas_nb.serving import create_app, ModelSet; from medmaas_nb.registry import Registry; '
             f'ModelSet(registry=Registry({str(env["reg"].root)!r})).load(); create_app(registry=Registry({str(env["reg"].root)!r})); '
             f'bad = [m for m in {heavy!r} if m in sys.modules]; assert not bad, f"imported {{bad}}"')
@@ -424,7 +424,7 @@ def test_run_service_waits_for_the_registration_and_is_adopted(env, tmp_path, mo
 
 def test_keras_runtime_counts_test_time_views_in_its_batch(tmp_path):
     "An image model with ten test-time views inside takes 32 // 10 = 3 images per model call, and answers as in process."
-    from medmaas_nb.imaging import build_member, build_served
+    from medmaas_nb.imaging_networks import build_member, build_served
     from medmaas_nb.serving import create_app
     T = get_task('breast-ultrasound')
     model = build_served('small_resnet', [build_member('small_resnet', f's{i}_', width=4) for i in range(2)], 0.5, width=4, tta='flipshift')

@@ -44,7 +44,7 @@ def keras_model_types()->dict:
     "{network: sorted classes its .keras file names} for the networks of the Keras tasks."
     import tempfile
     from pathlib import Path
-    from medmaas_nb.imaging import ARCHITECTURES, TTA_VIEWS, build_member, build_served, member_prefix
+    from medmaas_nb.imaging_networks import ARCHITECTURES, TTA_VIEWS, build_member, build_served, member_prefix
     from medmaas_nb.clinical_trajectory import build_gru
     nets = {'pbc-trajectory gru': build_gru()}
     for arch in ARCHITECTURES:
