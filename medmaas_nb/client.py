@@ -110,6 +110,7 @@ def free_port()->int:
     "A free TCP port on 127.0.0.1."
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
+# %% ../nbs/08_client.ipynb #5490971d
 class ServiceProcess:
     "`medmaas serve` in a subprocess on loopback: a context manager giving `.url`, `.startup_s` and `.client(key)`."
     def __init__(self, tasks:list|None=None, # tasks to serve (None: all registered)
@@ -188,6 +189,7 @@ class ServiceProcess:
         sp = cls([task], env=env, log_file=svc/'service.log', wait_for=Path(run_dir)/'registration.json').launch()
         sp.save(record); return sp
 
+# %% ../nbs/08_client.ipynb #7c6a1493
 class ProcessHandle:
     "The parts of `subprocess.Popen` that `ServiceProcess` uses, for a process this one did not start (known by its pid)."
     def __init__(self, pid:int): self.pid, self.returncode = pid, None

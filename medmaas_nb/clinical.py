@@ -32,6 +32,7 @@ def age_bands(age, # ages in years
     labels = [f'<{edges[1]}'] + [f'{a}-{b-1}' for a, b in zip(edges[1:-2], edges[2:-1])] + [f'{edges[-2]}+']
     return pd.Series(pd.cut(np.asarray(age, float), list(edges), right=False, labels=labels)).astype(str)
 
+# %% ../nbs/10_clinical.ipynb #076a4008
 def subgroup_metrics(kind:str, # task kind
                      y, # test truth
                      scores, # test scores
@@ -161,6 +162,7 @@ class ClinicalTask(Task):
             for o in out: o['prediction'] = names[int(o['probability'] >= t)]; o['threshold'] = float(t)
         return out
 
+# %% ../nbs/10_clinical.ipynb #f23563e3
 def _all_data(ds:Dataset):
     X = pd.concat([ds['train'][0], ds['test'][0]])
     ys = [ds['train'][1], ds['test'][1]]
@@ -172,6 +174,7 @@ def anchor_protocol(task:ClinicalTask, ds:Dataset, cands:dict, seed:int=0)->dict
     X, y = _all_data(ds); k, r = task.anchor_cv
     return {n: summarize_cv(cross_validate(m, X, y, task.kind, k, r, seed, score_fn=task.score_fn)) for n, m in cands.items()}
 
+# %% ../nbs/10_clinical.ipynb #16d31908
 @single_threaded
 def train_candidates(task:ClinicalTask, ds:Dataset, quick:bool=False, seed:int=0, **params)->TrainResult:
     "Choose among the candidates by CV on the training split, refit the best; full runs add the anchors' protocol."
@@ -184,6 +187,7 @@ def train_candidates(task:ClinicalTask, ds:Dataset, quick:bool=False, seed:int=0
         extra['anchor_protocol'] = anchor_protocol(task, ds, cands if task.anchor_all else {best: cands[best]}, seed)
     return TrainResult(clone(cands[best]).fit(X, y), best, folds, summ, extra)
 
+# %% ../nbs/10_clinical.ipynb #e2e98e52
 def show_anchor_protocol(run:Run, ds:Dataset, result:TrainResult):
     "Train-report section: our candidates measured the anchors' way, beside the anchors."
     from IPython.display import display, Markdown
@@ -224,6 +228,7 @@ def goal_table(task:ClinicalTask, # the task, with `goals` and `anchor_cv`
                      'held-out test reaches goal': _reaches((t or {}).get('value'), g)})
     return pd.DataFrame(rows).set_index('metric')
 
+# %% ../nbs/10_clinical.ipynb #a07104f9
 def goal_report(run:Run, # the run: its task and the train.json its training step wrote
                 test:dict # held-out test metrics {metric: {value, ...}} (or plain numbers)
                )->pd.DataFrame:
@@ -241,6 +246,7 @@ def goal_report(run:Run, # the run: its task and the train.json its training ste
                                "falls short of the goal."))
     return gt
 
+# %% ../nbs/10_clinical.ipynb #9747bbe5
 @single_threaded
 def show_goals(run:Run, ds:Dataset, model)->pd.DataFrame:
     "Evaluation-report section: the goals (`goal_report`) with the chosen model's figures on the test split."
@@ -258,6 +264,7 @@ def show_subgroups(run:Run, ds:Dataset, model):
     sg = subgroup_metrics(t.kind, yte, t.scores(model, Xte), t.subgroups(Xte), [t.primary_metric] + more, n_boot=50 if run.quick else 500)
     display(sg); sg.to_csv(run.folder/'subgroups.csv', index=False)
 
+# %% ../nbs/10_clinical.ipynb #8124e75e
 @single_threaded
 def show_shap(run:Run, ds:Dataset, model, n_explain:int=100):
     "Evaluation-report section: SHAP values of test patients against the card's background summary, and one patient's explanation."
@@ -286,6 +293,7 @@ def show_shap(run:Run, ds:Dataset, model, n_explain:int=100):
                      f"+ the attributions below (sum {sum(one['attributions'].values()):.3f})."))
     display(t.round(3))
 
+# %% ../nbs/10_clinical.ipynb #8d9c77c0
 def clinical_sections(task:ClinicalTask, # the task: its goals and subgroups decide which sections it gets
                       extra:list=() # the task's own evaluation `Section`s, shown after the goals
                      )->list[Section]:
@@ -296,6 +304,7 @@ def clinical_sections(task:ClinicalTask, # the task: its goals and subgroups dec
             *([Section('evaluate', 'Subgroups', show_subgroups, ('subgroups.csv',))] if task.subgroups else []),
             Section('evaluate', 'Explanations', show_shap, ('shap_values.csv',))]
 
+# %% ../nbs/10_clinical.ipynb #91f60755
 def register_clinical(task:ClinicalTask, # the task to register
                       extra:list=() # its own evaluation `Section`s
                      )->ClinicalTask:
@@ -430,6 +439,7 @@ def wdbc_candidates(quick:bool=False, seed:int=0, n_estimators:int=100, **_)->di
                                                                              class_weight=cw, random_state=seed)
     return out
 
+# %% ../nbs/10_clinical.ipynb #d838c9c6
 def sensitivity_threshold(y, p, target:float=0.95)->dict:
     "The highest threshold whose sensitivity is >= target, with the sensitivity and specificity there."
     y, p = np.asarray(y).astype(int), np.asarray(p)
@@ -440,6 +450,7 @@ def sensitivity_threshold(y, p, target:float=0.95)->dict:
             return {'threshold': float(t), 'sensitivity': float(pred[y == 1].mean()), 'specificity': float((~pred[y == 0]).mean())}
     return {'threshold': float(cands[-1]), 'sensitivity': 1.0, 'specificity': float((p[y == 0] < cands[-1]).mean())}
 
+# %% ../nbs/10_clinical.ipynb #bd625e04
 @single_threaded
 def train_wdbc(task, ds, quick:bool=False, seed:int=0, sensitivity:float=0.95, **params)->TrainResult:
     "Choose by CV AUC, then fix the threshold for the target sensitivity on out-of-fold training predictions."

@@ -52,6 +52,7 @@ def gbsg_fp_terms(X)->np.ndarray:
     return np.column_stack([a ** -2, a ** -0.5, np.exp(-0.12 * X['pnodes'].to_numpy(float)), np.sqrt(X['progrec'].to_numpy(float) + 1),
                             (X['tgrade'].astype(str) != 'I').astype(float), (X['horTh'].astype(str) == 'yes').astype(float)])
 
+# %% ../nbs/10a_clinical_survival.ipynb #f5349758
 def published_cox(terms:callable # (DataFrame) -> the model's fixed terms, a module-level function (so skops can save it)
                  ):
     "A Cox model on a published model's fixed terms (standardized; a hair of ridge penalty for numerical stability)."
@@ -60,6 +61,7 @@ def published_cox(terms:callable # (DataFrame) -> the model's fixed terms, a mod
     from sksurv.linear_model import CoxPHSurvivalAnalysis
     return make_pipeline(FunctionTransformer(terms), StandardScaler(), CoxPHSurvivalAnalysis(alpha=1e-4))
 
+# %% ../nbs/10a_clinical_survival.ipynb #92949a95
 def survival_candidates(features:list, # the input spec's features
                         quick:bool=False, seed:int=0, n_estimators:int=150,
                         splines:tuple=(), logs:tuple=(), # the task's clinical terms (see `_encoder`)
@@ -114,6 +116,7 @@ def survival_metrics(model, X_test:pd.DataFrame, y_train, y_test, years:tuple=(1
     out['ibs_km'] = float(integrated_brier_score(y_train, y_test, np.tile(km, (len(y_test), 1)), grid))
     return out
 
+# %% ../nbs/10a_clinical_survival.ipynb #dc0b4143
 def bootstrap_survival_metrics(model, X_test, y_train, y_test, n_boot:int=200, seed:int=0)->dict:
     "`survival_metrics` with bootstrap 95 % intervals: {metric: {value, ci_low, ci_high}}."
     risk, fs = np.asarray(model.predict(X_test)), np.asarray(model.predict_survival_function(X_test))  # once, then resampled
@@ -147,6 +150,7 @@ def plot_risk_groups(model, X_train, X_test, y_test, title:str='Test patients by
     ax.set(xlabel='years', ylabel='event-free', ylim=(0, 1.02), title=f'{title}\nlog-rank p = {p:.2g}'); ax.legend(); fig.tight_layout()
     return fig, p
 
+# %% ../nbs/10a_clinical_survival.ipynb #7b992aab
 def plot_patient_curves(model, X, y_train, labels:list|None=None, title:str="Patients' predicted survival curves"):
     "Each patient's predicted survival curve, beside the Kaplan-Meier curve of the training patients."
     import matplotlib.pyplot as plt

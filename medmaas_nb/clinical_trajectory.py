@@ -203,6 +203,7 @@ def last_visit_features(X:np.ndarray)->np.ndarray:
     "The latest visit's model features (the last row, histories are padded at the start)."
     return np.asarray(X)[:, -1, 2:]
 
+# %% ../nbs/10b_clinical_trajectory.ipynb #93b8da50
 def summary_features(X:np.ndarray)->np.ndarray:
     "Last, mean, min, max and slope per year of key labs, the number of visits, and the static facts."
     X = np.asarray(X, float); m = X[:, :, 0] > .5; t = np.where(m, X[:, :, 2], np.nan); cols = []
@@ -214,12 +215,14 @@ def summary_features(X:np.ndarray)->np.ndarray:
     cols += [m.sum(1), X[:, -1, 2], X[:, -1, 3], X[:, -1, 4], X[:, -1, 5]] + [X[:, -1, MODEL_FEATURES.index(n)] for n in ('edema', 'ascites')]
     return np.column_stack(cols)
 
+# %% ../nbs/10b_clinical_trajectory.ipynb #f1f244af
 def baseline_models(seed:int=0, quick:bool=False)->dict:
     "{name: (feature function, classifier for the event, regressor for the next log bilirubin)}."
     from sklearn.ensemble import HistGradientBoostingClassifier as C, HistGradientBoostingRegressor as R
     kw = dict(learning_rate=0.05, max_iter=30 if quick else 200, max_depth=3, min_samples_leaf=20, random_state=seed)
     return {'last-visit boosting': (last_visit_features, C(**kw), R(**kw)), 'summary boosting': (summary_features, C(**kw), R(**kw))}
 
+# %% ../nbs/10b_clinical_trajectory.ipynb #1584e74c
 def fit_baselines(X, y, nxt, seed:int=0, quick:bool=False)->dict:
     "Fit both baselines for both outputs; returns {name: (features, classifier, regressor)}."
     out = {}
@@ -245,6 +248,7 @@ def build_gru(units:int=32, dropout:float=0.2, seed:int=0):
               jit_compile=False)  # XLA compilation costs more than it saves on these tiny batches (3x slower here)
     return m
 
+# %% ../nbs/10b_clinical_trajectory.ipynb #4d6a7f1f
 def fit_gru(X, y, nxt, groups, epochs:int=40, seed:int=0, units:int=32, verbose:int=0):
     "Fit the GRU with early stopping on 15 % of the patients (grouped); returns (model, epochs used)."
     from medmaas_nb.core import keras
@@ -260,6 +264,7 @@ def fit_gru(X, y, nxt, groups, epochs:int=40, seed:int=0, units:int=32, verbose:
               callbacks=[es] if epochs > 5 else [])
     return m, len(h.history['loss'])
 
+# %% ../nbs/10b_clinical_trajectory.ipynb #d1e20257
 import weakref
 _COMPILED = weakref.WeakKeyDictionary()
 
@@ -326,6 +331,7 @@ class TrajectoryTask(ClinicalTask):
                         'bilirubin_trend': 'rising' if r > 1.15 else ('falling' if r < 1 / 1.15 else 'stable')})
         return out
 
+# %% ../nbs/10b_clinical_trajectory.ipynb #8ac53a03
 def explain_history(model, X, served:dict|None=None)->list[dict]:
     "Occlusion: the change in 2-year risk when one lab is set to its reference value at every visit, and when each visit is dropped."
     X = np.asarray(X, np.float32); base = gru_outputs(model, X)[0]; out = []
@@ -385,6 +391,7 @@ def compare_on_test(ds, model, seed:int=0, n_boot:int=500)->pd.DataFrame:
     out.attrs.update(attrs, test_auc=aucs)  # numbers behind the AUCs and the two difference rows, for the verdict
     return out
 
+# %% ../nbs/10b_clinical_trajectory.ipynb #5b6177a9
 def verdict(diff:dict, # `compare_on_test(...).attrs['gru_minus_last_visit']` (or `['gru_minus_summary']`)
             against:str='last_visit' # the baseline's name in the verdict's key
            )->dict:
@@ -395,6 +402,7 @@ def verdict(diff:dict, # `compare_on_test(...).attrs['gru_minus_last_visit']` (o
     return {'2-year event AUC': {**a, k: say(a['ci_low'], a['ci_high'], True)},
             'next log-bilirubin RMSE': {**r, k: say(r['ci_low'], r['ci_high'], False)}}
 
+# %% ../nbs/10b_clinical_trajectory.ipynb #4266441a
 @single_threaded
 def show_baselines(run:Run, ds:Dataset, model):
     "Evaluation-report section: the GRU against the last-visit and summary baselines on the same test patients, and the goal."
@@ -418,6 +426,7 @@ def show_baselines(run:Run, ds:Dataset, model):
         for k, d in vs.items()) + "\n\nWhere the interval includes 0 the GRU does **not** clearly beat the baseline on these "
         "patients: reading the whole trajectory has not been shown to add to the latest visit's labs."))
 
+# %% ../nbs/10b_clinical_trajectory.ipynb #2401570e
 @single_threaded
 def show_trajectory_subgroups(run:Run, ds:Dataset, model):
     "Evaluation-report section: 2-year event AUC and Brier score per subgroup, bootstrap over histories."
@@ -426,6 +435,7 @@ def show_trajectory_subgroups(run:Run, ds:Dataset, model):
     sg = subgroup_metrics('binary', yte, s, {c: at[c] for c in at.columns}, ['roc_auc', 'brier'], n_boot=50 if run.quick else 500)
     display(sg); sg.to_csv(run.folder/'subgroups.csv', index=False)
 
+# %% ../nbs/10b_clinical_trajectory.ipynb #c5877afa
 @single_threaded
 def show_trajectory_explanations(run:Run, ds:Dataset, model):
     "Evaluation-report section: permutation importance of each lab, and the highest-risk history's occlusion explanation."

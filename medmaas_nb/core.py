@@ -52,6 +52,7 @@ class Settings:
                    tracking_uri=env.get('MLFLOW_TRACKING_URI') or f"sqlite:///{registry/'mlflow.db'}",
                    project_dir=root)
 
+# %% ../nbs/00_core.ipynb #5f7ebd37
 def get_settings()->Settings:
     "The current settings (re-read each call, so tests can change the environment)."
     return Settings.from_env()
@@ -97,6 +98,7 @@ def file_digest(path:Path, # file to hash
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
     return h.hexdigest()
 
+# %% ../nbs/00_core.ipynb #d8b311d2
 @contextlib.contextmanager
 def atomic_write(path:Path, # final destination
                  mode:str='wb' # `open` mode: 'wb' or 'w'
@@ -114,6 +116,7 @@ def atomic_write(path:Path, # final destination
         raise
     _fsync_dir(path.parent)  # and the rename itself survives a crash
 
+# %% ../nbs/00_core.ipynb #0ba017ba
 def _fsync_dir(folder:Path):
     fd = os.open(folder, os.O_RDONLY)
     try: os.fsync(fd)
@@ -141,11 +144,13 @@ def keras():
     if 'medmaas_nb>ViewStack' not in K.saving.get_custom_objects(): _register_layers(K)
     return K
 
+# %% ../nbs/00_core.ipynb #89e95597
 def keras_layer(name:str # 'ViewStack' or 'ViewMean'
                ):
     "One of the project's own Keras layer classes."
     return keras().saving.get_custom_objects()[f'medmaas_nb>{name}']
 
+# %% ../nbs/00_core.ipynb #99cbc292
 def _register_layers(K):
     "Define the project's own Keras layers and register them, so a saved model that uses them loads (also with `safe_mode`)."
     ops = K.ops

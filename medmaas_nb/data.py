@@ -38,6 +38,7 @@ class DataFile:
         if self.md5 and file_digest(path, 'md5') in self.md5: return True
         return False
 
+# %% ../nbs/01_data.ipynb #7183d56e
 @dataclass
 class DatasetEntry:
     "A dataset as the manifest describes it."
@@ -56,10 +57,12 @@ class DatasetEntry:
     counts:dict=field(default_factory=dict) # documented counts, for checks
     note:str='' # caveats a user should know
 
+# %% ../nbs/01_data.ipynb #ea5de286
 def manifest_path()->Path:
     "The manifest file: `MEDMAAS_MANIFEST` or `<project>/data/manifest.json`."
     return Path(os.environ.get('MEDMAAS_MANIFEST') or project_root()/'data'/'manifest.json')
 
+# %% ../nbs/01_data.ipynb #0b4313e9
 def load_manifest(path:Path|None=None # manifest file; defaults to `manifest_path()`
                  )->dict[str, DatasetEntry]:
     "Read the manifest into `DatasetEntry` objects keyed by name."
@@ -70,6 +73,7 @@ def load_manifest(path:Path|None=None # manifest file; defaults to `manifest_pat
         out[name] = DatasetEntry(name=name, files=files, **d)
     return out
 
+# %% ../nbs/01_data.ipynb #bc287c37
 def get_entry(name:str # dataset name
              )->DatasetEntry:
     "The manifest entry for `name`, or a clear error listing the known names."
@@ -177,6 +181,7 @@ def dataset_checksum(name:str, # dataset name
     for k in sorted(paths): h.update(f'{k}\t{file_digest(paths[k])}\n'.encode())
     return h.hexdigest()
 
+# %% ../nbs/01_data.ipynb #a047e3b0
 def availability(name:str # dataset name
                 )->str:
     "Where a dataset would come from now: 'package', 'data dir', 'cache' or 'missing'."
@@ -190,12 +195,14 @@ def availability(name:str # dataset name
         if p.exists(): return where
     return 'missing'
 
+# %% ../nbs/01_data.ipynb #3d16fb96
 def list_datasets()->pd.DataFrame:
     "Every dataset in the manifest with its license and where it is available here."
     rows = [{'name': e.name, 'title': e.title, 'license': e.license, 'available': availability(e.name)}
             for e in load_manifest().values()]
     return pd.DataFrame(rows).set_index('name')
 
+# %% ../nbs/01_data.ipynb #dfe9de84
 def fetch(name:str # dataset name
          )->dict[str, Path]:
     "Make a dataset available here (download and verify if needed); returns its files."

@@ -312,6 +312,7 @@ def find_phi(text:str # free text
         spans += [PHISpan(*m.span(), 'NAME') for m in _WORD.finditer(text) if m.group() in words or m.group() in upper]
     return [PHISpan(s.start, s.end, s.kind, text[s.start:s.end]) for s in _merge(spans)]
 
+# %% ../nbs/13a_deid.ipynb #9a827a55
 def deidentify(text:str, # free text
                style:str='[{kind}]' # what replaces each span; `{kind}` is the PHI kind
               )->str:
@@ -336,6 +337,7 @@ class DeidFilter(logging.Filter):
         record.deidentified = True
         return True
 
+# %% ../nbs/13a_deid.ipynb #f916f6e7
 def deid_logger(name:str='medmaas_nb.text' # logger name
                )->logging.Logger:
     "A `medmaas_nb` logger whose records are de-identified before any handler sees them."
@@ -403,12 +405,14 @@ def parse_marked(marked:str # text with PHI written as [[KIND|text]]
     out.append(marked[last:])
     return ''.join(out), spans
 
+# %% ../nbs/13a_deid.ipynb #224b1cf1
 def read_notes(path:Path # file of notes separated by '---' lines; '#' lines are comments
               )->list[str]:
     "The marked notes in a file."
     body = '\n'.join(l for l in Path(path).read_text(encoding='utf-8').splitlines() if not l.startswith('#'))
     return [n.strip() for n in re.split(r'^---$', body, flags=re.M) if n.strip()]
 
+# %% ../nbs/13a_deid.ipynb #de8a5fd7
 def evaluate_deid(notes:list[str], # marked notes
                   finder=None # a function from a text to its PHI spans (anything with `start` and `end`); default `find_phi`
                  )->dict:

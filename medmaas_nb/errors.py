@@ -21,16 +21,20 @@ class MedmaasError(Exception):
 class DatasetError(MedmaasError):
     "Base class for dataset problems."
 
+# %% ../nbs/00a_errors.ipynb #295ef8af
 class UnknownDataset(DatasetError, KeyError):
     "The name is not in the manifest."
     def __str__(self): return self.args[0]
 
+# %% ../nbs/00a_errors.ipynb #163135a9
 class DatasetUnavailable(DatasetError):
     "The dataset's files could not be found or downloaded."
 
+# %% ../nbs/00a_errors.ipynb #9da0afa6
 class ChecksumMismatch(DatasetError):
     "A file's digest matches none of the manifest's accepted digests."
 
+# %% ../nbs/00a_errors.ipynb #3e9c46b5
 class MedMNISTFormatError(DatasetError, ValueError):
     "A file that is not in the MedMNIST `.npz` format an imaging task needs."
 
@@ -41,6 +45,7 @@ class InvalidInput(MedmaasError, ValueError):
     def __init__(self, message:str, field:str|None=None):
         super().__init__(message); self.field = field
 
+# %% ../nbs/00a_errors.ipynb #a365d214
 class UnknownTask(MedmaasError, KeyError):
     "No task of that name."
     def __str__(self): return self.args[0]
@@ -49,14 +54,17 @@ class UnknownTask(MedmaasError, KeyError):
 class RegistryError(MedmaasError):
     "Base class for registry problems."
 
+# %% ../nbs/00a_errors.ipynb #420c58c8
 class ModelNotFound(RegistryError, KeyError):
     "No such registered model, version or alias."
     http_status = 404
     def __str__(self): return self.args[0]
 
+# %% ../nbs/00a_errors.ipynb #3e2047ca
 class TamperedModel(RegistryError):
     "A version's files differ from those registered (changed, added or removed), or its digests' signature does not match."
 
+# %% ../nbs/00a_errors.ipynb #465e5dac
 class UntrustedModel(RegistryError):
     "A saved model names a type outside the allowlist, or outside the types recorded when it was registered."
 
@@ -65,16 +73,19 @@ class Unauthorized(MedmaasError):
     "No key, or a key we do not know."
     http_status = 401
 
+# %% ../nbs/00a_errors.ipynb #8f92ba3e
 class Forbidden(MedmaasError):
     "A valid key without the scope the endpoint needs."
     http_status = 403
 
+# %% ../nbs/00a_errors.ipynb #7d7c0fad
 class RateLimited(MedmaasError):
     "The key has used up its request budget for now."
     http_status = 429
     def __init__(self, message:str, retry_after:float=1.0):
         super().__init__(message); self.retry_after = retry_after
 
+# %% ../nbs/00a_errors.ipynb #ed654a2e
 class KeysFileError(MedmaasError, ValueError):
     "The keys file exists but cannot be read as keys."
 
@@ -83,14 +94,17 @@ class NotSupported(MedmaasError):
     "The model cannot do what was asked (e.g. it has no explanation method)."
     http_status = 404
 
+# %% ../nbs/00a_errors.ipynb #70c15a8b
 class BodyTooLarge(MedmaasError):
     "The request body is over the size limit."
     http_status = 413
 
+# %% ../nbs/00a_errors.ipynb #0fe9a8ea
 class ModelNotReady(MedmaasError, RuntimeError):
     "The model exists but is not loaded and warmed up yet."
     http_status = 503
 
+# %% ../nbs/00a_errors.ipynb #b69a26bb
 class Busy(MedmaasError):
     "The service has as many requests in flight as it allows (503 with Retry-After)."
     http_status = 503
@@ -113,6 +127,7 @@ class StepFailed(MedmaasError, RuntimeError):
         self.step, self.cell, self.error, self.notebook = step, cell, error, notebook
         super().__init__(f"step {step} failed in cell {cell}: {error}\n  executed notebook: {notebook}")
 
+# %% ../nbs/00a_errors.ipynb #c5c3f698
 class ServiceError(MedmaasError):
     "An error answer from the service: `status` (HTTP code), the message, and the request id."
     def __init__(self, status:int, message:str, request_id:str|None=None, field:str|None=None):

@@ -33,6 +33,7 @@ def survival_fields(y)->tuple[str, str]:
     ev = next(n for n in names if y[n].dtype == bool)
     return ev, next(n for n in names if n != ev)
 
+# %% ../nbs/02_evaluate.ipynb #75a95292
 def compute_metrics(kind:str, # task kind: binary, multiclass, regression, survival
                     y_true, # truth (structured (event, time) array for survival)
                     scores, # predictions / positive-class probability / probability matrix / risk
@@ -79,6 +80,7 @@ def rank_auc(y:np.ndarray, # 0/1 truth
     if n1 == 0 or n0 == 0: return float('nan')
     return float((stats.rankdata(s)[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
+# %% ../nbs/02_evaluate.ipynb #883622cc
 def _average_precision(y:np.ndarray, s:np.ndarray)->float:
     "Average precision: precision at each distinct threshold, weighted by the recall it adds."
     o = np.argsort(-s, kind='mergesort'); ss = s[o]
@@ -113,6 +115,7 @@ def fast_metrics(kind:str, y_true, scores, threshold:float=0.5)->dict|None:
         return out
     return None
 
+# %% ../nbs/02_evaluate.ipynb #31eb6e7a
 def bootstrap_metrics(kind:str, # task kind
                       y_true, # truth
                       scores, # model scores, as for `compute_metrics`
@@ -145,6 +148,7 @@ def make_cv(kind:str, n_splits:int=5, n_repeats:int=5, seed:int=0, groups=None):
     if kind in ('binary', 'multiclass'): return RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
     return RepeatedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
 
+# %% ../nbs/02_evaluate.ipynb #3d41e27a
 def _take(X, idx): return X.iloc[idx] if hasattr(X, 'iloc') else X[idx]
 
 def default_scores(kind:str, model, X):
@@ -153,6 +157,7 @@ def default_scores(kind:str, model, X):
     if kind == 'multiclass': return model.predict_proba(X)
     return model.predict(X)
 
+# %% ../nbs/02_evaluate.ipynb #f7e88555
 def cross_validate(model, # an unfitted scikit-learn style estimator (cloned per fold)
                    X, y, # training data
                    kind:str, # task kind
@@ -173,6 +178,7 @@ def cross_validate(model, # an unfitted scikit-learn style estimator (cloned per
                      'n_train': len(tr), 'n_test': len(te)})
     return pd.DataFrame(rows)
 
+# %% ../nbs/02_evaluate.ipynb #03ed45aa
 def summarize_cv(folds:pd.DataFrame, # output of `cross_validate`
                  level:float=0.95 # interval coverage
                 )->dict[str, dict]:
@@ -203,6 +209,7 @@ def select_model(candidates:dict, # {name: unfitted estimator}
     best = max(summaries, key=lambda n: sign * summaries[n][metric]['value'])
     return best, pd.concat(tables, ignore_index=True), summaries
 
+# %% ../nbs/02_evaluate.ipynb #0a441fe4
 def summary_table(summaries:dict, # {model: summarize_cv output}
                   metrics:list|None=None # metrics to show; all if None
                  )->pd.DataFrame:
@@ -223,6 +230,7 @@ class Anchor:
     source:str # where it comes from
     sd:float|None=None # spread, if reported
 
+# %% ../nbs/02_evaluate.ipynb #45b5d8ab
 def anchor_table(ours:dict, # {label: {metric: {value, ci_low, ci_high}}}, e.g. {'ours (CV)': cv_summary}
                  anchors:list # `Anchor`s
                 )->pd.DataFrame:
@@ -255,6 +263,7 @@ def plot_residuals(y_true, y_pred, title:str='Residuals'):
     b.set(xlabel='predicted', ylabel='observed - predicted', title=title)
     fig.tight_layout(); return fig
 
+# %% ../nbs/02_evaluate.ipynb #34f23dd0
 def plot_importance(importance:pd.DataFrame, # columns 'feature', 'mean', 'std' (e.g. from `permutation_importance_table`)
                     title:str='Permutation importance', top:int=20):
     "Horizontal bar chart of feature importances with their spread."
@@ -263,6 +272,7 @@ def plot_importance(importance:pd.DataFrame, # columns 'feature', 'mean', 'std' 
     ax.barh(d['feature'], d['mean'], xerr=d['std'], color='tab:blue', alpha=.8)
     ax.set(title=title, xlabel='decrease in score when shuffled'); fig.tight_layout(); return fig
 
+# %% ../nbs/02_evaluate.ipynb #97ba5023
 def plot_roc(y_true, scores, title:str='ROC curve'):
     "ROC curve with its AUC (binary)."
     fig, ax = _fig()
@@ -270,6 +280,7 @@ def plot_roc(y_true, scores, title:str='ROC curve'):
     ax.plot(fpr, tpr, label=f'AUC {skm.roc_auc_score(y_true, scores):.3f}'); ax.plot([0, 1], [0, 1], 'k--', lw=1)
     ax.set(xlabel='1 - specificity', ylabel='sensitivity', title=title); ax.legend(); fig.tight_layout(); return fig
 
+# %% ../nbs/02_evaluate.ipynb #83430508
 def plot_calibration(y_true, scores, n_bins:int=10, title:str='Calibration'):
     "Reliability diagram (binary): observed frequency vs predicted probability."
     from sklearn.calibration import calibration_curve
@@ -278,6 +289,7 @@ def plot_calibration(y_true, scores, n_bins:int=10, title:str='Calibration'):
     ax.plot(mean, frac, 'o-', label='model'); ax.plot([0, 1], [0, 1], 'k--', lw=1, label='perfect')
     ax.set(xlabel='predicted probability', ylabel='observed frequency', title=title); ax.legend(); fig.tight_layout(); return fig
 
+# %% ../nbs/02_evaluate.ipynb #2a6bc058
 def plot_confusion(y_true, y_pred, labels:list|None=None, title:str='Confusion matrix'):
     "Confusion matrix with counts."
     fig, ax = _fig()

@@ -34,6 +34,7 @@ class SurvivalSelectKBest(TransformerMixin, BaseEstimator):
         return self
     def transform(self, X): return np.asarray(X, float)[:, self.support_]
 
+# %% ../nbs/12a_expression.ipynb #a2305796
 def load_metastasis_task(quick:bool=False, # unused: the data are small
                          seed:int=0, # split seed
                          test_size:float=0.25, # held-out fraction
@@ -47,6 +48,7 @@ def load_metastasis_task(quick:bool=False, # unused: the data are small
                    dataset_checksum('gse7390'), feature_names=list(X.columns), target_name='time to distant metastasis (days)',
                    meta={'split': f'{1-test_size:.0%}/{test_size:.0%} stratified by event (seed {seed}); CV on train only'})
 
+# %% ../nbs/12a_expression.ipynb #a9521948
 def _prep():
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -79,6 +81,7 @@ def metastasis_candidates(quick:bool=False, seed:int=0, k:int=20, n_estimators:i
             'select_stumps': P(('select', SurvivalSelectKBest(k)), ('model', stumps())),
             'survival_forest': forest(), 'ridge_cox + forest': RankAverage([out['ridge_cox'], forest()])}
 
+# %% ../nbs/12a_expression.ipynb #0633100e
 def _metastasis_frame():
     X, y = load_package_dataset('gse7390'); X = X.copy()
     for c in METASTASIS_CATEGORICAL: X[c] = X[c].astype(str)
@@ -94,12 +97,14 @@ def anchor_split_cindex(model, # an unfitted recipe
     risk = clone(model).fit(X.iloc[tr], y[tr]).predict(X.iloc[te])
     return bootstrap_metrics('survival', y[te], risk, n_boot=300, seed=seed)['c_index']
 
+# %% ../nbs/12a_expression.ipynb #0178bc9e
 def repeated_cv_all(model, n_splits:int=5, n_repeats:int=5, seed:int=0)->dict:
     "Repeated k-fold CV C-index of a recipe on all 198 patients (selection and fitting inside each fold)."
     from medmaas_nb.evaluate import cross_validate, summarize_cv
     X, y = _metastasis_frame()
     return summarize_cv(cross_validate(model, X, y, 'survival', n_splits, n_repeats, seed))['c_index']
 
+# %% ../nbs/12a_expression.ipynb #21c097aa
 def metastasis_evaluate(run:Run, ds:Dataset, model):
     "Metastasis report section: time-dependent AUC on the test split, the published signature beside the model, and which genes the selection keeps."
     import matplotlib.pyplot as plt
@@ -187,6 +192,7 @@ def er_status(X:pd.DataFrame # patients, with the `er` column
     if bad: raise ValueError(f"column 'er' must be 'positive' or 'negative', got {bad[:3]}")
     return er
 
+# %% ../nbs/12a_expression.ipynb #4aa0af79
 def wang_signature_sums(X:pd.DataFrame, # one row per patient: `er` and the `X<probe set>` columns
                        )->tuple[np.ndarray, np.ndarray]:
     "(ER status, weighted expression over the probe sets of the patient's ER group): the relapse score without its constant."
@@ -199,17 +205,20 @@ def wang_signature_sums(X:pd.DataFrame, # one row per patient: `er` and the `X<p
         sums[rows] = X.loc[rows, [f'X{p}' for p in weights]].to_numpy(float) @ np.array(list(weights.values()))
     return er, sums
 
+# %% ../nbs/12a_expression.ipynb #2bdc1274
 def wang_relapse_score(X:pd.DataFrame, # one row per patient: `er` ('positive' or 'negative') and `X<probe set>` columns
                       )->np.ndarray:
     "Wang et al. (2005) relapse score: the ER group's constant plus its probe sets' weighted expression. Nothing is fitted."
     er, sums = wang_signature_sums(X)
     return sums + np.where(er == 'positive', WANG_2005_OFFSETS['positive'], WANG_2005_OFFSETS['negative'])
 
+# %% ../nbs/12a_expression.ipynb #681d383f
 class PublishedRelapseScore(BaseEstimator):
     "The Wang et al. (2005) relapse score as a survival 'model' with nothing to fit, so CV and the anchor split can score it like the recipes."
     def fit(self, X, y=None): self.fitted_ = True; return self
     def predict(self, X): return wang_relapse_score(X)
 
+# %% ../nbs/12a_expression.ipynb #8274ea68
 def cindex_by_er_group(X:pd.DataFrame, # patients, with the `er` column
                        y, # their survival outcomes
                        risk, # a risk score per patient

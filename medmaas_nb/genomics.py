@@ -42,6 +42,7 @@ def reverse_complement(seq:str # DNA, any case, IUPAC codes allowed
     "The other strand, read 5'->3'."
     return seq.translate(_COMPLEMENT)[::-1]
 
+# %% ../nbs/12_genomics.ipynb #bfe07a3e
 def as_sequences(X # a string, a list/array/Series of strings, or a DataFrame with a 'sequence' column
                 )->list[str]:
     "Upper-case sequences out of whatever container holds them."
@@ -49,6 +50,7 @@ def as_sequences(X # a string, a list/array/Series of strings, or a DataFrame wi
     if isinstance(X, pd.DataFrame): X = X['sequence']
     return [str(s).upper() for s in np.asarray(X, dtype=object).reshape(-1)]
 
+# %% ../nbs/12_genomics.ipynb #6f8531af
 def encode(X # sequences of one length
           )->np.ndarray:
     "Integer codes (n, L): 0-3 for A, C, G, T, 4 and up for the ambiguity codes; a clear error for anything else."
@@ -65,6 +67,7 @@ def encode(X # sequences of one length
         raise ValueError(f'Sequence {i}: letter {S[i][j]!r} at position {j+1} is not a DNA letter ({ALPHABET}).')
     return codes
 
+# %% ../nbs/12_genomics.ipynb #be9a6557
 def one_hot(X # sequences of one length
            )->np.ndarray:
     "One-hot array (n, L, 4) over A, C, G, T; an ambiguity code spreads its weight over the bases it stands for."
@@ -95,6 +98,7 @@ def parse_splice(path_or_text # `splice.data` / the mirror's `splice.csv`, or th
     df['ambiguous'] = df['sequence'].map(lambda s: ''.join(sorted(set(s) - set(BASES))))
     return df
 
+# %% ../nbs/12_genomics.ipynb #45b7b00a
 def parse_promoters(path_or_text # `promoters.data` or its text
                    )->pd.DataFrame:
     "Promoter records (class '+'/'-', name, sequence)."
@@ -124,6 +128,7 @@ def kmer_names(k:int)->list[str]:
     for _ in range(k): names = [n + b for n in names for b in BASES]
     return names
 
+# %% ../nbs/12_genomics.ipynb #be722c1c
 class SequenceOneHot(TransformerMixin, BaseEstimator):
     "Flattened one-hot encoding of the positions [start, stop)."
     def __init__(self, start:int=0, stop:int|None=None): self.start, self.stop = start, stop
@@ -132,6 +137,7 @@ class SequenceOneHot(TransformerMixin, BaseEstimator):
         H = one_hot(X)[:, self.start:self.stop]
         return H.reshape(len(H), -1)
 
+# %% ../nbs/12_genomics.ipynb #fd7fef0e
 class KmerCounts(TransformerMixin, BaseEstimator):
     "Position-free k-mer frequencies for k = k_min..k_max (sparse); `canonical` merges each k-mer with its reverse complement."
     def __init__(self, k_min:int=1, k_max:int=6, canonical:bool=False,
@@ -152,6 +158,7 @@ class KmerCounts(TransformerMixin, BaseEstimator):
             blocks.append(B)
         return sparse.hstack(blocks).tocsr()
 
+# %% ../nbs/12_genomics.ipynb #6bb6a6cb
 class PositionalKmers(TransformerMixin, BaseEstimator):
     "Which k-mer (k = 1..k_max) starts at each position of [start, stop), pooled over bins of `bin` positions (sparse)."
     def __init__(self, k_max:int=3, start:int=0, stop:int|None=None, bin:int=1):
@@ -186,6 +193,7 @@ class WeightedDegree(TransformerMixin, BaseEstimator):
                             for k in range(1, self.K + 1)])
         return normalize(F @ sparse.diags(w)).tocsr()
 
+# %% ../nbs/12_genomics.ipynb #a0357a51
 class MarginSVC(ClassifierMixin, BaseEstimator):
     "Linear SVM whose `predict_proba` is the sigmoid of twice the margin (a score, not calibrated)."
     def __init__(self, C:float=1.0): self.C = C
@@ -278,6 +286,7 @@ def editor(self:SequenceInputSpec, ds, # the task's `Dataset` (the examples come
     "Held-out sequences to pick, and a text box to edit one."
     return ExampleEditor(self, ds, examples, label='sequence', from_text=lambda v: self.to_records(np.array([v])))
 
+# %% ../nbs/12_genomics.ipynb #ced1935a
 @patch
 def explanation_html(self:SequenceInputSpec, X, # the model input (sequences)
                      record:dict, # the same input as a record
@@ -308,6 +317,7 @@ def mutagenesis(predict_proba, # f(sequences) -> (n, n_classes) probabilities
     base0 = np.take_along_axis(p0, target[:, None], 1)[:, 0]
     return pt - base0[:, None, None], target, base0
 
+# %% ../nbs/12_genomics.ipynb #1dd1c763
 def learned_logo(predict_proba, X, # model probabilities and the sequences to average over
                  target:int # the class whose evidence to draw
                 )->pd.DataFrame:
@@ -316,10 +326,12 @@ def learned_logo(predict_proba, X, # model probabilities and the sequences to av
     M = eff.mean(0); M = M - M.mean(1, keepdims=True)
     return pd.DataFrame(M, columns=list(BASES), index=pd.RangeIndex(1, M.shape[0] + 1, name='position'))
 
+# %% ../nbs/12_genomics.ipynb #b81fa147
 def position_importance(logo:pd.DataFrame)->pd.Series:
     "How much a position matters: the spread between its most and least favoured base."
     return logo.max(1) - logo.min(1)
 
+# %% ../nbs/12_genomics.ipynb #62bab272
 def consensus_learned(logo:pd.DataFrame, # `learned_logo` of one class
                       expected:dict, # {1-based position: base}, e.g. {31: 'G', 32: 'T'} for the donor
                       top:int=6 # the positions must be among the `top` most important
@@ -328,6 +340,7 @@ def consensus_learned(logo:pd.DataFrame, # `learned_logo` of one class
     imp = position_importance(logo); best = set(imp.nlargest(top).index)
     return all(logo.loc[p].idxmax() == b and p in best for p, b in expected.items())
 
+# %% ../nbs/12_genomics.ipynb #89348ffc
 def plot_logo(logo:pd.DataFrame, title:str='', ax=None, offset:int=0 # position label = index + offset
              ):
     "Draw a learned logo (logomaker if installed, else stacked letters as bars)."
@@ -348,6 +361,7 @@ def plot_logo(logo:pd.DataFrame, title:str='', ax=None, offset:int=0 # position 
     ax.axhline(0, color='k', lw=.5); ax.set(title=title, xlabel='position', ylabel='effect on p(class)')
     return ax
 
+# %% ../nbs/12_genomics.ipynb #8712510b
 def ism_explainer(class_names:list # output names, index = class
                  ):
     "A `Task.explain`: in-silico mutagenesis per input, for the predicted class."
@@ -386,6 +400,7 @@ def statlog_split(sequences, # all sequences
     is_test = np.isin(group, test_groups)
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
+# %% ../nbs/12_genomics.ipynb #3bc5e1a5
 def load_splice_task(quick:bool=False, # a 600 / 300 slice of the fixed split
                      seed:int=0, # unused: the split is fixed
                      **_)->Dataset:
@@ -429,6 +444,7 @@ def splice_candidates(quick:bool=False, seed:int=0, C:float=0.03, **_)->dict:
     return {**cands, 'positional_lr': pos(), 'positional_lr_wide': make_pipeline(PositionalKmers(4, 10, 50), _lr(C, seed)),
             'wd3_lr': wd(), 'linear_vote': VotingClassifier([('positional', pos()), ('wd3', wd())], voting='soft')}
 
+# %% ../nbs/12_genomics.ipynb #d20afc96
 def _cv_one_thread(est, X, y, splits:int, seed:int, groups)->pd.DataFrame:
     "`cross_validate` with BLAS held to one thread (small linear models: more threads only fight over the cores)."
     from medmaas_nb.evaluate import cross_validate
@@ -472,6 +488,7 @@ def build_cnn(length:int, # sequence length
     model.compile(optimizer=K.optimizers.Adam(1e-3), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
     return model
 
+# %% ../nbs/12_genomics.ipynb #87ec22fd
 def fit_cnn(X, y, # training sequences and integer labels
             n_classes:int, epochs:int=20, seed:int=0, validation_split:float=0.1):
     "Train `build_cnn` on one-hot sequences with early stopping on a validation slice of the training data; returns (model, predict_proba)."
@@ -604,6 +621,7 @@ def load_promoter_task(quick:bool=False, # unused: the data are tiny
                    meta={'split': f'stratified {1-test_size:.0%}/{test_size:.0%} (seed {seed}); 10-fold CV on train for model '
                                   'choice; nested leave-one-out on all 106 in the report'})
 
+# %% ../nbs/12_genomics.ipynb #a03f4bd2
 def promoter_candidates(quick:bool=False, seed:int=0, C:float=0.0, # one C instead of the grid (0: the grid)
                         **_)->dict:
     "Linear SVMs on weighted-degree (K = 1..6) and k-mer spectrum (one or both strands) features, over a grid of C."
@@ -616,6 +634,7 @@ def promoter_candidates(quick:bool=False, seed:int=0, C:float=0.0, # one C inste
     if quick: feats = {k: feats[k] for k in ('wd1', 'wd3')}
     return {f'{f}_C{c:g}': make_pipeline(make(), MarginSVC(c)) for f, make in feats.items() for c in Cs}
 
+# %% ../nbs/12_genomics.ipynb #4bf6db56
 def gram_matrices(cands:dict, # {name: Pipeline(stateless features..., MarginSVC)}
                   X # all sequences
                  )->dict:
@@ -628,6 +647,7 @@ def gram_matrices(cands:dict, # {name: Pipeline(stateless features..., MarginSVC
             out[key] = G.toarray() if sparse.issparse(G) else np.asarray(G)
     return out
 
+# %% ../nbs/12_genomics.ipynb #3ca9659a
 def _svm_decision(G, y, tr, te, C):
     "Decision values on rows `te` of a 0/1-label SVM on the precomputed kernel `G`, trained on rows `tr`."
     try:  # libsvm directly: SVC's own solver without its per-call checks, 10x faster on 100 sequences (tested equal to SVC)
@@ -652,6 +672,7 @@ def cv_decisions(cands, grams, y, idx, # candidates, their Gram matrices, labels
         out[name] = d
     return out
 
+# %% ../nbs/12_genomics.ipynb #2612d4aa
 def _best(decisions:dict, y)->str:
     "The candidate with the best CV accuracy, ties broken by AUC, then by list order (simpler candidates first)."
     from sklearn.metrics import roc_auc_score
@@ -668,6 +689,7 @@ def nested_loo(cands:dict, X, y, # candidates, all sequences and labels
     return {'p': 1 / (1 + np.exp(-2 * score)), 'chosen': chosen, 'errors': int(((score > 0) != y).sum()),
             'wrong': np.flatnonzero((score > 0) != y).tolist()}
 
+# %% ../nbs/12_genomics.ipynb #5b1ccf7f
 def _pooled_summary(y, p, seed:int=0, n_boot:int=500)->dict:
     "CV-summary shape ({metric: {value, sd, ci_low, ci_high, n_folds}}) from pooled out-of-fold scores, bootstrap intervals."
     b = bootstrap_metrics('binary', y, p, n_boot=n_boot, seed=seed)
@@ -686,6 +708,7 @@ def promoter_train(task, ds, quick:bool=False, seed:int=0, **params)->TrainResul
     return TrainResult(clone(cands[best]).fit(X, y), best, pd.DataFrame(rows), summ,
                        {'protocol': f'{folds}-fold stratified CV on the training split (pooled out-of-fold decisions)'})
 
+# %% ../nbs/12_genomics.ipynb #5a3c296a
 def promoter_evaluate(run:Run, ds:Dataset, model):
     "Promoter report section: nested leave-one-out over all 106 (model choice inside each fold), and the learned logo."
     import matplotlib.pyplot as plt

@@ -61,12 +61,14 @@ def gradcam(model, # a served model from `build_served`
         maps.append(np.where(mx > 0, cam / np.where(mx > 0, mx, 1), 0)); probs.append(p.numpy().ravel())
     return np.concatenate(maps).astype(np.float32), np.concatenate(probs)
 
+# %% ../nbs/11b_gradcam.ipynb #bba8c706
 def explain_images(model, X, served:dict|None=None)->list[dict]:
     "Per image: the predicted probability and its Grad-CAM map (28 x 28, [0, 1], rounded to 3 digits)."
     maps, p = gradcam(model, X)
     return [{'probability': float(pi), 'method': 'grad-cam (predicted class, last conv layer)', 'gradcam': np.round(m, 3).tolist()}
             for m, pi in zip(maps, p)]
 
+# %% ../nbs/11b_gradcam.ipynb #8dd82c35
 def plot_gradcam_grid(X, y, p, maps, classes:list, per_cell:int=3, title:str='Grad-CAM on test images'):
     "A grid: for each true class, right and wrong predictions, image beside its Grad-CAM overlay."
     import matplotlib.pyplot as plt
@@ -96,6 +98,7 @@ def rank_correlation(a, b)->float:
     if a.std() == 0 or b.std() == 0: return float('nan')
     return float(np.corrcoef(a, b)[0, 1])
 
+# %% ../nbs/11b_gradcam.ipynb #518dadc9
 def randomized_copy(model, # a served model from `build_served`
                     seed:int=0)->object:
     "A copy of the model with every learned weight redrawn (He-normal kernels, zero biases, batch norm reset); the decision layer is kept."
@@ -112,6 +115,7 @@ def randomized_copy(model, # a served model from `build_served`
         layer.set_weights(new)
     return rand
 
+# %% ../nbs/11b_gradcam.ipynb #98a4adea
 def gradcam_randomization_check(model, # a served model
                                 X, # float32 images (N, 28, 28, 1)
                                 n:int=64, # images drawn from X (seeded)

@@ -68,6 +68,7 @@ def to_float(X:np.ndarray)->np.ndarray:
     "uint8 grey levels (N, H, W) -> float32 intensities in [0, 1], shape (N, H, W, 1)."
     return (np.asarray(X, np.float32) / 255.0)[..., None]
 
+# %% ../nbs/11_imaging.ipynb #aa01a09e
 def merge_train(splits:dict, # {split: (uint8 images, labels)} of the main file
                 extra:dict|None=None # another file's splits whose training images may be added
                )->tuple[dict, dict]:
@@ -85,6 +86,7 @@ def merge_train(splits:dict, # {split: (uint8 images, labels)} of the main file
         Xtr, ytr = np.concatenate([Xtr, Xe[add]]), np.concatenate([ytr, ye[add]])
     return {**splits, 'train': (Xtr, ytr)}, counts
 
+# %% ../nbs/11_imaging.ipynb #9daca3d6
 def load_medmnist_task(dataset:str, # dataset name in the manifest ('breastmnist', 'pneumoniamnist')
                        classes:list, # class names, index = label
                        quick:bool=False, # a small stratified slice of the training split (tests)
@@ -226,6 +228,7 @@ class ImageInputSpec(InputSpec):
         g = np.linspace(0.2, 0.8, self.size, dtype=np.float32)
         return {'image': np.round(np.add.outer(g, g) / 2, 3).tolist()}
 
+# %% ../nbs/11_imaging.ipynb #0e464326
 def png_bytes(img # one image, float [0, 1] or uint8, shape (28, 28) or (28, 28, 1)
              )->bytes:
     "Encode one grey image as PNG bytes (what a caller would upload)."
@@ -242,6 +245,7 @@ def editor(self:ImageInputSpec, ds, # the task's `Dataset` (the examples come fr
     "Held-out images to pick, and a file (a path, or an upload) to read one from."
     return ExampleEditor(self, ds, examples, label='file', read_file=read_image_file, accept='.png,.npy')
 
+# %% ../nbs/11_imaging.ipynb #93c9b8d6
 @patch
 def explanation_html(self:ImageInputSpec, X, # the model input (N, 28, 28, 1)
                      record:dict, # the same input as a record

@@ -34,6 +34,7 @@ def baseline_cnn(x, # input tensor (N, 28, 28, 1)
     x = L.Dense(64, activation='relu', name=f'{prefix}dense')(x)
     return L.Dense(1, name=f'{prefix}logit')(x)
 
+# %% ../nbs/11a_imaging_networks.ipynb #8cf2a7f2
 def _res_block(x, filters:int, stride:int, name:str, out_name:str|None=None):
     L = keras().layers
     y = L.Conv2D(filters, 3, strides=stride, padding='same', use_bias=False, name=f'{name}_c1')(x)
@@ -75,6 +76,7 @@ def build_member(arch:str, prefix:str='', size:int=IMAGE_SIZE, width:int=16):
     K = keras(); inp = K.Input((size, size, 1), name=f'{prefix}image')
     return K.Model(inp, ARCHITECTURES[arch](inp, prefix, width=width), name=f'{prefix}{arch}')
 
+# %% ../nbs/11a_imaging_networks.ipynb #58f3d20f
 # Test-time augmentation views (flip, dy, dx): mirrored left-right if flip, then moved dy rows down, dx columns right (reflected edges)
 TTA_VIEWS = {'none': [(0, 0, 0)], 'flip': [(0, 0, 0), (1, 0, 0)],
              'flipshift': [(f, dy, dx) for f in (0, 1) for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]}
@@ -93,6 +95,7 @@ def image_view(X, # images (N, H, W, C)
         X = np.pad(X, pad, mode='reflect')[:, p - dy:p - dy + H, p - dx:p - dx + W]
     return X[:, :, ::-1] if f and inverse else X
 
+# %% ../nbs/11a_imaging_networks.ipynb #5c9fd741
 def views_to_image(maps, # (V n, H, W): maps computed on the views, one view after the other (as `ViewStack` stacks them)
                    views:list # the V views, as in `TTA_VIEWS`
                   )->np.ndarray:
@@ -106,6 +109,7 @@ def views_to_image(maps, # (V n, H, W): maps computed on the views, one view aft
         seen += np.bincount(shown, minlength=H * W)
     return np.where(seen > 0, total / np.maximum(seen, 1), 0.0).reshape(n, H, W)
 
+# %% ../nbs/11a_imaging_networks.ipynb #f92ec85d
 def member_prefix(seed_index:int, # which seed (0, 1, ...)
                   member:int, # which of the seed's networks (0, 1, ...)
                   members:int # how many networks the seed has
@@ -113,6 +117,7 @@ def member_prefix(seed_index:int, # which seed (0, 1, ...)
     "The layer-name prefix `build_served` gives network `member` of seed `seed_index`: train members with it so their weights load."
     return f's{seed_index}c{member}_' if members > 1 else f's{seed_index}_'
 
+# %% ../nbs/11a_imaging_networks.ipynb #964556be
 def build_served(arch:str, # architecture of the members
                  members:list, # trained member models (from `build_member`), or per seed a list of checkpoint models
                  threshold:float=0.5, # decision threshold chosen on validation, moved to 0.5
@@ -142,6 +147,7 @@ def build_served(arch:str, # architecture of the members
     model.get_layer('probability').set_weights([np.ones((1, 1), np.float32), np.array([-_logit(threshold)], np.float32)])
     return model
 
+# %% ../nbs/11a_imaging_networks.ipynb #1c319b7c
 def member_models(model)->list:
     "The per-seed networks inside a served model, each image -> probability at its own logit (averaged over the views, with test-time augmentation)."
     K = keras(); names = [l.name for l in model.layers]
@@ -164,6 +170,7 @@ def compiled(model):
         _FNS[model] = fn
     return fn
 
+# %% ../nbs/11a_imaging_networks.ipynb #b7137a84
 def image_scores(model, # a served model (image -> probability)
                  X, # float32 images (N, 28, 28, 1) in [0, 1]
                  batch:int=1024 # images per call
@@ -188,6 +195,7 @@ def choose_threshold(y, # validation labels
     best = cands[np.isclose(s, s.max())]
     return float(best[np.argmin(np.abs(best - 0.5))])
 
+# %% ../nbs/11a_imaging_networks.ipynb #85eb1007
 def _sigmoid(z): return 1 / (1 + np.exp(-np.asarray(z, np.float64)))
 
 def _augmenter(flip:bool, seed:int, intensity:float=0.0):
@@ -314,6 +322,7 @@ def summarize_seeds(rows:pd.DataFrame, level:float=0.95)->dict:
         out[c] = {'value': m, 'sd': sd, 'ci_low': m - half, 'ci_high': m + half, 'n_folds': int(len(v))}
     return out
 
+# %% ../nbs/11a_imaging_networks.ipynb #9ae79ac7
 def _member_logits(m, X, views:list=TTA_VIEWS['none'])->np.ndarray:
     "Logits of one trained member, or the mean logit of a seed's checkpoints; with `views`, each averaged over the images' views."
     if len(views) > 1: return np.mean([_member_logits(m, image_view(X, v)) for v in views], axis=0)
@@ -327,6 +336,7 @@ def member_params(params:dict # a task's parameters (`task.task_params(...)`), o
              if k not in ('arch', 'Xtr', 'ytr', 'Xva', 'yva', 'seed', 'prefix', 'verbose')}
     return {**takes, **{k: v for k, v in params.items() if k in takes}}
 
+# %% ../nbs/11a_imaging_networks.ipynb #a6cc48c3
 def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, data, quick run, base seed
                    seeds:int=3, models:str='both', threshold_rule:str='accuracy', # seeds per candidate, candidates, threshold rule
                    members:int=1, tta:str='none', # networks per seed (strong model), test-time views

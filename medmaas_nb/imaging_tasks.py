@@ -40,6 +40,7 @@ def show_examples(run:Run, ds:Dataset):
                      f"split: **{ds.meta['train_dropped_as_in_val_or_test']}**; added from the supplement file: "
                      f"**{ds.meta['train_added_from_supplement']}**."))
 
+# %% ../nbs/11c_imaging_tasks.ipynb #b3336ead
 def show_training(run:Run, ds:Dataset, result:TrainResult):
     "Train-report section: validation AUC per epoch, each seed's validation figures, and the served model's threshold."
     import matplotlib.pyplot as plt
@@ -53,6 +54,7 @@ def show_training(run:Run, ds:Dataset, result:TrainResult):
                      f"{e['n_seeds']} `{result.chosen}` network(s); threshold {e['threshold']:.3f} (rule: {e['threshold_rule']}, on validation), "
                      f"moved to 0.5 in the served model. Validation AUC of the average: {e['val_ensemble']['roc_auc']:.3f}."))
 
+# %% ../nbs/11c_imaging_tasks.ipynb #02b90a96
 def seed_table(model, ds:Dataset, rule:str='accuracy')->pd.DataFrame:
     "Test figures of each seed's network (threshold chosen on validation per network), then their mean and sd."
     rows = []
@@ -64,6 +66,7 @@ def seed_table(model, ds:Dataset, rule:str='accuracy')->pd.DataFrame:
     out = pd.concat([df, df.mean().to_frame('mean').T, df.std(ddof=1).to_frame('sd').T]) if len(df) > 1 else df
     return out.rename_axis('network')
 
+# %% ../nbs/11c_imaging_tasks.ipynb #a53a58e1
 def seeds_beside_anchors(st:pd.DataFrame, # `seed_table` output
                          served:dict, # test metrics of the served (averaged) model {metric: value}
                          anchors:list, # the task's `Anchor`s
@@ -80,6 +83,7 @@ def seeds_beside_anchors(st:pd.DataFrame, # `seed_table` output
     rows += [{'who': f'anchor: {k}', 'roc_auc': v.get('roc_auc', '-'), 'accuracy': v.get('accuracy', '-')} for k, v in by.items()]
     return pd.DataFrame(rows).set_index('who')
 
+# %% ../nbs/11c_imaging_tasks.ipynb #6b910084
 def show_seeds(run:Run, ds:Dataset, model):
     "Evaluation-report section: each seed's network on the test split beside the anchors, and the time for one image."
     import time
@@ -102,6 +106,7 @@ def show_seeds(run:Run, ds:Dataset, model):
     display(Markdown(f'One image through the compiled model: **{ms:.2f} ms** (mean of {n}, after tracing).'))
     write_json(run.folder/'seed_metrics.json', {'per_seed': st.reset_index().to_dict('records'), 'one_image_ms': ms})
 
+# %% ../nbs/11c_imaging_tasks.ipynb #439fd4af
 def show_gradcam(run:Run, ds:Dataset, model):
     "Evaluation-report section: Grad-CAM of the most confident right and wrong predictions, with the randomisation check."
     import json

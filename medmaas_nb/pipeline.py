@@ -17,12 +17,13 @@ def pipelines_dir()->Path:
     "Folder of the step notebooks (`MEDMAAS_PIPELINES_DIR` or `<project>/nbs/pipelines`)."
     return Path(os.environ.get('MEDMAAS_PIPELINES_DIR') or project_root()/'nbs'/'pipelines')
 
+# %% auto #0
+__all__ = ['log', 'STEPS', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'run_task', 'main']
+
+# %% ../nbs/05_pipeline.ipynb #21d13325
 def new_run_id()->str:
     "A sortable, unique run id: UTC time plus a short random suffix."
     return dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ') + '-' + secrets.token_hex(3)
-
-# %% auto #0
-__all__ = ['log', 'STEPS', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'run_task', 'main']
 
 # %% ../nbs/05_pipeline.ipynb #2e12e056
 def warm_up_code(step_nb:Path, # a step notebook
@@ -42,6 +43,7 @@ def warm_up_code(step_nb:Path, # a step notebook
     src = '\n'.join(dict.fromkeys(lines))
     return f'try: exec(compile({src!r}, "<warm-up>", "exec"), {{}})\nexcept Exception: pass'
 
+# %% ../nbs/05_pipeline.ipynb #924e62cb
 class WarmKernel:
     "A kernel started before its step, importing what the step imports in the background; `ready()` gives papermill its `km`."
     def __init__(self, step_nb:Path, task:str, cwd:Path, runtime:bool=False):
@@ -98,6 +100,7 @@ class RunResult:
     metrics:dict=field(default_factory=dict) # contents of metrics.json
     registered:dict=field(default_factory=dict) # {'version': N, ...} from the evaluate step
 
+# %% ../nbs/05_pipeline.ipynb #93ded746
 def _run_step(task:str, step:str, i:int, n:int, nb_params:dict, run_dir:Path, kernel:WarmKernel, res:RunResult, progress, renders):
     "Execute one step notebook in its (warm) kernel; a failure becomes `StepFailed` naming the step and the cell."
     import papermill as pm

@@ -154,6 +154,7 @@ class InferRequest:
         binary = {o['name'] for o in outs if _flag(o.get('parameters'), 'binary_data', f"outputs '{o['name'][:40]}'")}
         return cls(tensors, req.get('id'), [o['name'] for o in outs], params, binary, _flag(params, 'binary_data_output', 'parameters'))
 
+# %% ../nbs/06_protocol.ipynb #bc3a2acd
 def _flag(params, key:str, where:str)->bool:
     "A boolean request parameter (absent: False)."
     v = (params or {}).get(key, False) if isinstance(params, dict) or params is None else None
@@ -168,6 +169,7 @@ def header_length(value:str|None # the Inference-Header-Content-Length header, i
         raise InvalidInput('Inference-Header-Content-Length must be a whole number of bytes (at most 12 digits).', 'Inference-Header-Content-Length')
     return int(value)
 
+# %% ../nbs/06_protocol.ipynb #65100b79
 def parse_json(body:bytes # raw JSON text
               ):
     "Parse a JSON body, raising `InvalidInput` (with the line and column) when it is not JSON."
@@ -189,6 +191,7 @@ def tensor_bytes(arr # array-like
         return b''.join(len(p).to_bytes(4, 'little') + p for p in parts)
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder('<')).tobytes()
 
+# %% ../nbs/06_protocol.ipynb #9e27dad2
 def encode_tensor(name:str, # tensor name
                   arr, # array-like
                   binary:bool=False # leave the data out and give its size: the bytes follow the JSON header
@@ -200,6 +203,7 @@ def encode_tensor(name:str, # tensor name
     else: t['data'] = [v.decode() if isinstance(v, bytes) else str(v) for v in arr.ravel()] if dt == 'BYTES' else arr.ravel().tolist()
     return t
 
+# %% ../nbs/06_protocol.ipynb #446921ad
 def infer_response(model:str, # model name
                    version:int|str, # model version
                    outputs:dict, # {name: array}
@@ -215,6 +219,7 @@ def infer_response(model:str, # model name
     if request_id is not None: r['id'] = request_id
     return r
 
+# %% ../nbs/06_protocol.ipynb #087a86a6
 def response_body(resp:dict, # from `infer_response`
                   outputs:dict # {name: array}, as given to it
                  )->tuple[bytes, int|None]:
@@ -232,6 +237,7 @@ def model_metadata(name:str, versions:list, platform:str, inputs:list[dict], out
     if parameters: m['parameters'] = parameters
     return m
 
+# %% ../nbs/06_protocol.ipynb #4151323c
 def server_metadata(version:str)->dict:
     "The v2 server metadata object: the binary tensor extension is honoured for inputs and outputs."
     return {'name': 'medmaas', 'version': version, 'extensions': ['binary_tensor_data']}

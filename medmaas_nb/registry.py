@@ -40,6 +40,7 @@ def signing_key_file()->Path:
     if os.environ.get('MEDMAAS_SIGNING_KEY_FILE'): return Path(os.environ['MEDMAAS_SIGNING_KEY_FILE']).expanduser()
     return Path(os.environ.get('XDG_CONFIG_HOME') or Path.home()/'.config').expanduser()/'medmaas_nb'/'signing.key'
 
+# %% ../nbs/04_registry.ipynb #e632c7f9
 def signing_key(path:Path|None=None, # the key file; default `signing_key_file()`
                 create:bool=False, # create it (mode 0600) if missing
                 registry:Path|None=None # the registry folder, which must not hold the key
@@ -65,10 +66,12 @@ def signing_key(path:Path|None=None, # the key file; default `signing_key_file()
     if len(key) < 32: raise RegistryError(f'The signing key {p} is too short ({len(key)} bytes; expected 64 hex digits).')
     return key
 
+# %% ../nbs/04_registry.ipynb #ea4a6c35
 def key_id(key:bytes)->str:
     "A short public name for a key (the start of its SHA-256), to tell keys apart in messages."
     return hashlib.sha256(key).hexdigest()[:12]
 
+# %% ../nbs/04_registry.ipynb #e769411f
 def sign(key:bytes, # the signing key
          task:str, version:int, # the version the digests belong to
          sums:bytes # the bytes of its SHA256SUMS
@@ -76,7 +79,6 @@ def sign(key:bytes, # the signing key
     "The signature line of a version's digests: 'hmac-sha256 <key id> <hex>'."
     msg = b'medmaas-registry-v1\0' + task.encode() + b'\0' + str(int(version)).encode() + b'\0' + sums
     return f'hmac-sha256 {key_id(key)} {hmac.new(key, msg, hashlib.sha256).hexdigest()}'
-
 
 # %% ../nbs/04_registry.ipynb #17ac6cd4
 SUMS_TAG, SIGNATURE_TAG = 'medmaas.sha256sums', 'medmaas.signature'  # model version tags in MLflow
@@ -344,6 +346,7 @@ def served_format(task, # the `Task`
     expl = {'background': task.explain_background(ds)} if task.explain and task.explain_background else {}
     return {'inputs': task.input_spec.v2_inputs(), 'outputs': [out], 'explanation': expl}
 
+# %% ../nbs/04_registry.ipynb #7dcc8d43
 def make_card(task, # the `Task`
               ds, # the `Dataset` it was trained on
               params:dict, # all pipeline parameters, `quick` included

@@ -37,6 +37,7 @@ def read_medquad(files:dict # `resolve('medquad')`
                          'answer': ' '.join(a.split())})
     return pd.DataFrame(rows)
 
+# %% ../nbs/13b_retrieval.ipynb #58cd004f
 def load_medquad_task(quick:bool=False, # 150 training / 80 test questions
                       seed:int=0, test_size:float=0.2, **_)->Dataset:
     "MedQuAD subset: questions split by topic file; y = index of the answer in `meta['corpus']`."
@@ -258,6 +259,7 @@ class RetrievalTask(Task):
             out.append({'prediction': int(top[0]), 'top': docs})
         return out
 
+# %% ../nbs/13b_retrieval.ipynb #ba22db4f
 def medquad_candidates(quick:bool=False, seed:int=0, type_weight:float=3.0, dual_epochs:int=6, ds=None, **_)->dict:
     "TF-IDF cosine, BM25, BM25 + learned question-type prior, and (full runs) its fusion with the Keras dual encoder."
     ds = ds or load_medquad_task(quick=quick, seed=seed)
@@ -268,6 +270,7 @@ def medquad_candidates(quick:bool=False, seed:int=0, type_weight:float=3.0, dual
         c['bm25_qtype_dual'] = FusionRetriever(corpus, types, focus, type_weight=type_weight, epochs=dual_epochs, seed=seed)
     return c
 
+# %% ../nbs/13b_retrieval.ipynb #93f6ded6
 def train_medquad(task:Task, ds:Dataset, quick:bool=False, seed:int=0, **params)->TrainResult:
     "Cross-validate the lexical retrievers; if BM25 + type prior wins (full runs), extend it with the Keras dual encoder (fusion weight chosen on held-out training topics)."
     from medmaas_nb.evaluate import select_model
@@ -287,6 +290,7 @@ def train_medquad(task:Task, ds:Dataset, quick:bool=False, seed:int=0, **params)
                                 '20 % of the training topics held out; the rows marked "validation topics" and bm25_qtype_dual are '
                                 'figures on that one held-out slice, not cross-validated'})
 
+# %% ../nbs/13b_retrieval.ipynb #6af20de8
 def retrieval_bootstrap(y_true, scores, # relevant document per query; (queries x documents) scores
                         n_boot:int=1000, seed:int=0, level:float=0.95)->dict:
     "MRR and recall@1/5/10 with bootstrap intervals, like `bootstrap_metrics('retrieval', ...)` but ranking once (seconds, not minutes)."
@@ -299,6 +303,7 @@ def retrieval_bootstrap(y_true, scores, # relevant document per query; (queries 
     return {m: {'value': float(v), 'ci_low': float(np.quantile(boot[m], a)), 'ci_high': float(np.quantile(boot[m], 1 - a))}
             for m, v in compute_metrics('retrieval', y, S).items()}
 
+# %% ../nbs/13b_retrieval.ipynb #569924b8
 def _ci_table(rows:dict)->pd.DataFrame:
     return pd.DataFrame({k: {m: f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for m, v in r.items()} for k, r in rows.items()}).T
 

@@ -146,6 +146,7 @@ def keras_types(path:Path # a `.keras` file
             if reg and reg != cls: out.add(str(reg))  # Keras looks a registered name up first
     return out
 
+# %% ../nbs/03a_runtimes.ipynb #248c6c00
 def check_keras(names:set, # the classes a `.keras` config names (`keras_types`)
                 where:str, # what to call the model in the message
                 registered:list|None=None # the names its card recorded at registration; None: none to compare with
@@ -546,6 +547,7 @@ def save_model(model, # a fitted model
     "Save a model in its runtime's safe format; returns the written files."
     return get_runtime(runtime).save(model, model_dir)
 
+# %% ../nbs/03a_runtimes.ipynb #fbca2bf5
 def load_model(model_dir:Path, # folder written by `save_model`
                runtime:str='sklearn', # 'sklearn' or 'keras'
                registered:list|None=None, # the type names recorded at registration (a version's card); None: none to compare
@@ -554,6 +556,7 @@ def load_model(model_dir:Path, # folder written by `save_model`
     "Load a saved model, refusing it if it names a type outside its runtime's allowlist (or outside `registered`)."
     return get_runtime(runtime).load_file(model_dir, registered, where)
 
+# %% ../nbs/03a_runtimes.ipynb #c4b2aa75
 def model_types(model_dir:Path, runtime:str='sklearn')->list[str]:
     "The sorted type names a saved model refers to."
     return get_runtime(runtime).types(model_dir)

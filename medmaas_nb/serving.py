@@ -212,6 +212,7 @@ def fast_lane_allowed(app, # the FastAPI app, before the outer layer is added
     "True when no middleware and no route dependency would be skipped by answering these routes in the outer layer."
     return not app.user_middleware and not any(getattr(getattr(r, 'dependant', None), 'dependencies', None) for r in lane_routes)
 
+# %% ../nbs/07_serving.ipynb #16b70fd5
 def create_app(tasks:list|None=None, # task names to serve; None: every task with a registered model
                registry:Registry|None=None, # defaults to `Registry()`
                keys:KeyStore|None=None, # defaults to `KeyStore()` (MEDMAAS_KEYS_FILE or <registry>/keys.json)
@@ -450,6 +451,7 @@ def await_registration(tasks:list[str], # exactly one task name, without a versi
         log.warning("Not permitted to raise this service's priority back to %d: it keeps serving at nice %d.", priority, os.getpriority(os.PRIO_PROCESS, 0))
     return [f"{task.name}:{info['version']}"]
 
+# %% ../nbs/07_serving.ipynb #8a4fb987
 def restore_priority(priority:int # the niceness to return to
                     )->bool:
     "Give every thread of this process (Linux niceness is per thread; the runtime's thread pools inherit it) `priority` again; False where not permitted."
@@ -461,6 +463,7 @@ def restore_priority(priority:int # the niceness to return to
         except PermissionError: return False  # lowering niceness needs privileges: the service stays at low priority
     return True
 
+# %% ../nbs/07_serving.ipynb #7b66a3f1
 def serve(host:str='127.0.0.1', # interface; loopback unless you mean to expose the service
           port:int=8080, # TCP port
           tasks:list|None=None, # task names; None: every task with a registered model

@@ -64,6 +64,7 @@ class Feature:
         rng = f'[{self.min:g}, {self.max:g}]' if self.min is not None and self.max is not None else 'a number'
         return f"{rng}{' ' + self.unit if self.unit else ''}"
 
+# %% ../nbs/03_tasks.ipynb #8f22f1ac
 @dataclass
 class InputSpec:
     "What a served model accepts. The base class handles tables of named features; families subclass it for images, sequences and text."
@@ -224,6 +225,7 @@ def editor(self:InputSpec, ds, # the task's `Dataset` (starting values, referenc
     "The playground's editor for this spec's inputs: a control per feature."
     return FeatureEditor(self, ds, examples)
 
+# %% ../nbs/03_tasks.ipynb #19065d66
 @patch
 def explanation_html(self:InputSpec, X, # the model input, as `validate` returned it
                      record:dict, # the same input as a record
@@ -345,6 +347,7 @@ class Task:
         "Name, family, kind and dataset, for listings."
         return {'task': self.name, 'family': self.family, 'kind': self.kind, 'dataset': self.dataset, 'description': self.description}
 
+# %% ../nbs/03_tasks.ipynb #87829030
 @dataclass
 class TrainResult:
     "What training leaves: the fitted model, the chosen candidate and the cross-validated figures."
@@ -354,6 +357,7 @@ class TrainResult:
     cv_summary:dict # {candidate: {metric: {value, sd, ci_low, ci_high, n_folds}}}
     extra:dict=field(default_factory=dict) # task-specific (thresholds, histories)
 
+# %% ../nbs/03_tasks.ipynb #f15350a4
 def fit_task(task:Task, # the task
              ds, # its `Dataset`
              quick:bool=False, # fewer folds, smaller models
@@ -438,6 +442,7 @@ def register_task(task:Task # the task to add
     "Add a task to the registry (replacing one of the same name)."
     _TASKS[task.name] = task; return task
 
+# %% ../nbs/03_tasks.ipynb #cb51a6d5
 def _load_families(until:str|None=None # stop once a task of this name is registered
                   ):
     for m in FAMILY_MODULES:
@@ -450,6 +455,7 @@ def all_tasks()->dict[str, Task]:
     "Every registered task, by name."
     _load_families(); return dict(sorted(_TASKS.items()))
 
+# %% ../nbs/03_tasks.ipynb #76af6779
 def get_task(name:str # task name
             )->Task:
     "The task called `name`, or a clear error listing the known tasks."
@@ -459,6 +465,7 @@ def get_task(name:str # task name
     if name not in tasks: raise UnknownTask(f"Unknown task {name!r}. Known tasks: {', '.join(tasks) or '(none)'}.")
     return tasks[name]
 
+# %% ../nbs/03_tasks.ipynb #ce429d11
 def tasks_table()->pd.DataFrame:
     "One row per task: family, kind, dataset and what it predicts."
     return pd.DataFrame([t.summary() for t in all_tasks().values()]).set_index('task')

@@ -119,6 +119,7 @@ class SerialLogisticRegression(LogisticRegression):
     def predict_proba(self, X):
         with one_thread(): return super().predict_proba(X)
 
+# %% ../nbs/13_text.ipynb #b1c14e3c
 def tfidf_logreg(fields:list[str], # text field names, in column order
                  C:float=4.0, # inverse regularisation strength
                  balanced:bool=False, # weight classes inversely to their frequency
@@ -135,6 +136,7 @@ def tfidf_logreg(fields:list[str], # text field names, in column order
     return Pipeline([('tfidf', ColumnTransformer(vecs)),
                      ('clf', SerialLogisticRegression(C=C, max_iter=3000, class_weight='balanced' if balanced else None))])
 
+# %% ../nbs/13_text.ipynb #4af6fef9
 from sklearn.base import TransformerMixin
 
 EVIDENCE_CUES = ['not significant', 'no significant', 'did not', 'was not', 'were not', 'no difference', 'no association',
@@ -155,6 +157,7 @@ class EvidenceCues(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None):
         return np.array([f"cue:{k.strip().replace(' ', '_')}" for k in EVIDENCE_CUES] + ['cue:length', 'cue:question_overlap'], dtype=object)
 
+# %% ../nbs/13_text.ipynb #073bd2b1
 def tfidf_cues_logreg(C:float=1.0, balanced:bool=False)->object:
     "PubMedQA: TF-IDF of question and context plus standardised evidence-cue counts, then logistic regression."
     from sklearn.compose import ColumnTransformer
@@ -166,6 +169,7 @@ def tfidf_cues_logreg(C:float=1.0, balanced:bool=False)->object:
                                                   ('cues', make_pipeline(EvidenceCues(), StandardScaler()), [0, 1])])),
                      ('clf', SerialLogisticRegression(C=C, max_iter=3000, class_weight='balanced' if balanced else None))])
 
+# %% ../nbs/13_text.ipynb #ae0c9105
 def text_candidates(fields:list[str], quick:bool=False, seed:int=0, C:float=4.0, **_)->dict:
     "Majority class and TF-IDF + logistic regression (plain and class-balanced)."
     from sklearn.dummy import DummyClassifier
@@ -189,6 +193,7 @@ def sentence_encoder(name:str=ENCODER_NAME # the only encoder available offline 
         _ENCODERS[name] = load_model(device='cpu')
     return _ENCODERS[name]
 
+# %% ../nbs/13_text.ipynb #d05f511b
 def _embedding_dir(name:str)->Path:
     from medmaas_nb.core import get_settings
     return Path(get_settings().cache_dir)/'embeddings'/name
@@ -225,12 +230,14 @@ def embed(texts:list[str], # texts to encode
             _SHARDS_READ.add(shard.name)
     return np.stack([_EMBEDDINGS[k] for k in keys]) if keys else np.zeros((0, 384), np.float32)
 
+# %% ../nbs/13_text.ipynb #f29834b4
 _SENT_SPLIT = re.compile(r'(?<=[.!?])\s+(?=[A-Z(\[])')
 
 def sentences(text:str)->list[str]:
     "A text split into sentences (at '.', '!' or '?' followed by a capital letter or bracket)."
     return [s for s in _SENT_SPLIT.split(str(text).strip()) if s.strip()] or [str(text)]
 
+# %% ../nbs/13_text.ipynb #f8786060
 class QAEmbeddingFeatures(TransformerMixin, BaseEstimator):
     "Question-context features from sentence embeddings: the question, the results (last sentences), their product and difference, and the best-matching sentence."
     def __init__(self, encoder:str=ENCODER_NAME, # sentence encoder name (the weights are never stored in the model)
@@ -253,6 +260,7 @@ class QAEmbeddingFeatures(TransformerMixin, BaseEstimator):
         parts = ['question', 'results', 'question_x_results', 'abs_question_minus_results', 'question_x_best_sentence', 'context_mean']
         return np.array([f'{p}_{j}' for p in parts for j in range(384)] + ['cos_max', 'cos_mean', 'cos_results'], dtype=object)
 
+# %% ../nbs/13_text.ipynb #d04ae5b7
 def minilm_logreg(C:float=0.03, # inverse regularisation strength (strong: 2,307 features, 500 questions)
                   encoder:str=ENCODER_NAME)->object:
     "PubMedQA: sentence-embedding question-context features, standardised, then logistic regression."
@@ -261,11 +269,13 @@ def minilm_logreg(C:float=0.03, # inverse regularisation strength (strong: 2,307
     return Pipeline([('features', QAEmbeddingFeatures(encoder)), ('scale', StandardScaler()),
                      ('clf', SerialLogisticRegression(C=C, max_iter=3000))])
 
+# %% ../nbs/13_text.ipynb #3954b53c
 def minilm_tfidf_vote(C_emb:float=0.03, C_tfidf:float=0.3, weights:tuple=(0.5, 0.5))->object:
     "Soft vote (averaged probabilities) of the TF-IDF + evidence-cue model and the sentence-embedding model."
     from sklearn.ensemble import VotingClassifier
     return VotingClassifier([('tfidf', tfidf_cues_logreg(C=C_tfidf)), ('minilm', minilm_logreg(C_emb))], voting='soft', weights=list(weights))
 
+# %% ../nbs/13_text.ipynb #af1d11d5
 def pubmedqa_candidates(quick:bool=False, seed:int=0, C:float=4.0,
                         encoder:bool=False, # also the sentence-encoder model, alone and in a soft vote with TF-IDF (full runs only; minutes of CPU)
                         **kw)->dict:
@@ -294,6 +304,7 @@ def top_ngrams(model, # a fitted `tfidf_logreg` pipeline
     if coef.shape[0] == 1: coef = np.vstack([-coef[0], coef[0]])
     return pd.DataFrame({classes[c]: [f'{names[j]} ({coef[c, j]:+.2f})' for j in np.argsort(-coef[c])[:k]] for c in range(coef.shape[0])})
 
+# %% ../nbs/13_text.ipynb #4a060e39
 _TOKEN = re.compile(r'(?u)\b\w\w+\b')
 _FIELD_OF = {'results': 'context'}  # features read from part of a field are shown on that field
 
@@ -318,6 +329,7 @@ def word_weights(model, # a fitted `tfidf_logreg` pipeline
         out.append({'class': c, 'weights': w})
     return out
 
+# %% ../nbs/13_text.ipynb #f6f90817
 def explain_text(model, X, fields:list[str], classes:list[str], k:int=8)->list[dict]:
     "Per input: the prediction and the `k` words that pushed hardest towards or away from it."
     if _linear_parts(model) is None: return [{'prediction': None, 'words': []} for _ in range(len(X))]
@@ -327,6 +339,7 @@ def explain_text(model, X, fields:list[str], classes:list[str], k:int=8)->list[d
         res.append({'prediction': classes[r['class']], 'words': [{'field': f, 'word': t, 'weight': round(v, 4)} for f, t, v in ws]})
     return res
 
+# %% ../nbs/13_text.ipynb #085a2d72
 def highlight_html(text:str, # the text (de-identified here before display)
                    weights:dict, # {word: weight}, lower-case words
                    max_chars:int=600 # shorten long texts
@@ -359,6 +372,7 @@ def editor(self:TextInputSpec, ds, # the task's `Dataset` (the examples come fro
     return ExampleEditor(self, ds, examples, label='text', rows=2,
                          from_text=(lambda v: self.to_records([v])) if one else (lambda v: _record_from_json(v, self.fields)))
 
+# %% ../nbs/13_text.ipynb #80037a77
 @patch
 def explanation_html(self:TextInputSpec, X, # the model input
                      record:dict, # the same input as a record {field: text}
@@ -397,6 +411,7 @@ def train_keras_text(X_train, y_train, # training texts ((n, fields) array) and 
               callbacks=[K.callbacks.EarlyStopping(patience=3, restore_best_weights=True)])
     return m, (lambda X: np.asarray(vec(np.array(_join(X))))), h.history
 
+# %% ../nbs/13_text.ipynb #51a059ca
 def train_keras_mlp(F_train, y_train, # feature matrix (e.g. sentence-embedding features) and integer labels
                     n_classes:int, seed:int=0, epochs:int=80):
     "Fit a small Keras MLP (standardised inputs, one hidden layer, dropout) on fixed features; returns (model, history)."
@@ -411,6 +426,7 @@ def train_keras_mlp(F_train, y_train, # feature matrix (e.g. sentence-embedding 
               callbacks=[K.callbacks.EarlyStopping(patience=8, restore_best_weights=True)])
     return m, h.history
 
+# %% ../nbs/13_text.ipynb #ffd1101d
 def _fmt_rows(rows:dict)->pd.DataFrame:
     return pd.DataFrame({k: {f"{m} [95% CI]": f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for m, v in r.items()
                              if m in ('accuracy', 'f1_macro', 'balanced_accuracy')} for k, r in rows.items()}).T
@@ -463,6 +479,7 @@ def challengers_report(run:Run, ds:Dataset, model, classes:list[str], primary:st
     write_json(run_dir/'challengers.json', out)
     return rows
 
+# %% ../nbs/13_text.ipynb #9f575ac8
 def explanation_report(ds:Dataset, model, classes:list[str], fields:list[str], n:int=3):
     "Top n-grams per class and word highlighting for a few test texts (de-identified)."
     from IPython.display import display, Markdown, HTML
@@ -476,6 +493,7 @@ def explanation_report(ds:Dataset, model, classes:list[str], fields:list[str], n
         parts = ''.join(f'<p><b>{f}</b>: {highlight_html(str(Xte[i, j]), r["weights"][f])}</p>' for j, f in enumerate(fields))
         display(HTML(f'<div style="border:1px solid #ccc;padding:6px;margin:4px"><p>true: <b>{classes[yte[i]]}</b>, predicted: <b>{classes[r["class"]]}</b></p>{parts}</div>'))
 
+# %% ../nbs/13_text.ipynb #6811020b
 def examples_report(ds:Dataset, fields:list[str], n:int=2, chars:int=300):
     "A few training texts per class, de-identified and shortened, and text lengths per split."
     from IPython.display import display, Markdown
@@ -523,10 +541,12 @@ def read_druglib(path:Path # drugLibTrain_raw.tsv or drugLibTest_raw.tsv
     df['id'] = df['id'].astype(int); df['rating'] = df['rating'].astype(int)
     return df
 
+# %% ../nbs/13_text.ipynb #eebb4ccb
 def rating_band(r:int)->int:
     "0 negative (1-4), 1 neutral (5-7), 2 positive (8-10)."
     return 0 if r <= 4 else 1 if r <= 7 else 2
 
+# %% ../nbs/13_text.ipynb #53fe67dd
 def review_text(df:pd.DataFrame)->list[str]:
     "The three free-text fields of each review as one text."
     return [f'benefits: {b.strip()} side effects: {s.strip()} comments: {c.strip()}'
@@ -555,6 +575,7 @@ def load_druglib_task(quick:bool=False, # 600 training / 300 test reviews
                    meta={'split': 'official UCI files: 3,107 train / 1,036 test reviews' + (' (quick: stratified 600 / 300)' if quick else ''),
                          'quick': quick, 'seed': seed})
 
+# %% ../nbs/13_text.ipynb #d99b32db
 def load_druglib_side_effects(quick:bool=False, seed:int=0, **kw)->Dataset:
     "Druglib reviews with the patient's side-effect severity (5 levels) as the label."
     return load_druglib_task(quick=quick, seed=seed, **{**kw, 'target': 'side_effects'})
@@ -606,6 +627,7 @@ def abstract_sections(context:str # an abstract, structured ('RESULTS: ...') or 
     head = [('', parts[0].strip())] if parts[0].strip() else []
     return head + [(parts[i].strip(), parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
 
+# %% ../nbs/13_text.ipynb #4e7e83b4
 def results_text(context:str)->str:
     "The results part of an abstract: its results-like sections, else its last section, else the last third of its sentences."
     secs = abstract_sections(context)
@@ -613,6 +635,7 @@ def results_text(context:str)->str:
         s = sentences(secs[0][1]); return ' '.join(s[-max(1, len(s) // 3):])
     return ' '.join(t for l, t in secs if _RESULT_SECTIONS.search(l)) or secs[-1][1]
 
+# %% ../nbs/13_text.ipynb #e3f57711
 _P_VALUE = re.compile(r'\bp\s*(<=|>=|<|>|=|≤|≥)\s*(0?\.\d+|1\.0*|0)\b', re.I)
 NEGATION_CUES = ['no significant', 'not significant', 'no difference', 'did not', 'was not', 'were not', 'not associated', 'no association',
                  'no correlation', 'similar', 'comparable', 'failed to', 'neither', 'without', 'none', 'no ', 'not ', 'nor ', 'unchanged', 'not related']
@@ -633,6 +656,7 @@ def p_values(text:str)->tuple[int, int]:
         else: ns += 1
     return sig, ns
 
+# %% ../nbs/13_text.ipynb #f044c96e
 class QACues(TransformerMixin, BaseEstimator):
     "A dozen counted question-results cues (p-values, negation, hedging, positive findings, overlap, question form), log-scaled."
     def fit(self, X, y=None): return self
@@ -652,12 +676,14 @@ class QACues(TransformerMixin, BaseEstimator):
         return np.array(['negation', 'hedging', 'positive', 'p_significant', 'p_not_significant', 'negation_near_question', 'sentences_near_question',
                          'results_sentences', 'question_overlap_results', 'question_overlap_context', 'q_is', 'q_does', 'q_can', 'q_or', 'q_negated'], dtype=object)
 
+# %% ../nbs/13_text.ipynb #3562c938
 class ResultsText(TransformerMixin, BaseEstimator):
     "The results part of each context (see `results_text`), for a TF-IDF vectoriser."
     def fit(self, X, y=None): return self
     def transform(self, X)->list[str]: return [results_text(c) for c in np.asarray(X, dtype=object).reshape(-1)]
     def get_feature_names_out(self, input_features=None): return np.array(['results'], dtype=object)
 
+# %% ../nbs/13_text.ipynb #d2ef3f89
 def tfidf_results_cues_logreg(C:float=1.0, # inverse regularisation strength
                               maybe_weight:float=1.0 # class weight of 'maybe' (1 = unweighted)
                              )->object:

@@ -71,6 +71,7 @@ def feature_distribution(X:pd.DataFrame, # features of a split
         return s.groupby(g, observed=False).agg(['count', 'mean', 'std', 'median', 'min', 'max'])
     return pd.crosstab(g, s)
 
+# %% ../nbs/09_widgets.ipynb #030e142a
 def _html_table(rows:list[dict], cls:str='')->str:
     if not rows: return '<p><i>no examples</i></p>'
     cols = list(rows[0])
@@ -195,6 +196,7 @@ class PredictService(Protocol):
     "What the playground needs from a service: `predict(task, records) -> list[dict]` (records as `InputSpec.to_records` makes them)."
     def predict(self, task:str, records:list[dict])->list[dict]: ...
 
+# %% ../nbs/09_widgets.ipynb #94e4d89d
 class LocalService:
     "An in-process model behind the service interface (for tests, and to compare a served model with the local one)."
     def __init__(self, models:dict # {task name: fitted model}
@@ -207,6 +209,7 @@ class LocalService:
         t = get_task(task)
         return None if t.explain is None else t.explain(self.models[task], t.input_spec.validate([record]))[0]
 
+# %% ../nbs/09_widgets.ipynb #25abd530
 def score_of(pred:dict # one prediction as `Task.predict` returns it
             )->float:
     "The one number to compare predictions by: the regression value, the positive-class probability, the risk, or the top probability."
@@ -361,6 +364,7 @@ def find_runs(task:str|None=None, # only this task's runs
     pat = f'{task}/*/metrics.json' if task else '*/*/metrics.json'
     return sorted((p.parent for p in root.glob(pat)), key=lambda p: (p.parent.name, p.name))
 
+# %% ../nbs/09_widgets.ipynb #940925fb
 def compare_runs(runs:list, # run folders (or their metrics.json files)
                  metrics:list|None=None, # metric names; defaults to the anchors' metrics (else all)
                  splits:tuple=('cv', 'test') # which figures of each run
@@ -393,6 +397,7 @@ def compare_runs(runs:list, # run folders (or their metrics.json files)
         out.append(d)
     return pd.DataFrame(out)
 
+# %% ../nbs/09_widgets.ipynb #c3a79526
 class RunComparer:
     "Pick runs of a task and see their metrics side by side with the anchors."
     def __init__(self, task:str|None=None, # task whose runs to offer (all tasks if None)
