@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ServiceError
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['Client', 'curl_command', 'free_port', 'ServiceProcess', 'ProcessHandle']
@@ -28,72 +29,100 @@ class Client:
         self._h = {'Authorization': f'Bearer {self.key}'} if self.key else {}
         self._c = httpx.Client(base_url=self.url, timeout=timeout, headers=self._h)
 
-    def _call(self, method:str, path:str, body=None):
-        r = self._c.request(method, path, content=None if body is None else json.dumps(body),
-                            headers={'Content-Type': 'application/json'} if body is not None else None)
-        try: data = r.json()
-        except ValueError: data = {'error': r.text[:200]}
-        if r.status_code >= 400:
-            e = data if isinstance(data, dict) else {}
-            raise ServiceError(r.status_code, e.get('error', r.reason_phrase), e.get('request_id'), e.get('field'))
-        return data
-
-    def live(self)->bool:
-        "Whether the server answers."
-        try: return self._c.get('/v2/health/live').status_code == 200
-        except Exception: return False
-
-    def ready(self)->bool:
-        "Whether every model is loaded and warmed up."
-        try: return self._c.get('/v2/health/ready').status_code == 200
-        except Exception: return False
-
-    def wait_ready(self, timeout:float=60.0, # seconds to wait
-                   proc=None # a `subprocess.Popen` to watch: fail early if it exits
-                  )->float:
-        "Wait until the service is ready; returns the seconds waited."
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < timeout:
-            if self.ready(): return time.perf_counter() - t0
-            if proc is not None and proc.poll() is not None: raise RuntimeError(f'the service exited with code {proc.returncode}')
-            time.sleep(0.02)
-        raise TimeoutError(f'{self.url} not ready after {timeout:g}s')
-
-    def models(self)->list[dict]: "Served models." ; return self._call('GET', '/api/v1/models')['models']
-    def model(self, task:str)->dict: "What a model predicts and accepts." ; return self._call('GET', f'/api/v1/models/{task}')
-    def card(self, task:str)->dict: "The model card." ; return self._call('GET', f'/api/v1/models/{task}/card')
-
-    def predict(self, task:str, # task name
-                instances:list # inputs as the task's card describes them (records for tabular tasks)
-               )->dict:
-        "Predictions for a batch: {'model', 'version', 'request_id', 'predictions': [...]}."
-        return self._call('POST', f'/api/v1/models/{task}/predict', {'instances': list(instances)})
-
-    def predict_one(self, task:str, instance)->dict:
-        "The prediction for one input."
-        return self._call('POST', f'/api/v1/models/{task}/predict', {'instance': instance})['predictions'][0]
-
-    def explain(self, task:str, instance)->dict:
-        "The explanation of one input's prediction."
-        return self._call('POST', f'/api/v1/models/{task}/explain', {'instance': instance})['explanations'][0]
-
-    def v2_metadata(self, task:str, version:int|None=None)->dict:
-        "v2 model metadata: input and output tensors."
-        return self._call('GET', f'/v2/models/{task}' + (f'/versions/{version}' if version else ''))
-
-    def v2_infer(self, task:str, # model name
-                 inputs:dict, # {tensor name: array}
-                 version:int|None=None # a version (default: the served one)
-                )->dict:
-        "v2 inference: {output name: array}."
-        from medmaas_nb.protocol import encode_tensor
-        r = self._call('POST', f'/v2/models/{task}' + (f'/versions/{version}' if version else '') + '/infer',
-                       {'inputs': [encode_tensor(k, np.asarray(v)) for k, v in inputs.items()]})
-        return {o['name']: np.array(o['data'], dtype=_V2_NP.get(o['datatype'], None)).reshape(o['shape']) for o in r['outputs']}
-
-    def close(self): self._c.close()
     def __enter__(self): return self
     def __exit__(self, *a): self.close()
+
+# %% ../nbs/08_client.ipynb #907a4ca4
+@patch
+def _call(self:Client, method:str, path:str, body=None):
+    r = self._c.request(method, path, content=None if body is None else json.dumps(body),
+                        headers={'Content-Type': 'application/json'} if body is not None else None)
+    try: data = r.json()
+    except ValueError: data = {'error': r.text[:200]}
+    if r.status_code >= 400:
+        e = data if isinstance(data, dict) else {}
+        raise ServiceError(r.status_code, e.get('error', r.reason_phrase), e.get('request_id'), e.get('field'))
+    return data
+
+@patch
+def live(self:Client)->bool:
+    "Whether the server answers."
+    try: return self._c.get('/v2/health/live').status_code == 200
+    except Exception: return False
+
+# %% ../nbs/08_client.ipynb #6c6dfedd
+@patch
+def ready(self:Client)->bool:
+    "Whether every model is loaded and warmed up."
+    try: return self._c.get('/v2/health/ready').status_code == 200
+    except Exception: return False
+
+# %% ../nbs/08_client.ipynb #c947815d
+@patch
+def wait_ready(self:Client, timeout:float=60.0, # seconds to wait
+               proc=None # a `subprocess.Popen` to watch: fail early if it exits
+              )->float:
+    "Wait until the service is ready; returns the seconds waited."
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if self.ready(): return time.perf_counter() - t0
+        if proc is not None and proc.poll() is not None: raise RuntimeError(f'the service exited with code {proc.returncode}')
+        time.sleep(0.02)
+    raise TimeoutError(f'{self.url} not ready after {timeout:g}s')
+
+# %% ../nbs/08_client.ipynb #eecf3444
+@patch
+def models(self:Client)->list[dict]: "Served models." ; return self._call('GET', '/api/v1/models')['models']
+
+# %% ../nbs/08_client.ipynb #7604797a
+@patch
+def model(self:Client, task:str)->dict: "What a model predicts and accepts." ; return self._call('GET', f'/api/v1/models/{task}')
+
+# %% ../nbs/08_client.ipynb #8e309b2e
+@patch
+def card(self:Client, task:str)->dict: "The model card." ; return self._call('GET', f'/api/v1/models/{task}/card')
+
+# %% ../nbs/08_client.ipynb #0ba6cd9a
+@patch
+def predict(self:Client, task:str, # task name
+            instances:list # inputs as the task's card describes them (records for tabular tasks)
+           )->dict:
+    "Predictions for a batch: {'model', 'version', 'request_id', 'predictions': [...]}."
+    return self._call('POST', f'/api/v1/models/{task}/predict', {'instances': list(instances)})
+
+# %% ../nbs/08_client.ipynb #733a81cb
+@patch
+def predict_one(self:Client, task:str, instance)->dict:
+    "The prediction for one input."
+    return self._call('POST', f'/api/v1/models/{task}/predict', {'instance': instance})['predictions'][0]
+
+# %% ../nbs/08_client.ipynb #59c87660
+@patch
+def explain(self:Client, task:str, instance)->dict:
+    "The explanation of one input's prediction."
+    return self._call('POST', f'/api/v1/models/{task}/explain', {'instance': instance})['explanations'][0]
+
+# %% ../nbs/08_client.ipynb #e822508e
+@patch
+def v2_metadata(self:Client, task:str, version:int|None=None)->dict:
+    "v2 model metadata: input and output tensors."
+    return self._call('GET', f'/v2/models/{task}' + (f'/versions/{version}' if version else ''))
+
+# %% ../nbs/08_client.ipynb #b08d5b68
+@patch
+def v2_infer(self:Client, task:str, # model name
+             inputs:dict, # {tensor name: array}
+             version:int|None=None # a version (default: the served one)
+            )->dict:
+    "v2 inference: {output name: array}."
+    from medmaas_nb.protocol import encode_tensor
+    r = self._call('POST', f'/v2/models/{task}' + (f'/versions/{version}' if version else '') + '/infer',
+                   {'inputs': [encode_tensor(k, np.asarray(v)) for k, v in inputs.items()]})
+    return {o['name']: np.array(o['data'], dtype=_V2_NP.get(o['datatype'], None)).reshape(o['shape']) for o in r['outputs']}
+
+# %% ../nbs/08_client.ipynb #26c86e52
+@patch
+def close(self:Client): self._c.close()
 
 # %% ../nbs/08_client.ipynb #fc3f4d08
 def curl_command(url:str, # full URL
@@ -124,70 +153,84 @@ class ServiceProcess:
         self.tasks, self.env, self.timeout, self.log_file, self.wait_for = tasks, env or {}, timeout, log_file, wait_for
         self.proc = None; self.startup_s = None; self.prestarted = False
 
-    def launch(self)->ServiceProcess:
-        "Start the server process and return at once (do other work, then `wait()`)."
-        cmd = [sys.executable, '-c', 'import sys; from medmaas_nb.pipeline import main; sys.exit(main())',
-               'serve', '--host', '127.0.0.1', '--port', str(self.port)] + (['--models', *self.tasks] if self.tasks else [])
-        if self.wait_for: cmd += ['--wait-for', str(self.wait_for)]
-        out = open(self.log_file, 'ab') if self.log_file else subprocess.DEVNULL
-        self._t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL)
-        import atexit; atexit.register(self.stop)  # a notebook that fails before `stop()` leaves no server behind
-        return self
-
-    def wait(self)->ServiceProcess:
-        "Wait until the launched server is ready (`startup_s` counts from `launch`, or from `adopt`); stops it if it never gets there."
-        with Client(self.url) as c:
-            try: c.wait_ready(self.timeout, self.proc)
-            except Exception: self.stop(); raise
-        self.startup_s = time.perf_counter() - self._t0; return self
-
-    def start(self)->ServiceProcess:
-        "Start the server and wait until it is ready."
-        return self.launch().wait()
-
-    def client(self, key:str|None=None, timeout:float=30.0)->Client: return Client(self.url, key, timeout)
-
-    def stop(self)->None:
-        "Stop the server (SIGTERM, then SIGKILL after 10 s)."
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try: self.proc.wait(10)
-            except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
-
     def __enter__(self): return self.start()
     def __exit__(self, *a): self.stop()
 
-    def save(self, path:Path)->Path:
-        "Record the launched server (address and process id) so that another process can `adopt` it."
-        from medmaas_nb.core import write_json
-        write_json(path, {'url': self.url, 'port': self.port, 'pid': self.proc.pid, 'tasks': self.tasks,
-                          'wait_for': str(self.wait_for) if self.wait_for else None}); return Path(path)
+# %% ../nbs/08_client.ipynb #65f12bb8
+@patch
+def launch(self:ServiceProcess)->ServiceProcess:
+    "Start the server process and return at once (do other work, then `wait()`)."
+    cmd = [sys.executable, '-c', 'import sys; from medmaas_nb.pipeline import main; sys.exit(main())',
+           'serve', '--host', '127.0.0.1', '--port', str(self.port)] + (['--models', *self.tasks] if self.tasks else [])
+    if self.wait_for: cmd += ['--wait-for', str(self.wait_for)]
+    out = open(self.log_file, 'ab') if self.log_file else subprocess.DEVNULL
+    self._t0 = time.perf_counter()
+    self.proc = subprocess.Popen(cmd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL)
+    import atexit; atexit.register(self.stop)  # a notebook that fails before `stop()` leaves no server behind
+    return self
 
-    @classmethod
-    def adopt(cls, path:Path, # a file written by `save`
-              timeout:float=120.0 # seconds to wait for readiness
-             )->ServiceProcess:
-        "Take over a server that another process launched and recorded with `save`: `wait`, `client` and `stop` work as usual."
-        info = json.loads(Path(path).read_text())
-        sp = cls(info['tasks'], port=info['port'], timeout=timeout)
-        sp.proc, sp.prestarted, sp._t0 = ProcessHandle(info['pid']), True, time.perf_counter()
-        return sp
+# %% ../nbs/08_client.ipynb #f00379ea
+@patch
+def wait(self:ServiceProcess)->ServiceProcess:
+    "Wait until the launched server is ready (`startup_s` counts from `launch`, or from `adopt`); stops it if it never gets there."
+    with Client(self.url) as c:
+        try: c.wait_ready(self.timeout, self.proc)
+        except Exception: self.stop(); raise
+    self.startup_s = time.perf_counter() - self._t0; return self
 
-    @classmethod
-    def for_run(cls, run_dir:Path, # the pipeline run's folder
-                task:str, # the task the run trains
-                version:int|None=None # the version the run registered; None: start before it exists
-               )->ServiceProcess:
-        """The service of a pipeline run, launched (call `wait`), with a keys file, audit log and server log of its own in
-        `run_dir/service`. Without a version it starts ahead of the model, waiting for the run's `registration.json`, and is
-        recorded there; with one, a recorded service is adopted, else one serving `TASK:version` is launched."""
-        svc = Path(run_dir)/'service'; svc.mkdir(exist_ok=True); record = svc/'prestarted.json'
-        if version is not None and record.exists(): return cls.adopt(record)
-        env = {'MEDMAAS_KEYS_FILE': str(svc/'keys.json'), 'MEDMAAS_AUDIT_LOG': str(svc/'audit.jsonl')}
-        if version is not None: return cls([f'{task}:{version}'], env=env, log_file=svc/'service.log').launch()
-        sp = cls([task], env=env, log_file=svc/'service.log', wait_for=Path(run_dir)/'registration.json').launch()
-        sp.save(record); return sp
+# %% ../nbs/08_client.ipynb #8e696ddd
+@patch
+def start(self:ServiceProcess)->ServiceProcess:
+    "Start the server and wait until it is ready."
+    return self.launch().wait()
+
+# %% ../nbs/08_client.ipynb #ca483418
+@patch
+def client(self:ServiceProcess, key:str|None=None, timeout:float=30.0)->Client: return Client(self.url, key, timeout)
+
+# %% ../nbs/08_client.ipynb #cb4c9f75
+@patch
+def stop(self:ServiceProcess)->None:
+    "Stop the server (SIGTERM, then SIGKILL after 10 s)."
+    if self.proc and self.proc.poll() is None:
+        self.proc.terminate()
+        try: self.proc.wait(10)
+        except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+
+# %% ../nbs/08_client.ipynb #67d19b33
+@patch
+def save(self:ServiceProcess, path:Path)->Path:
+    "Record the launched server (address and process id) so that another process can `adopt` it."
+    from medmaas_nb.core import write_json
+    write_json(path, {'url': self.url, 'port': self.port, 'pid': self.proc.pid, 'tasks': self.tasks,
+                      'wait_for': str(self.wait_for) if self.wait_for else None}); return Path(path)
+
+# %% ../nbs/08_client.ipynb #0dadc516
+@patch(cls_method=True)
+def adopt(cls:ServiceProcess, path:Path, # a file written by `save`
+          timeout:float=120.0 # seconds to wait for readiness
+         )->ServiceProcess:
+    "Take over a server that another process launched and recorded with `save`: `wait`, `client` and `stop` work as usual."
+    info = json.loads(Path(path).read_text())
+    sp = cls(info['tasks'], port=info['port'], timeout=timeout)
+    sp.proc, sp.prestarted, sp._t0 = ProcessHandle(info['pid']), True, time.perf_counter()
+    return sp
+
+# %% ../nbs/08_client.ipynb #4b9a17a3
+@patch(cls_method=True)
+def for_run(cls:ServiceProcess, run_dir:Path, # the pipeline run's folder
+            task:str, # the task the run trains
+            version:int|None=None # the version the run registered; None: start before it exists
+           )->ServiceProcess:
+    """The service of a pipeline run, launched (call `wait`), with a keys file, audit log and server log of its own in
+    `run_dir/service`. Without a version it starts ahead of the model, waiting for the run's `registration.json`, and is
+    recorded there; with one, a recorded service is adopted, else one serving `TASK:version` is launched."""
+    svc = Path(run_dir)/'service'; svc.mkdir(exist_ok=True); record = svc/'prestarted.json'
+    if version is not None and record.exists(): return cls.adopt(record)
+    env = {'MEDMAAS_KEYS_FILE': str(svc/'keys.json'), 'MEDMAAS_AUDIT_LOG': str(svc/'audit.jsonl')}
+    if version is not None: return cls([f'{task}:{version}'], env=env, log_file=svc/'service.log').launch()
+    sp = cls([task], env=env, log_file=svc/'service.log', wait_for=Path(run_dir)/'registration.json').launch()
+    sp.save(record); return sp
 
 # %% ../nbs/08_client.ipynb #7c6a1493
 class ProcessHandle:

@@ -61,91 +61,106 @@ class VisitHistorySpec(InputSpec):
     kind:str='sequence'
     description:str='One patient: age, sex, trial arm, and visits [{day, bili, albumin, ...}] in time order.'
 
-    def _check_visits(self, r:dict, i:int)->list[dict]:
-        vs = r.get('visits')
-        if not isinstance(vs, list) or not vs: raise InvalidInput(f"Record {i}: 'visits' must be a non-empty list of visits.", 'visits')
-        names = [f.name for f, _, _ in VISIT_FEATURES]; prev, out, last = -1, [], {}
-        for j, v in enumerate(vs):
-            if not isinstance(v, dict): raise InvalidInput(f'Record {i}: visits[{j}] must be an object of named labs.', f'visits[{j}]')
-            extra = sorted(set(v) - set(names))
-            if extra: raise InvalidInput(f"Record {i}: visits[{j}] has unknown field(s) {extra}; expected {names}.", f'visits[{j}].{extra[0]}')
-            row = {}
-            for f, req, ref in VISIT_FEATURES:
-                val = v.get(f.name)
-                if val is None and not req: val = last.get(f.name, ref)  # documented imputation
-                try: row[f.name] = float(f.check(val))
-                except InvalidInput as e: raise InvalidInput(f'Record {i}: visits[{j}]: {e}', f'visits[{j}].{f.name}') from None
-            if row['day'] <= prev:
-                raise InvalidInput(f"Record {i}: visits[{j}].day = {row['day']:g} must be greater than the previous visit's day ({prev:g}); "
-                                   'visits must be in time order.', f'visits[{j}].day')
-            prev = row['day']; last = row; out.append(row)
-        if out[0]['day'] != 0: raise InvalidInput(f"Record {i}: visits[0].day must be 0 (days count from the first visit).", 'visits[0].day')
-        return out[-MAX_VISITS:]
-
-    def validate(self, records:list[dict]|dict)->np.ndarray:
-        "Check visit histories; return the model tensor [N, MAX_VISITS, len(MODEL_FEATURES)] (padded at the start)."
-        if isinstance(records, dict): records = [records]
-        if not isinstance(records, list) or not records: raise InvalidInput('Expected a non-empty list of patients.', 'instances')
-        X = np.zeros((len(records), MAX_VISITS, len(MODEL_FEATURES)), np.float32)
-        for i, r in enumerate(records):
-            if not isinstance(r, dict): raise InvalidInput(f'Record {i} must be an object with age, sex, trt and visits.', f'instances[{i}]')
-            extra = sorted(set(r) - set(self.names) - {'visits'})
-            if extra: raise InvalidInput(f"Record {i} has unknown field(s) {extra}; expected {self.names + ['visits']}.", extra[0])
-            try: st = {f.name: f.check(r.get(f.name)) for f in self.features}
-            except InvalidInput as e: raise InvalidInput(f'Record {i}: {e}', e.field) from None
-            vs = self._check_visits(r, i); d0 = vs[0]['day']; prev = d0
-            for k, v in enumerate(vs):
-                row = [1.0, (v['day'] - prev) / 365.25, (v['day'] - d0) / 365.25, (st['age'] + v['day'] / 365.25) / 10,
-                       float(st['sex'] == 'm'), float(st['trt'])]
-                row += [(_tf(n, v[n]) - c) / s for n, (c, s) in _SCALE.items()]
-                X[i, MAX_VISITS - len(vs) + k] = row; prev = v['day']
-        return X
-
-    def to_records(self, X)->list:
-        "Visit histories back from model tensors (the inverse of `validate`, imputed values included)."
-        out = []
-        for x in np.asarray(X, float):
-            x = x[x[:, 0] > 0.5]; days = np.round(x[:, 2] * 365.25).astype(int)
-            age = round(float(x[0, 3] * 10), 2)
-            visits = [{'day': int(d), **{n: round(_inv(n, x[k, 6 + j] * s + c), 4) for j, (n, (c, s)) in enumerate(_SCALE.items())}}
-                      for k, d in enumerate(days - days[0])]
-            out.append({'age': age, 'sex': 'm' if x[0, 4] > .5 else 'f', 'trt': int(round(x[0, 5])), 'visits': visits})
-        return out
-
-    def v2_inputs(self)->list[dict]:
-        return [{'name': 'visits', 'datatype': 'FP32', 'shape': [-1, MAX_VISITS, len(MODEL_FEATURES)]}]
-
-    def from_v2(self, tensors:dict):
-        "The encoded tensor (as `validate` returns it), checked by decoding it and validating the visits again."
-        if set(tensors) != {'visits'}: raise InvalidInput(f"Expected one input tensor named 'visits', got {sorted(tensors)}.", 'inputs')
-        X = np.asarray(tensors['visits'], np.float32)
-        if X.ndim != 3 or X.shape[1:] != (MAX_VISITS, len(MODEL_FEATURES)):
-            raise InvalidInput(f'Expected shape [N, {MAX_VISITS}, {len(MODEL_FEATURES)}], got {list(X.shape)}.', 'shape')
-        if not np.isfinite(X).all() or (X[:, :, 0] > .5).sum(1).min() < 1: raise InvalidInput('Every history needs at least one visit and finite values.', 'visits')
-        recs = self.to_records(X)
-        for r in recs:
-            for v in r['visits']:
-                for n in ('edema', 'ascites', 'hepato', 'spiders'): v[n] = min([0, 0.5, 1], key=lambda c: abs(c - v[n]))
-        return self.validate(recs)
-
-    def to_v2(self, X)->dict: return {'visits': np.asarray(X, np.float32)}
-
-    def describe(self)->dict:
-        vis = [{**{k: v for k, v in vars(f).items() if v not in (None, '')}, 'required': req,
-                **({'if_missing': f'carried forward from the previous visit, else {ref:g}'} if not req else {})} for f, req, ref in VISIT_FEATURES]
-        return {'kind': self.kind, 'description': self.description, 'features': [{k: v for k, v in vars(f).items() if v not in (None, '')} for f in self.features],
-                'visits': {'max_visits': MAX_VISITS, 'order': 'increasing day, first day 0', 'fields': vis},
-                'model_tensor': {'name': 'visits', 'shape': [-1, MAX_VISITS, len(MODEL_FEATURES)], 'features': MODEL_FEATURES}}
-
-    def example(self, X=None)->dict:
-        "One valid patient: decoded from the first history of `X`, or a made-up three-visit history."
-        if X is not None: return self.to_records(np.asarray(X)[:1])[0]
-        return {'age': 52.0, 'sex': 'f', 'trt': 1, 'visits': [
-            {'day': 0, 'bili': 1.4, 'albumin': 3.5, 'protime': 10.6, 'ast': 110.0, 'edema': 0, 'alk.phos': 1100.0, 'platelet': 230.0},
-            {'day': 182, 'bili': 1.6, 'albumin': 3.4, 'protime': 10.8, 'ast': 120.0, 'edema': 0},
-            {'day': 365, 'bili': 2.1, 'albumin': 3.3, 'protime': 11.0, 'ast': 125.0, 'edema': 0.5}]}
-
 PBC_SPEC = VisitHistorySpec(features=STATIC_FEATURES)
+
+# %% ../nbs/10b_clinical_trajectory.ipynb #1c406f28
+@patch
+def _check_visits(self:VisitHistorySpec, r:dict, i:int)->list[dict]:
+    vs = r.get('visits')
+    if not isinstance(vs, list) or not vs: raise InvalidInput(f"Record {i}: 'visits' must be a non-empty list of visits.", 'visits')
+    names = [f.name for f, _, _ in VISIT_FEATURES]; prev, out, last = -1, [], {}
+    for j, v in enumerate(vs):
+        if not isinstance(v, dict): raise InvalidInput(f'Record {i}: visits[{j}] must be an object of named labs.', f'visits[{j}]')
+        extra = sorted(set(v) - set(names))
+        if extra: raise InvalidInput(f"Record {i}: visits[{j}] has unknown field(s) {extra}; expected {names}.", f'visits[{j}].{extra[0]}')
+        row = {}
+        for f, req, ref in VISIT_FEATURES:
+            val = v.get(f.name)
+            if val is None and not req: val = last.get(f.name, ref)  # documented imputation
+            try: row[f.name] = float(f.check(val))
+            except InvalidInput as e: raise InvalidInput(f'Record {i}: visits[{j}]: {e}', f'visits[{j}].{f.name}') from None
+        if row['day'] <= prev:
+            raise InvalidInput(f"Record {i}: visits[{j}].day = {row['day']:g} must be greater than the previous visit's day ({prev:g}); "
+                               'visits must be in time order.', f'visits[{j}].day')
+        prev = row['day']; last = row; out.append(row)
+    if out[0]['day'] != 0: raise InvalidInput(f"Record {i}: visits[0].day must be 0 (days count from the first visit).", 'visits[0].day')
+    return out[-MAX_VISITS:]
+
+@patch
+def validate(self:VisitHistorySpec, records:list[dict]|dict)->np.ndarray:
+    "Check visit histories; return the model tensor [N, MAX_VISITS, len(MODEL_FEATURES)] (padded at the start)."
+    if isinstance(records, dict): records = [records]
+    if not isinstance(records, list) or not records: raise InvalidInput('Expected a non-empty list of patients.', 'instances')
+    X = np.zeros((len(records), MAX_VISITS, len(MODEL_FEATURES)), np.float32)
+    for i, r in enumerate(records):
+        if not isinstance(r, dict): raise InvalidInput(f'Record {i} must be an object with age, sex, trt and visits.', f'instances[{i}]')
+        extra = sorted(set(r) - set(self.names) - {'visits'})
+        if extra: raise InvalidInput(f"Record {i} has unknown field(s) {extra}; expected {self.names + ['visits']}.", extra[0])
+        try: st = {f.name: f.check(r.get(f.name)) for f in self.features}
+        except InvalidInput as e: raise InvalidInput(f'Record {i}: {e}', e.field) from None
+        vs = self._check_visits(r, i); d0 = vs[0]['day']; prev = d0
+        for k, v in enumerate(vs):
+            row = [1.0, (v['day'] - prev) / 365.25, (v['day'] - d0) / 365.25, (st['age'] + v['day'] / 365.25) / 10,
+                   float(st['sex'] == 'm'), float(st['trt'])]
+            row += [(_tf(n, v[n]) - c) / s for n, (c, s) in _SCALE.items()]
+            X[i, MAX_VISITS - len(vs) + k] = row; prev = v['day']
+    return X
+
+# %% ../nbs/10b_clinical_trajectory.ipynb #5cffa228
+@patch
+def to_records(self:VisitHistorySpec, X)->list:
+    "Visit histories back from model tensors (the inverse of `validate`, imputed values included)."
+    out = []
+    for x in np.asarray(X, float):
+        x = x[x[:, 0] > 0.5]; days = np.round(x[:, 2] * 365.25).astype(int)
+        age = round(float(x[0, 3] * 10), 2)
+        visits = [{'day': int(d), **{n: round(_inv(n, x[k, 6 + j] * s + c), 4) for j, (n, (c, s)) in enumerate(_SCALE.items())}}
+                  for k, d in enumerate(days - days[0])]
+        out.append({'age': age, 'sex': 'm' if x[0, 4] > .5 else 'f', 'trt': int(round(x[0, 5])), 'visits': visits})
+    return out
+
+# %% ../nbs/10b_clinical_trajectory.ipynb #00b2acc8
+@patch
+def v2_inputs(self:VisitHistorySpec)->list[dict]:
+    return [{'name': 'visits', 'datatype': 'FP32', 'shape': [-1, MAX_VISITS, len(MODEL_FEATURES)]}]
+
+# %% ../nbs/10b_clinical_trajectory.ipynb #fd583a58
+@patch
+def from_v2(self:VisitHistorySpec, tensors:dict):
+    "The encoded tensor (as `validate` returns it), checked by decoding it and validating the visits again."
+    if set(tensors) != {'visits'}: raise InvalidInput(f"Expected one input tensor named 'visits', got {sorted(tensors)}.", 'inputs')
+    X = np.asarray(tensors['visits'], np.float32)
+    if X.ndim != 3 or X.shape[1:] != (MAX_VISITS, len(MODEL_FEATURES)):
+        raise InvalidInput(f'Expected shape [N, {MAX_VISITS}, {len(MODEL_FEATURES)}], got {list(X.shape)}.', 'shape')
+    if not np.isfinite(X).all() or (X[:, :, 0] > .5).sum(1).min() < 1: raise InvalidInput('Every history needs at least one visit and finite values.', 'visits')
+    recs = self.to_records(X)
+    for r in recs:
+        for v in r['visits']:
+            for n in ('edema', 'ascites', 'hepato', 'spiders'): v[n] = min([0, 0.5, 1], key=lambda c: abs(c - v[n]))
+    return self.validate(recs)
+
+# %% ../nbs/10b_clinical_trajectory.ipynb #4a9ad925
+@patch
+def to_v2(self:VisitHistorySpec, X)->dict: return {'visits': np.asarray(X, np.float32)}
+
+# %% ../nbs/10b_clinical_trajectory.ipynb #cdf69638
+@patch
+def describe(self:VisitHistorySpec)->dict:
+    vis = [{**{k: v for k, v in vars(f).items() if v not in (None, '')}, 'required': req,
+            **({'if_missing': f'carried forward from the previous visit, else {ref:g}'} if not req else {})} for f, req, ref in VISIT_FEATURES]
+    return {'kind': self.kind, 'description': self.description, 'features': [{k: v for k, v in vars(f).items() if v not in (None, '')} for f in self.features],
+            'visits': {'max_visits': MAX_VISITS, 'order': 'increasing day, first day 0', 'fields': vis},
+            'model_tensor': {'name': 'visits', 'shape': [-1, MAX_VISITS, len(MODEL_FEATURES)], 'features': MODEL_FEATURES}}
+
+# %% ../nbs/10b_clinical_trajectory.ipynb #d75792f7
+@patch
+def example(self:VisitHistorySpec, X=None)->dict:
+    "One valid patient: decoded from the first history of `X`, or a made-up three-visit history."
+    if X is not None: return self.to_records(np.asarray(X)[:1])[0]
+    return {'age': 52.0, 'sex': 'f', 'trt': 1, 'visits': [
+        {'day': 0, 'bili': 1.4, 'albumin': 3.5, 'protime': 10.6, 'ast': 110.0, 'edema': 0, 'alk.phos': 1100.0, 'platelet': 230.0},
+        {'day': 182, 'bili': 1.6, 'albumin': 3.4, 'protime': 10.8, 'ast': 120.0, 'edema': 0},
+        {'day': 365, 'bili': 2.1, 'albumin': 3.3, 'protime': 11.0, 'ast': 125.0, 'edema': 0.5}]}
 
 # %% ../nbs/10b_clinical_trajectory.ipynb #28f4ddf4
 def _history_from_json(text:str)->list[dict]:

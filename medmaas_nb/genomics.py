@@ -214,69 +214,84 @@ class SequenceInputSpec(InputSpec):
     positions:str='' # what the positions mean, e.g. '-30..+30 around the candidate junction'
     example_sequence:str='' # a real sequence for `example()`
 
-    def _check(self, s, i:int)->str:
-        f = f'instances[{i}].sequence'
-        if isinstance(s, bytes):
-            try: s = s.decode('ascii')
-            except UnicodeDecodeError: raise InvalidInput(f'Record {i}: the sequence is not ASCII text.', f) from None
-        if not isinstance(s, str): raise InvalidInput(f"Record {i}: 'sequence' must be a string of {self.length} letters, got {type(s).__name__}.", f)
-        if len(s) != self.length:
-            raise InvalidInput(f'Record {i}: the sequence has {len(s)} letters; expected exactly {self.length}'
-                               f"{' (' + self.positions + ')' if self.positions else ''}.", f)
-        u = s.upper()
-        for j, ch in enumerate(u):
-            if ch not in IUPAC:
-                raise InvalidInput(f'Record {i}: letter {s[j]!r} at position {j+1} is not a DNA letter; expected A, C, G, T '
-                                   f'or an IUPAC ambiguity code ({ALPHABET[4:]}), in any case.', f'{f}[{j+1}]')
-        return u
+# %% ../nbs/12_genomics.ipynb #4d3e4f92
+@patch
+def _check(self:SequenceInputSpec, s, i:int)->str:
+    f = f'instances[{i}].sequence'
+    if isinstance(s, bytes):
+        try: s = s.decode('ascii')
+        except UnicodeDecodeError: raise InvalidInput(f'Record {i}: the sequence is not ASCII text.', f) from None
+    if not isinstance(s, str): raise InvalidInput(f"Record {i}: 'sequence' must be a string of {self.length} letters, got {type(s).__name__}.", f)
+    if len(s) != self.length:
+        raise InvalidInput(f'Record {i}: the sequence has {len(s)} letters; expected exactly {self.length}'
+                           f"{' (' + self.positions + ')' if self.positions else ''}.", f)
+    u = s.upper()
+    for j, ch in enumerate(u):
+        if ch not in IUPAC:
+            raise InvalidInput(f'Record {i}: letter {s[j]!r} at position {j+1} is not a DNA letter; expected A, C, G, T '
+                               f'or an IUPAC ambiguity code ({ALPHABET[4:]}), in any case.', f'{f}[{j+1}]')
+    return u
 
-    def validate(self, records # {'sequence': str}, a plain string, or a list of either
-                )->np.ndarray:
-        "Check sequences against the spec; return an array of upper-case strings, or raise `InvalidInput`."
-        if isinstance(records, (str, bytes, dict)): records = [records]
-        if not isinstance(records, (list, tuple)) or not records:
-            raise InvalidInput(f'Expected a non-empty list of records {{"sequence": "<{self.length} nt>"}} or DNA strings.', 'instances')
-        out = []
-        for i, r in enumerate(records):
-            if isinstance(r, dict):
-                extra = sorted(set(r) - {'sequence'})
-                if extra: raise InvalidInput(f"Record {i} has unknown field(s) {extra}; expected only 'sequence'.", extra[0])
-                if 'sequence' not in r: raise InvalidInput(f"Record {i} has no 'sequence' field.", f'instances[{i}].sequence')
-                r = r['sequence']
-            out.append(self._check(r, i))
-        return np.array(out)
+@patch
+def validate(self:SequenceInputSpec, records # {'sequence': str}, a plain string, or a list of either
+            )->np.ndarray:
+    "Check sequences against the spec; return an array of upper-case strings, or raise `InvalidInput`."
+    if isinstance(records, (str, bytes, dict)): records = [records]
+    if not isinstance(records, (list, tuple)) or not records:
+        raise InvalidInput(f'Expected a non-empty list of records {{"sequence": "<{self.length} nt>"}} or DNA strings.', 'instances')
+    out = []
+    for i, r in enumerate(records):
+        if isinstance(r, dict):
+            extra = sorted(set(r) - {'sequence'})
+            if extra: raise InvalidInput(f"Record {i} has unknown field(s) {extra}; expected only 'sequence'.", extra[0])
+            if 'sequence' not in r: raise InvalidInput(f"Record {i} has no 'sequence' field.", f'instances[{i}].sequence')
+            r = r['sequence']
+        out.append(self._check(r, i))
+    return np.array(out)
 
-    def v2_inputs(self)->list[dict]:
-        "One BYTES tensor 'sequence' of shape [-1]: one string per sequence."
-        return [{'name': 'sequence', 'datatype': 'BYTES', 'shape': [-1]}]
+# %% ../nbs/12_genomics.ipynb #7e0ae241
+@patch
+def v2_inputs(self:SequenceInputSpec)->list[dict]:
+    "One BYTES tensor 'sequence' of shape [-1]: one string per sequence."
+    return [{'name': 'sequence', 'datatype': 'BYTES', 'shape': [-1]}]
 
-    def from_v2(self, tensors:dict # {tensor name: array of strings or bytes}
-               )->np.ndarray:
-        "Model input from v2 request tensors, validated like `validate`."
-        if set(tensors) != {'sequence'}: raise InvalidInput(f"Expected one input tensor named 'sequence', got {sorted(tensors)}.", 'inputs')
-        a = np.asarray(tensors['sequence'], dtype=object)
-        if a.ndim == 2 and a.shape[1] == 1: a = a[:, 0]
-        if a.ndim != 1: raise InvalidInput(f"Tensor 'sequence' must have shape [N] (one string per sequence), got {list(a.shape)}.", 'sequence')
-        return self.validate(list(a))
+# %% ../nbs/12_genomics.ipynb #5087559f
+@patch
+def from_v2(self:SequenceInputSpec, tensors:dict # {tensor name: array of strings or bytes}
+           )->np.ndarray:
+    "Model input from v2 request tensors, validated like `validate`."
+    if set(tensors) != {'sequence'}: raise InvalidInput(f"Expected one input tensor named 'sequence', got {sorted(tensors)}.", 'inputs')
+    a = np.asarray(tensors['sequence'], dtype=object)
+    if a.ndim == 2 and a.shape[1] == 1: a = a[:, 0]
+    if a.ndim != 1: raise InvalidInput(f"Tensor 'sequence' must have shape [N] (one string per sequence), got {list(a.shape)}.", 'sequence')
+    return self.validate(list(a))
 
-    def to_records(self, X)->list:
-        "JSON-able records, one per input (the inverse of `validate`)."
-        return [{'sequence': s} for s in as_sequences(X)]
+# %% ../nbs/12_genomics.ipynb #8e3c68c2
+@patch
+def to_records(self:SequenceInputSpec, X)->list:
+    "JSON-able records, one per input (the inverse of `validate`)."
+    return [{'sequence': s} for s in as_sequences(X)]
 
-    def to_v2(self, X)->dict:
-        "v2 request tensors for the inputs (the inverse of `from_v2`)."
-        return {'sequence': np.array(as_sequences(X), dtype=object)}
+# %% ../nbs/12_genomics.ipynb #b2672a57
+@patch
+def to_v2(self:SequenceInputSpec, X)->dict:
+    "v2 request tensors for the inputs (the inverse of `from_v2`)."
+    return {'sequence': np.array(as_sequences(X), dtype=object)}
 
-    def describe(self)->dict:
-        "The spec as plain JSON, for model cards and API docs."
-        return {'kind': self.kind, 'description': self.description, 'length': self.length, 'positions': self.positions,
-                'alphabet': 'A, C, G, T and IUPAC ambiguity codes, case-insensitive',
-                'ambiguity_codes': {k: v for k, v in IUPAC.items() if len(v) > 1}, 'example': self.example_sequence}
+# %% ../nbs/12_genomics.ipynb #9754280b
+@patch
+def describe(self:SequenceInputSpec)->dict:
+    "The spec as plain JSON, for model cards and API docs."
+    return {'kind': self.kind, 'description': self.description, 'length': self.length, 'positions': self.positions,
+            'alphabet': 'A, C, G, T and IUPAC ambiguity codes, case-insensitive',
+            'ambiguity_codes': {k: v for k, v in IUPAC.items() if len(v) > 1}, 'example': self.example_sequence}
 
-    def example(self, X=None # data to take a real example from
-               )->dict:
-        "One valid record: the first input of `X`, or the spec's example."
-        return {'sequence': as_sequences(X)[0] if X is not None else self.example_sequence}
+# %% ../nbs/12_genomics.ipynb #0b7257d8
+@patch
+def example(self:SequenceInputSpec, X=None # data to take a real example from
+           )->dict:
+    "One valid record: the first input of `X`, or the spec's example."
+    return {'sequence': as_sequences(X)[0] if X is not None else self.example_sequence}
 
 # %% ../nbs/12_genomics.ipynb #a4dcad7e
 @patch

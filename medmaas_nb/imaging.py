@@ -142,91 +142,109 @@ class ImageInputSpec(InputSpec):
                 ):
         super().__init__('image', [], description); self.size, self.modality = size, modality
 
-    @property
-    def names(self)->list[str]: return ['image']
+# %% ../nbs/11_imaging.ipynb #72280741
+@patch(as_prop=True)
+def names(self:ImageInputSpec)->list[str]: return ['image']
 
-    def _one(self, img, where:str)->np.ndarray:
-        "One image -> float32 (size, size, 1) in [0, 1], or `InvalidInput` naming `where`."
-        if isinstance(img, dict):
-            if set(img) - {'image', 'b64'} or not img: raise InvalidInput(f"{where}: expected the field 'image', got {sorted(img)}.", where)
-            img = img.get('image', img.get('b64'))
-            if isinstance(img, dict) and 'b64' in img: img = img['b64']
-        if isinstance(img, str):
-            try: img = base64.b64decode(img, validate=True)
-            except (binascii.Error, ValueError): raise InvalidInput(f'{where}: a string must be a base64-encoded PNG image.', where) from None
-        if isinstance(img, (bytes, bytearray)): img = _decode_png(bytes(img), where, self.size)
-        try: a = np.asarray(img)
-        except ValueError: raise InvalidInput(f'{where}: ragged nested lists; expected {self.size} rows of {self.size} pixel values.', where) from None
-        if a.dtype == object or a.dtype.kind not in 'biuf':
-            raise InvalidInput(f'{where}: expected numbers (0-255 integers or [0, 1] floats), got {a.dtype} values.', where)
-        if a.ndim == 3 and a.shape[-1] in (3, 4) and a.shape[:2] == (self.size, self.size):
-            raise InvalidInput(f'{where}: shape {list(a.shape)} has {a.shape[-1]} colour channels; send one grey channel {[self.size, self.size]} (e.g. the mean of R, G, B).', where)
-        if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
-        if a.shape != (self.size, self.size):
-            raise InvalidInput(f'{where}: shape {list(a.shape)}; expected a {self.size} x {self.size} single-channel image '
-                               f'(resize it first, as MedMNIST does, e.g. PIL Image.resize(({self.size}, {self.size}), Image.BICUBIC)).', where)
-        if a.dtype.kind == 'f':
-            bad = np.argwhere(~np.isfinite(a))
-            if len(bad): raise InvalidInput(f'{where}: pixel {tuple(int(i) for i in bad[0])} is {a[tuple(bad[0])]}; expected finite values.', where)
-        neg = np.argwhere(a < 0)
-        if len(neg): raise InvalidInput(f'{where}: pixel {tuple(int(i) for i in neg[0])} is negative ({a[tuple(neg[0])]:g}); expected 0-255 integers or [0, 1] floats.', where)
-        if a.dtype.kind == 'f':
-            if a.max() > 1: p = tuple(int(i) for i in np.argwhere(a > 1)[0]); raise InvalidInput(
-                f'{where}: pixel {p} is {a[p]:g}, over the range of float intensities [0, 1] (send 0-255 grey levels as integers, or divide by 255).', where)
-            return a.astype(np.float32)[..., None]
-        if a.max() > 255: p = tuple(int(i) for i in np.argwhere(a > 255)[0]); raise InvalidInput(
-            f'{where}: pixel {p} is {a[p]}, over the 8-bit range 0-255.', where)
-        return (a.astype(np.float32) / 255.0)[..., None]
+# %% ../nbs/11_imaging.ipynb #21c29e11
+@patch
+def _one(self:ImageInputSpec, img, where:str)->np.ndarray:
+    "One image -> float32 (size, size, 1) in [0, 1], or `InvalidInput` naming `where`."
+    if isinstance(img, dict):
+        if set(img) - {'image', 'b64'} or not img: raise InvalidInput(f"{where}: expected the field 'image', got {sorted(img)}.", where)
+        img = img.get('image', img.get('b64'))
+        if isinstance(img, dict) and 'b64' in img: img = img['b64']
+    if isinstance(img, str):
+        try: img = base64.b64decode(img, validate=True)
+        except (binascii.Error, ValueError): raise InvalidInput(f'{where}: a string must be a base64-encoded PNG image.', where) from None
+    if isinstance(img, (bytes, bytearray)): img = _decode_png(bytes(img), where, self.size)
+    try: a = np.asarray(img)
+    except ValueError: raise InvalidInput(f'{where}: ragged nested lists; expected {self.size} rows of {self.size} pixel values.', where) from None
+    if a.dtype == object or a.dtype.kind not in 'biuf':
+        raise InvalidInput(f'{where}: expected numbers (0-255 integers or [0, 1] floats), got {a.dtype} values.', where)
+    if a.ndim == 3 and a.shape[-1] in (3, 4) and a.shape[:2] == (self.size, self.size):
+        raise InvalidInput(f'{where}: shape {list(a.shape)} has {a.shape[-1]} colour channels; send one grey channel {[self.size, self.size]} (e.g. the mean of R, G, B).', where)
+    if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
+    if a.shape != (self.size, self.size):
+        raise InvalidInput(f'{where}: shape {list(a.shape)}; expected a {self.size} x {self.size} single-channel image '
+                           f'(resize it first, as MedMNIST does, e.g. PIL Image.resize(({self.size}, {self.size}), Image.BICUBIC)).', where)
+    if a.dtype.kind == 'f':
+        bad = np.argwhere(~np.isfinite(a))
+        if len(bad): raise InvalidInput(f'{where}: pixel {tuple(int(i) for i in bad[0])} is {a[tuple(bad[0])]}; expected finite values.', where)
+    neg = np.argwhere(a < 0)
+    if len(neg): raise InvalidInput(f'{where}: pixel {tuple(int(i) for i in neg[0])} is negative ({a[tuple(neg[0])]:g}); expected 0-255 integers or [0, 1] floats.', where)
+    if a.dtype.kind == 'f':
+        if a.max() > 1: p = tuple(int(i) for i in np.argwhere(a > 1)[0]); raise InvalidInput(
+            f'{where}: pixel {p} is {a[p]:g}, over the range of float intensities [0, 1] (send 0-255 grey levels as integers, or divide by 255).', where)
+        return a.astype(np.float32)[..., None]
+    if a.max() > 255: p = tuple(int(i) for i in np.argwhere(a > 255)[0]); raise InvalidInput(
+        f'{where}: pixel {p} is {a[p]}, over the 8-bit range 0-255.', where)
+    return (a.astype(np.float32) / 255.0)[..., None]
 
-    def validate(self, records # one image, a list of images, or records {'image': ...} (nested lists, arrays, PNG bytes or base64 PNG)
-                )->np.ndarray:
-        "Check images against the spec; return float32 (N, 28, 28, 1) in [0, 1], or raise `InvalidInput`."
-        if isinstance(records, (dict, str, bytes, bytearray)): records = [records]
-        elif isinstance(records, np.ndarray):
-            if records.ndim == 2 or (records.ndim == 3 and records.shape[-1] in (1, 3, 4) and records.shape[0] == self.size): records = [records]
-        elif isinstance(records, list) and records and not isinstance(records[0], (dict, str, bytes, bytearray, np.ndarray)):
-            if np.ndim(records[0]) <= 1: records = [records]  # a single image as rows of numbers
-        if not isinstance(records, (list, tuple, np.ndarray)) or len(records) == 0:
-            raise InvalidInput('Expected one image or a non-empty list of images.', 'instances')
-        return np.stack([self._one(r, f'image {i}') for i, r in enumerate(records)])
+@patch
+def validate(self:ImageInputSpec, records # one image, a list of images, or records {'image': ...} (nested lists, arrays, PNG bytes or base64 PNG)
+            )->np.ndarray:
+    "Check images against the spec; return float32 (N, 28, 28, 1) in [0, 1], or raise `InvalidInput`."
+    if isinstance(records, (dict, str, bytes, bytearray)): records = [records]
+    elif isinstance(records, np.ndarray):
+        if records.ndim == 2 or (records.ndim == 3 and records.shape[-1] in (1, 3, 4) and records.shape[0] == self.size): records = [records]
+    elif isinstance(records, list) and records and not isinstance(records[0], (dict, str, bytes, bytearray, np.ndarray)):
+        if np.ndim(records[0]) <= 1: records = [records]  # a single image as rows of numbers
+    if not isinstance(records, (list, tuple, np.ndarray)) or len(records) == 0:
+        raise InvalidInput('Expected one image or a non-empty list of images.', 'instances')
+    return np.stack([self._one(r, f'image {i}') for i, r in enumerate(records)])
 
-    def validate_array(self, X)->np.ndarray: return self.validate(np.asarray(X))
+# %% ../nbs/11_imaging.ipynb #b9e7b17a
+@patch
+def validate_array(self:ImageInputSpec, X)->np.ndarray: return self.validate(np.asarray(X))
 
-    def v2_inputs(self)->list[dict]:
-        "Open Inference Protocol v2 tensor metadata: one tensor 'image', FP32 [0, 1] (UINT8 0-255 accepted too)."
-        return [{'name': 'image', 'datatype': 'FP32', 'shape': [-1, self.size, self.size, 1]}]
+# %% ../nbs/11_imaging.ipynb #ef451117
+@patch
+def v2_inputs(self:ImageInputSpec)->list[dict]:
+    "Open Inference Protocol v2 tensor metadata: one tensor 'image', FP32 [0, 1] (UINT8 0-255 accepted too)."
+    return [{'name': 'image', 'datatype': 'FP32', 'shape': [-1, self.size, self.size, 1]}]
 
-    def from_v2(self, tensors:dict # {'image': array of shape [N, 28, 28, 1] or [N, 28, 28]}
-               )->np.ndarray:
-        "Model input from v2 request tensors (FP32/FP64 in [0, 1], or UINT8 0-255), validated like `validate`."
-        if set(tensors) != {'image'}: raise InvalidInput(f"Expected one input tensor named 'image', got {sorted(tensors)}.", 'inputs')
-        X = np.asarray(tensors['image'])
-        if X.ndim not in (3, 4): raise InvalidInput(f'Tensor image has shape {list(X.shape)}; expected [N, {self.size}, {self.size}, 1].', 'image')
-        return np.stack([self._one(x, f'image {i}') for i, x in enumerate(X)])
+# %% ../nbs/11_imaging.ipynb #fb3323ad
+@patch
+def from_v2(self:ImageInputSpec, tensors:dict # {'image': array of shape [N, 28, 28, 1] or [N, 28, 28]}
+           )->np.ndarray:
+    "Model input from v2 request tensors (FP32/FP64 in [0, 1], or UINT8 0-255), validated like `validate`."
+    if set(tensors) != {'image'}: raise InvalidInput(f"Expected one input tensor named 'image', got {sorted(tensors)}.", 'inputs')
+    X = np.asarray(tensors['image'])
+    if X.ndim not in (3, 4): raise InvalidInput(f'Tensor image has shape {list(X.shape)}; expected [N, {self.size}, {self.size}, 1].', 'image')
+    return np.stack([self._one(x, f'image {i}') for i, x in enumerate(X)])
 
-    def to_records(self, X)->list[dict]:
-        "JSON-able records {'image': rows of [0, 1] floats}, one per image (the inverse of `validate`)."
-        return [{'image': np.asarray(x, np.float32)[..., 0].tolist()} for x in np.asarray(X)]
+# %% ../nbs/11_imaging.ipynb #2be463c6
+@patch
+def to_records(self:ImageInputSpec, X)->list[dict]:
+    "JSON-able records {'image': rows of [0, 1] floats}, one per image (the inverse of `validate`)."
+    return [{'image': np.asarray(x, np.float32)[..., 0].tolist()} for x in np.asarray(X)]
 
-    def to_v2(self, X)->dict:
-        "v2 request tensors {'image': float32 [N, 28, 28, 1]} (the inverse of `from_v2`)."
-        return {'image': np.asarray(X, np.float32).reshape(-1, self.size, self.size, 1)}
+# %% ../nbs/11_imaging.ipynb #49e37220
+@patch
+def to_v2(self:ImageInputSpec, X)->dict:
+    "v2 request tensors {'image': float32 [N, 28, 28, 1]} (the inverse of `from_v2`)."
+    return {'image': np.asarray(X, np.float32).reshape(-1, self.size, self.size, 1)}
 
-    def describe(self)->dict:
-        "The spec as plain JSON, for model cards and API docs."
-        return {'kind': 'image', 'description': self.description, 'modality': self.modality,
-                'shape': [self.size, self.size, 1], 'channels': '1 (grey level)', 'layout': 'rows x columns x channel (NHWC)',
-                'dtype': 'float32 in [0, 1], or uint8 0-255 (divided by 255)',
-                'encodings': ['nested lists of numbers', 'PNG bytes (single-channel, 28 x 28)', 'base64 text of a PNG'],
-                'v2_inputs': self.v2_inputs(),
-                'not_accepted': 'other sizes and colour images (resize / convert first); NaN, negative or over-range pixels'}
+# %% ../nbs/11_imaging.ipynb #bda2dba7
+@patch
+def describe(self:ImageInputSpec)->dict:
+    "The spec as plain JSON, for model cards and API docs."
+    return {'kind': 'image', 'description': self.description, 'modality': self.modality,
+            'shape': [self.size, self.size, 1], 'channels': '1 (grey level)', 'layout': 'rows x columns x channel (NHWC)',
+            'dtype': 'float32 in [0, 1], or uint8 0-255 (divided by 255)',
+            'encodings': ['nested lists of numbers', 'PNG bytes (single-channel, 28 x 28)', 'base64 text of a PNG'],
+            'v2_inputs': self.v2_inputs(),
+            'not_accepted': 'other sizes and colour images (resize / convert first); NaN, negative or over-range pixels'}
 
-    def example(self, X=None # images to take the first one from; a smooth grey gradient otherwise
-               )->dict:
-        "One valid record {'image': rows of floats}."
-        if X is not None: return self.to_records(np.asarray(X)[:1])[0]
-        g = np.linspace(0.2, 0.8, self.size, dtype=np.float32)
-        return {'image': np.round(np.add.outer(g, g) / 2, 3).tolist()}
+# %% ../nbs/11_imaging.ipynb #69a58f53
+@patch
+def example(self:ImageInputSpec, X=None # images to take the first one from; a smooth grey gradient otherwise
+           )->dict:
+    "One valid record {'image': rows of floats}."
+    if X is not None: return self.to_records(np.asarray(X)[:1])[0]
+    g = np.linspace(0.2, 0.8, self.size, dtype=np.float32)
+    return {'image': np.round(np.add.outer(g, g) / 2, 3).tolist()}
 
 # %% ../nbs/11_imaging.ipynb #0e464326
 def png_bytes(img # one image, float [0, 1] or uint8, shape (28, 28) or (28, 28, 1)

@@ -11,6 +11,7 @@ from typing import Any
 from .core import get_settings, file_digest, write_json, get_logger, project_root, atomic_write
 from .errors import RegistryError, ModelNotFound, TamperedModel, UntrustedModel
 from .runtimes import get_runtime, save_model, load_model, model_types, _short, OUTPUT_NAMES
+from fastcore.basics import patch
 
 log = get_logger(__name__)
 
@@ -172,26 +173,6 @@ class Registry:
                 f"({', '.join(o[:40] for o in old[:3])}/versions/). They are not read: register them again (`medmaas run TASK`) "
                 'and move that folder away, or point MEDMAAS_REGISTRY_DIR elsewhere.'))
 
-    def _client(self):
-        if self._client_ is None:
-            from mlflow.tracking import MlflowClient
-            if db := _sqlite_path(self.tracking_uri): db.parent.mkdir(parents=True, exist_ok=True)
-            self._client_ = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
-        return self._client_
-
-    def _query(self, sql:str, args:tuple=())->list|None:
-        "Rows read straight from an embedded SQLite store (a service starts without importing MLflow); None for a server."
-        db = _sqlite_path(self.tracking_uri)
-        if db is None: return None
-        if not db.exists(): return []
-        import sqlite3
-        try:
-            with contextlib.closing(sqlite3.connect(db.resolve().as_uri() + '?mode=ro', uri=True, timeout=30)) as c:
-                return c.execute(sql, args).fetchall()
-        except sqlite3.OperationalError as e:
-            if 'no such table' in str(e): return []  # a store MLflow has not set up yet
-            raise
-
     @contextlib.contextmanager
     def _lock(self, task:str):
         d = self.root/'locks'; d.mkdir(parents=True, exist_ok=True)
@@ -200,141 +181,181 @@ class Registry:
             try: yield
             finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-    def tasks(self)->list[str]:
-        "Registered model names that have at least one version."
-        rows = self._query("SELECT DISTINCT name FROM model_versions WHERE current_stage != 'Deleted_Internal'")
-        if rows is None: rows = [(m.name,) for m in self._client().search_registered_models() if m.latest_versions]
-        return sorted(r[0] for r in rows)
+# %% ../nbs/04_registry.ipynb #19335f9f
+@patch
+def _client(self:Registry):
+    if self._client_ is None:
+        from mlflow.tracking import MlflowClient
+        if db := _sqlite_path(self.tracking_uri): db.parent.mkdir(parents=True, exist_ok=True)
+        self._client_ = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
+    return self._client_
 
-    def versions(self, task:str)->list[int]:
-        "Registered version numbers of a task, ascending."
-        rows = self._query("SELECT version FROM model_versions WHERE name = ? AND current_stage != 'Deleted_Internal'", (_check_name(task),))
-        if rows is None: rows = [(v.version,) for v in self._client().search_model_versions(f"name = '{task}'")]
-        return sorted(int(r[0]) for r in rows)
+@patch
+def _query(self:Registry, sql:str, args:tuple=())->list|None:
+    "Rows read straight from an embedded SQLite store (a service starts without importing MLflow); None for a server."
+    db = _sqlite_path(self.tracking_uri)
+    if db is None: return None
+    if not db.exists(): return []
+    import sqlite3
+    try:
+        with contextlib.closing(sqlite3.connect(db.resolve().as_uri() + '?mode=ro', uri=True, timeout=30)) as c:
+            return c.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as e:
+        if 'no such table' in str(e): return []  # a store MLflow has not set up yet
+        raise
 
-    def aliases(self, task:str)->dict[str, int]:
-        "The task's aliases, e.g. {'production': 3}."
-        rows = self._query('SELECT alias, version FROM registered_model_aliases WHERE name = ?', (_check_name(task),))
-        if rows is None:
-            import mlflow
-            try: rows = list(self._client().get_registered_model(task).aliases.items())
-            except mlflow.exceptions.MlflowException: rows = []
-        return {a: int(v) for a, v in sorted(rows)}
+@patch
+def tasks(self:Registry)->list[str]:
+    "Registered model names that have at least one version."
+    rows = self._query("SELECT DISTINCT name FROM model_versions WHERE current_stage != 'Deleted_Internal'")
+    if rows is None: rows = [(m.name,) for m in self._client().search_registered_models() if m.latest_versions]
+    return sorted(r[0] for r in rows)
 
-    def set_alias(self, task:str, alias:str, version:int)->None:
-        "Point an alias (e.g. 'production') at a version, under the task's lock (so it cannot interleave with a registration)."
-        with self._lock(task):
-            if int(version) not in self.versions(task): raise ModelNotFound(f'{task} has no version {version}; versions: {self.versions(task)}.')
-            self._client().set_registered_model_alias(task, alias, str(int(version)))
+# %% ../nbs/04_registry.ipynb #8ba44e38
+@patch
+def versions(self:Registry, task:str)->list[int]:
+    "Registered version numbers of a task, ascending."
+    rows = self._query("SELECT version FROM model_versions WHERE name = ? AND current_stage != 'Deleted_Internal'", (_check_name(task),))
+    if rows is None: rows = [(v.version,) for v in self._client().search_model_versions(f"name = '{task}'")]
+    return sorted(int(r[0]) for r in rows)
 
-    def seal(self, folder:Path, task:str, version:int)->tuple[str, str]:
-        "Write a version folder's SHA256SUMS and its signature; returns both (`register` does this; exposed for tools and tests)."
-        key = signing_key(self.key_file, create=True, registry=self.root)
-        sums = _sums(folder).encode(); sig = sign(key, task, version, sums)
-        with atomic_write(folder/'SHA256SUMS') as f: f.write(sums)
-        with atomic_write(folder/SIGNATURE, 'w') as f: f.write(sig + '\n')
-        return sums.decode(), sig
-
-    def _copy_dir(self, task:str, version:int, run_id:str)->Path: return self.root/'cache'/task/f'{version}-{run_id[:12]}'
-
-    def register(self, task:str, # task name (the registered model's name)
-                 model_dir:Path, # folder written by `save_model`
-                 card:dict, # the model card (name, model types and registration time are filled in)
-                 aliases:list|None=None, # aliases to point at the new version (under the same lock)
-                 input_example=None # a few model inputs, kept with the MLflow Model (its signature is inferred from them)
-                )->ModelVersion:
-        "Register a saved model as a new MLflow model version: an MLflow Model with its card, digests signed and kept as tags."
-        _check_name(task); rt = get_runtime(card.get('model', {}).get('runtime', 'sklearn'))
-        where = f'{task} (registering {Path(model_dir).name})'
-        rt.check(set(types := rt.types(model_dir)), where)  # before anything is built
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix='.incoming-'))
-        try:
-            model = rt.load_file(model_dir, where=where)
-            rt.save_mlflow(model, tmp/'model', card.get('kind'), input_example, types)
-            types = rt.types(tmp/'model'); rt.check(set(types), where)
-            card = {**card, 'name': task, 'model': {**card.get('model', {}), 'types': types},
-                    'served': {**card.get('served', {}), **rt.describe(model)},
-                    'registered_at': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
-            write_json(tmp/'model'/'card.json', card)
-            with self._lock(task): version, run_id = self._log(task, tmp, card, aliases or [])
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True); raise
-        return self.get(task, version)
-
-    def _log(self, task:str, tmp:Path, card:dict, aliases:list)->tuple[int, str]:
-        "Log the MLflow Model as a run, create the model version, sign it, keep the local copy; the caller holds the lock."
-        from mlflow.entities import Metric, Param
-        c = self._client(); name = f'medmaas/{task}'
-        exp = c.get_experiment_by_name(name)
-        db = _sqlite_path(self.tracking_uri)  # an embedded store keeps its artifacts beside it, not in ./mlruns
-        exp_id = exp.experiment_id if exp else c.create_experiment(name, artifact_location=(db.parent/'artifacts').resolve().as_uri() if db else None)
-        run = c.create_run(exp_id, run_name=card.get('run_id'), tags={'task': task, 'code_version': str(card.get('code_version')),
-                           'dataset_sha256': str(card.get('dataset', {}).get('checksum_sha256', ''))})
-        rid, now = run.info.run_id, int(time.time() * 1000)
-        try:
-            key = lambda k: re.sub(r'[^\w\-. /]', '_', k)[:250]  # the characters MLflow allows in a metric or parameter name
-            c.log_batch(rid, metrics=[Metric(key(k), v, now, 0) for k, v in _flat(card.get('metrics') or {}).items()],
-                        params=[Param(key(k), str(v)[:6000]) for k, v in (card.get('params') or {}).items()])
-            c.log_artifacts(rid, str(tmp/'model'), 'model')
-            c.set_terminated(rid)
-        except BaseException: c.set_terminated(rid, 'FAILED'); raise
+# %% ../nbs/04_registry.ipynb #d39eaafe
+@patch
+def aliases(self:Registry, task:str)->dict[str, int]:
+    "The task's aliases, e.g. {'production': 3}."
+    rows = self._query('SELECT alias, version FROM registered_model_aliases WHERE name = ?', (_check_name(task),))
+    if rows is None:
         import mlflow
-        with contextlib.suppress(mlflow.exceptions.MlflowException): c.create_registered_model(task)
-        version = int(c.create_model_version(task, f'{run.info.artifact_uri}/model', rid).version)
-        try:
-            sums, sig = self.seal(tmp, task, version)
-            c.set_model_version_tag(task, str(version), SUMS_TAG, sums)
-            c.set_model_version_tag(task, str(version), SIGNATURE_TAG, sig)
-            dest = self._copy_dir(task, version, rid); dest.parent.mkdir(parents=True, exist_ok=True)
-            if dest.exists(): shutil.rmtree(dest)
-            os.replace(tmp, dest)
-            for a in aliases: c.set_registered_model_alias(task, a, str(version))
-        except BaseException:
-            with contextlib.suppress(Exception): c.delete_model_version(task, str(version))
-            raise
-        return version, rid
+        try: rows = list(self._client().get_registered_model(task).aliases.items())
+        except mlflow.exceptions.MlflowException: rows = []
+    return {a: int(v) for a, v in sorted(rows)}
 
-    def get(self, task:str, # task name
-            version:int|str|None=None # a version number, an alias, or None for 'production' else the newest
-           )->ModelVersion:
-        "A registered version (not yet loaded): its local copy, fetched from MLflow the first time."
-        vs = self.versions(_check_name(task))
-        if not vs: raise ModelNotFound(f"No registered model for task {task!r}. Run `medmaas run {task}` first."
-                                       + (f" Registered: {', '.join(self.tasks())}." if self.tasks() else ''))
-        if version is None: version = self.aliases(task).get('production', vs[-1])
-        elif isinstance(version, str) and not version.isdigit():
-            a = self.aliases(task)
-            if version not in a: raise ModelNotFound(f'{task} has no alias {version[:60]!r}; aliases: {sorted(a)}.')
-            version = a[version]
-        version = int(version)
-        if version not in vs: raise ModelNotFound(f'{task} has no version {version}; versions: {vs}.')
-        rows = self._query('SELECT run_id FROM model_versions WHERE name = ? AND version = ?', (task, version))
-        run_id = rows[0][0] if rows else self._client().get_model_version(task, str(version)).run_id
-        p = self._copy_dir(task, version, run_id or 'none')
-        if not p.exists(): self._fetch(task, version, p)
-        return ModelVersion(task, version, p, {**_read_card(p), 'version': version}, self.key_file, run_id)
+# %% ../nbs/04_registry.ipynb #d92b86c1
+@patch
+def set_alias(self:Registry, task:str, alias:str, version:int)->None:
+    "Point an alias (e.g. 'production') at a version, under the task's lock (so it cannot interleave with a registration)."
+    with self._lock(task):
+        if int(version) not in self.versions(task): raise ModelNotFound(f'{task} has no version {version}; versions: {self.versions(task)}.')
+        self._client().set_registered_model_alias(task, alias, str(int(version)))
 
-    def _fetch(self, task:str, version:int, dest:Path)->None:
-        "Download a version's files from MLflow with its digests and signature (from its tags) into `dest`, atomically."
-        c = self._client(); mv = c.get_model_version(task, str(version))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix='.incoming-'))
-        try:
-            import mlflow
-            got = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp/'download'), tracking_uri=self.tracking_uri)
-            Path(got).rename(tmp/'model'); shutil.rmtree(tmp/'download', ignore_errors=True)
-            (tmp/'model'/'registered_model_meta').unlink(missing_ok=True)  # MLflow's own note of name and version, not a model file
-            if SUMS_TAG in mv.tags: (tmp/'SHA256SUMS').write_text(mv.tags[SUMS_TAG])
-            if SIGNATURE_TAG in mv.tags: (tmp/SIGNATURE).write_text(mv.tags[SIGNATURE_TAG] + '\n')
-            os.replace(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True); raise
+# %% ../nbs/04_registry.ipynb #9cefd7bd
+@patch
+def seal(self:Registry, folder:Path, task:str, version:int)->tuple[str, str]:
+    "Write a version folder's SHA256SUMS and its signature; returns both (`register` does this; exposed for tools and tests)."
+    key = signing_key(self.key_file, create=True, registry=self.root)
+    sums = _sums(folder).encode(); sig = sign(key, task, version, sums)
+    with atomic_write(folder/'SHA256SUMS') as f: f.write(sums)
+    with atomic_write(folder/SIGNATURE, 'w') as f: f.write(sig + '\n')
+    return sums.decode(), sig
 
-    def load(self, task:str, version:int|str|None=None):
-        "Verify and load a registered model; returns (model, card)."
-        mv = self.get(task, version); return mv.load(), mv.card
+# %% ../nbs/04_registry.ipynb #f3201149
+@patch
+def _copy_dir(self:Registry, task:str, version:int, run_id:str)->Path: return self.root/'cache'/task/f'{version}-{run_id[:12]}'
 
+@patch
+def register(self:Registry, task:str, # task name (the registered model's name)
+             model_dir:Path, # folder written by `save_model`
+             card:dict, # the model card (name, model types and registration time are filled in)
+             aliases:list|None=None, # aliases to point at the new version (under the same lock)
+             input_example=None # a few model inputs, kept with the MLflow Model (its signature is inferred from them)
+            )->ModelVersion:
+    "Register a saved model as a new MLflow model version: an MLflow Model with its card, digests signed and kept as tags."
+    _check_name(task); rt = get_runtime(card.get('model', {}).get('runtime', 'sklearn'))
+    where = f'{task} (registering {Path(model_dir).name})'
+    rt.check(set(types := rt.types(model_dir)), where)  # before anything is built
+    self.root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=self.root, prefix='.incoming-'))
+    try:
+        model = rt.load_file(model_dir, where=where)
+        rt.save_mlflow(model, tmp/'model', card.get('kind'), input_example, types)
+        types = rt.types(tmp/'model'); rt.check(set(types), where)
+        card = {**card, 'name': task, 'model': {**card.get('model', {}), 'types': types},
+                'served': {**card.get('served', {}), **rt.describe(model)},
+                'registered_at': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
+        write_json(tmp/'model'/'card.json', card)
+        with self._lock(task): version, run_id = self._log(task, tmp, card, aliases or [])
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    return self.get(task, version)
+
+# %% ../nbs/04_registry.ipynb #8c957d81
+@patch
+def _log(self:Registry, task:str, tmp:Path, card:dict, aliases:list)->tuple[int, str]:
+    "Log the MLflow Model as a run, create the model version, sign it, keep the local copy; the caller holds the lock."
+    from mlflow.entities import Metric, Param
+    c = self._client(); name = f'medmaas/{task}'
+    exp = c.get_experiment_by_name(name)
+    db = _sqlite_path(self.tracking_uri)  # an embedded store keeps its artifacts beside it, not in ./mlruns
+    exp_id = exp.experiment_id if exp else c.create_experiment(name, artifact_location=(db.parent/'artifacts').resolve().as_uri() if db else None)
+    run = c.create_run(exp_id, run_name=card.get('run_id'), tags={'task': task, 'code_version': str(card.get('code_version')),
+                       'dataset_sha256': str(card.get('dataset', {}).get('checksum_sha256', ''))})
+    rid, now = run.info.run_id, int(time.time() * 1000)
+    try:
+        key = lambda k: re.sub(r'[^\w\-. /]', '_', k)[:250]  # the characters MLflow allows in a metric or parameter name
+        c.log_batch(rid, metrics=[Metric(key(k), v, now, 0) for k, v in _flat(card.get('metrics') or {}).items()],
+                    params=[Param(key(k), str(v)[:6000]) for k, v in (card.get('params') or {}).items()])
+        c.log_artifacts(rid, str(tmp/'model'), 'model')
+        c.set_terminated(rid)
+    except BaseException: c.set_terminated(rid, 'FAILED'); raise
+    import mlflow
+    with contextlib.suppress(mlflow.exceptions.MlflowException): c.create_registered_model(task)
+    version = int(c.create_model_version(task, f'{run.info.artifact_uri}/model', rid).version)
+    try:
+        sums, sig = self.seal(tmp, task, version)
+        c.set_model_version_tag(task, str(version), SUMS_TAG, sums)
+        c.set_model_version_tag(task, str(version), SIGNATURE_TAG, sig)
+        dest = self._copy_dir(task, version, rid); dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists(): shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        for a in aliases: c.set_registered_model_alias(task, a, str(version))
+    except BaseException:
+        with contextlib.suppress(Exception): c.delete_model_version(task, str(version))
+        raise
+    return version, rid
+
+@patch
+def get(self:Registry, task:str, # task name
+        version:int|str|None=None # a version number, an alias, or None for 'production' else the newest
+       )->ModelVersion:
+    "A registered version (not yet loaded): its local copy, fetched from MLflow the first time."
+    vs = self.versions(_check_name(task))
+    if not vs: raise ModelNotFound(f"No registered model for task {task!r}. Run `medmaas run {task}` first."
+                                   + (f" Registered: {', '.join(self.tasks())}." if self.tasks() else ''))
+    if version is None: version = self.aliases(task).get('production', vs[-1])
+    elif isinstance(version, str) and not version.isdigit():
+        a = self.aliases(task)
+        if version not in a: raise ModelNotFound(f'{task} has no alias {version[:60]!r}; aliases: {sorted(a)}.')
+        version = a[version]
+    version = int(version)
+    if version not in vs: raise ModelNotFound(f'{task} has no version {version}; versions: {vs}.')
+    rows = self._query('SELECT run_id FROM model_versions WHERE name = ? AND version = ?', (task, version))
+    run_id = rows[0][0] if rows else self._client().get_model_version(task, str(version)).run_id
+    p = self._copy_dir(task, version, run_id or 'none')
+    if not p.exists(): self._fetch(task, version, p)
+    return ModelVersion(task, version, p, {**_read_card(p), 'version': version}, self.key_file, run_id)
+
+# %% ../nbs/04_registry.ipynb #235a92d4
+@patch
+def _fetch(self:Registry, task:str, version:int, dest:Path)->None:
+    "Download a version's files from MLflow with its digests and signature (from its tags) into `dest`, atomically."
+    c = self._client(); mv = c.get_model_version(task, str(version))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix='.incoming-'))
+    try:
+        import mlflow
+        got = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp/'download'), tracking_uri=self.tracking_uri)
+        Path(got).rename(tmp/'model'); shutil.rmtree(tmp/'download', ignore_errors=True)
+        (tmp/'model'/'registered_model_meta').unlink(missing_ok=True)  # MLflow's own note of name and version, not a model file
+        if SUMS_TAG in mv.tags: (tmp/'SHA256SUMS').write_text(mv.tags[SUMS_TAG])
+        if SIGNATURE_TAG in mv.tags: (tmp/SIGNATURE).write_text(mv.tags[SIGNATURE_TAG] + '\n')
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+
+@patch
+def load(self:Registry, task:str, version:int|str|None=None):
+    "Verify and load a registered model; returns (model, card)."
+    mv = self.get(task, version); return mv.load(), mv.card
 
 # %% ../nbs/04_registry.ipynb #198b273d
 def served_format(task, # the `Task`

@@ -16,6 +16,7 @@ from .tasks import Task, Param, TrainResult, Run, Section, register_task
 from .deid import deidentify
 from .core import write_json
 from .text import TextInputSpec, tfidf_logreg, _as_X
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['medquad_retrieval', 'read_medquad', 'load_medquad_task', 'BM25Retriever', 'DualEncoderRetriever', 'FusionRetriever',
@@ -135,72 +136,83 @@ class DualEncoderRetriever(BaseEstimator):
         self.corpus, self.doc_groups, self.dim, self.epochs, self.lr, self.batch = corpus, doc_groups, dim, epochs, lr, batch
         self.temperature, self.q_len, self.d_len, self.seed = temperature, q_len, d_len, seed
 
-    def _vocab(self, questions):
-        from collections import Counter
-        df = Counter(w for d in self.corpus for w in set(_WORD.findall(d.lower())))
-        words = sorted(set(df) | {w for q in questions for w in _WORD.findall(str(q).lower())})
-        vocab = {w: i + 2 for i, w in enumerate(words)}
-        idf = np.full(len(vocab) + 2, 0.05, np.float32)
-        n = len(self.corpus)
-        for w, i in vocab.items(): idf[i] = max(0.05, math.log(1 + (n - df.get(w, 0) + 0.5) / (df.get(w, 0) + 0.5)))
-        return vocab, idf
-
-    def keras_towers(self, n_words:int, idf:np.ndarray):
-        "The Keras models: (question encoder, document encoder, the training model whose output is the batch's logits)."
-        from medmaas_nb.core import keras
-        K = keras(); ops = K.ops
-        emb = K.layers.Embedding(n_words, self.dim, embeddings_initializer=K.initializers.RandomNormal(stddev=1.0, seed=self.seed), name='word_vectors')
-        wt = K.layers.Embedding(n_words, 1, embeddings_initializer=K.initializers.Constant(np.log(np.expm1(idf)).reshape(-1, 1)), name='word_weights')
-        proj = K.layers.Dense(self.dim, use_bias=False, kernel_initializer='identity', name='projection')
-        def tower(ids):
-            a = ops.softplus(wt(ids)) * ops.expand_dims(ops.cast(ops.not_equal(ids, 0), 'float32'), -1)
-            z = proj(ops.sum(emb(ids) * a, 1) / ops.maximum(ops.sum(a, 1), 1e-6))
-            return z / ops.maximum(ops.norm(z, axis=-1, keepdims=True), 1e-6)
-        qi, di = K.Input((self.q_len,), dtype='int32', name='question'), K.Input((self.d_len,), dtype='int32', name='answer')
-        zq, zd = tower(qi), tower(di)
-        logits = K.layers.Lambda(lambda z: self.temperature * ops.matmul(z[0], ops.transpose(z[1])), name='batch_logits')([zq, zd])
-        return K.Model(qi, zq), K.Model(di, zd), K.Model([qi, di], logits)
-
-    def fit(self, X, y):
-        "Train on (question, index of its answer) pairs; keep the weights as NumPy arrays."
-        from medmaas_nb.core import keras, tf_threads
-        K = keras(); tf_threads(1, 1); K.utils.set_random_seed(self.seed)
-        q = np.asarray(X, dtype=object).reshape(len(X), -1)[:, 0]; y = np.asarray(y).astype(int)
-        self.vocab_, idf = self._vocab(q)
-        Q, D = _word_ids(q, self.vocab_, self.q_len), _word_ids(self.corpus, self.vocab_, self.d_len)
-        enc_q, enc_d, train = self.keras_towers(len(self.vocab_) + 2, idf)
-        train.compile(optimizer=K.optimizers.Adam(self.lr), loss=K.losses.SparseCategoricalCrossentropy(from_logits=True))
-        groups = np.asarray(self.doc_groups if self.doc_groups is not None else range(len(self.corpus)), dtype=object)[y]
-        rng, self.loss_ = np.random.default_rng(self.seed), []
-        for _ in range(self.epochs):  # each epoch: topics in random order, questions shuffled within a topic
-            topics = rng.permutation(np.unique(groups.astype(str)))
-            order = np.concatenate([rng.permutation(np.flatnonzero(groups.astype(str) == t)) for t in topics])
-            h = train.fit([Q[order], D[y[order]]], np.arange(len(order)) % self.batch, batch_size=self.batch, shuffle=False, verbose=0)
-            self.loss_.append(float(h.history['loss'][-1]))
-        E, w = train.get_layer('word_vectors').get_weights()[0], train.get_layer('word_weights').get_weights()[0][:, 0]
-        self.word_vectors_ = (E @ train.get_layer('projection').get_weights()[0]).astype(np.float16)  # projection folded in
-        self.word_weights_ = _softplus(w).astype(np.float32)
-        self.doc_vectors_ = self.encode(self.corpus, self.d_len).astype(np.float16)
-        self.keras_encoders_ = (enc_q, enc_d)  # for the equivalence test; dropped when saved
-        return self
-
     def __getstate__(self):
         s = super().__getstate__(); s.pop('keras_encoders_', None); return s
 
-    def encode(self, texts, length:int|None=None)->np.ndarray:
-        "Unit vectors of texts, computed with NumPy from the trained weights."
-        ids = _word_ids(texts, self.vocab_, length or self.q_len)
-        a = self.word_weights_[ids] * (ids > 0)
-        z = np.einsum('nl,nld->nd', a, self.word_vectors_[ids].astype(np.float32)) / np.maximum(a.sum(1, keepdims=True), 1e-6)
-        return (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-6)).astype(np.float32)
+# %% ../nbs/13b_retrieval.ipynb #b842fee2
+@patch
+def _vocab(self:DualEncoderRetriever, questions):
+    from collections import Counter
+    df = Counter(w for d in self.corpus for w in set(_WORD.findall(d.lower())))
+    words = sorted(set(df) | {w for q in questions for w in _WORD.findall(str(q).lower())})
+    vocab = {w: i + 2 for i, w in enumerate(words)}
+    idf = np.full(len(vocab) + 2, 0.05, np.float32)
+    n = len(self.corpus)
+    for w, i in vocab.items(): idf[i] = max(0.05, math.log(1 + (n - df.get(w, 0) + 0.5) / (df.get(w, 0) + 0.5)))
+    return vocab, idf
 
-    def decision_function(self, X)->np.ndarray:
-        "Cosine of every query with every document: (queries x documents)."
-        return self.encode(np.asarray(X, dtype=object).reshape(len(X), -1)[:, 0]) @ self.doc_vectors_.T.astype(np.float32)
+@patch
+def keras_towers(self:DualEncoderRetriever, n_words:int, idf:np.ndarray):
+    "The Keras models: (question encoder, document encoder, the training model whose output is the batch's logits)."
+    from medmaas_nb.core import keras
+    K = keras(); ops = K.ops
+    emb = K.layers.Embedding(n_words, self.dim, embeddings_initializer=K.initializers.RandomNormal(stddev=1.0, seed=self.seed), name='word_vectors')
+    wt = K.layers.Embedding(n_words, 1, embeddings_initializer=K.initializers.Constant(np.log(np.expm1(idf)).reshape(-1, 1)), name='word_weights')
+    proj = K.layers.Dense(self.dim, use_bias=False, kernel_initializer='identity', name='projection')
+    def tower(ids):
+        a = ops.softplus(wt(ids)) * ops.expand_dims(ops.cast(ops.not_equal(ids, 0), 'float32'), -1)
+        z = proj(ops.sum(emb(ids) * a, 1) / ops.maximum(ops.sum(a, 1), 1e-6))
+        return z / ops.maximum(ops.norm(z, axis=-1, keepdims=True), 1e-6)
+    qi, di = K.Input((self.q_len,), dtype='int32', name='question'), K.Input((self.d_len,), dtype='int32', name='answer')
+    zq, zd = tower(qi), tower(di)
+    logits = K.layers.Lambda(lambda z: self.temperature * ops.matmul(z[0], ops.transpose(z[1])), name='batch_logits')([zq, zd])
+    return K.Model(qi, zq), K.Model(di, zd), K.Model([qi, di], logits)
 
-    def rank(self, X, k:int=5)->np.ndarray:
-        "Indices of the top `k` documents per query."
-        return np.argsort(-self.decision_function(X), axis=1)[:, :k]
+# %% ../nbs/13b_retrieval.ipynb #5c6468b9
+@patch
+def fit(self:DualEncoderRetriever, X, y):
+    "Train on (question, index of its answer) pairs; keep the weights as NumPy arrays."
+    from medmaas_nb.core import keras, tf_threads
+    K = keras(); tf_threads(1, 1); K.utils.set_random_seed(self.seed)
+    q = np.asarray(X, dtype=object).reshape(len(X), -1)[:, 0]; y = np.asarray(y).astype(int)
+    self.vocab_, idf = self._vocab(q)
+    Q, D = _word_ids(q, self.vocab_, self.q_len), _word_ids(self.corpus, self.vocab_, self.d_len)
+    enc_q, enc_d, train = self.keras_towers(len(self.vocab_) + 2, idf)
+    train.compile(optimizer=K.optimizers.Adam(self.lr), loss=K.losses.SparseCategoricalCrossentropy(from_logits=True))
+    groups = np.asarray(self.doc_groups if self.doc_groups is not None else range(len(self.corpus)), dtype=object)[y]
+    rng, self.loss_ = np.random.default_rng(self.seed), []
+    for _ in range(self.epochs):  # each epoch: topics in random order, questions shuffled within a topic
+        topics = rng.permutation(np.unique(groups.astype(str)))
+        order = np.concatenate([rng.permutation(np.flatnonzero(groups.astype(str) == t)) for t in topics])
+        h = train.fit([Q[order], D[y[order]]], np.arange(len(order)) % self.batch, batch_size=self.batch, shuffle=False, verbose=0)
+        self.loss_.append(float(h.history['loss'][-1]))
+    E, w = train.get_layer('word_vectors').get_weights()[0], train.get_layer('word_weights').get_weights()[0][:, 0]
+    self.word_vectors_ = (E @ train.get_layer('projection').get_weights()[0]).astype(np.float16)  # projection folded in
+    self.word_weights_ = _softplus(w).astype(np.float32)
+    self.doc_vectors_ = self.encode(self.corpus, self.d_len).astype(np.float16)
+    self.keras_encoders_ = (enc_q, enc_d)  # for the equivalence test; dropped when saved
+    return self
+
+# %% ../nbs/13b_retrieval.ipynb #c2fd0dfa
+@patch
+def encode(self:DualEncoderRetriever, texts, length:int|None=None)->np.ndarray:
+    "Unit vectors of texts, computed with NumPy from the trained weights."
+    ids = _word_ids(texts, self.vocab_, length or self.q_len)
+    a = self.word_weights_[ids] * (ids > 0)
+    z = np.einsum('nl,nld->nd', a, self.word_vectors_[ids].astype(np.float32)) / np.maximum(a.sum(1, keepdims=True), 1e-6)
+    return (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-6)).astype(np.float32)
+
+# %% ../nbs/13b_retrieval.ipynb #f5fdf39a
+@patch
+def decision_function(self:DualEncoderRetriever, X)->np.ndarray:
+    "Cosine of every query with every document: (queries x documents)."
+    return self.encode(np.asarray(X, dtype=object).reshape(len(X), -1)[:, 0]) @ self.doc_vectors_.T.astype(np.float32)
+
+# %% ../nbs/13b_retrieval.ipynb #f730ab03
+@patch
+def rank(self:DualEncoderRetriever, X, k:int=5)->np.ndarray:
+    "Indices of the top `k` documents per query."
+    return np.argsort(-self.decision_function(X), axis=1)[:, :k]
 
 # %% ../nbs/13b_retrieval.ipynb #16674886
 def _zrows(s:np.ndarray)->np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from .core import get_logger, atomic_write
 from .errors import ModelNotFound, UntrustedModel, ModelNotReady, NotSupported
+from fastcore.basics import patch
 
 log = get_logger(__name__)
 
@@ -231,37 +232,6 @@ class ServedModel:
     version = property(lambda self: self.mv.version)
     served = property(lambda self: self.card.get('served') or {}, doc="The card's description of the served model.")
 
-    def load(self)->ServedModel:
-        "Verify and load the model, warm it up, then mark it ready."
-        t0 = time.perf_counter(); self.model = self.mv.load(); self.loaded(); self.warm_up(); self.ready = True
-        log.info('%s v%s ready in %.2fs', self.name, self.version, time.perf_counter() - t0); return self
-
-    def loaded(self):
-        "Called once the model is loaded, before the warm-up (a runtime may adapt to what the card says here)."
-
-    def warm_up(self):
-        "Run the spec's example through the model once; records the output tensor's shape."
-        spec = self.task.input_spec
-        try: X = spec.validate([spec.example()])
-        except Exception as e: log.warning('%s: no warm-up example (%s)', self.name, e); return
-        s = np.asarray(self._scores(X)); self._predict(X)
-        self.output_meta[0]['shape'] = [-1, *s.shape[1:]]
-
-    def _scores(self, X): return np.asarray(self.task.scores(self.model, X), dtype=float)
-    def _predict(self, X)->list: return self.task.predict(self.model, X)
-    def _explain(self, X)->list: return self.task.explain(self.model, X, self.served)  # what the card says: views, background
-
-    def inputs(self, records:list)->object:
-        "Model input from plain-API records, checked by the task's input spec."
-        return self.task.input_spec.validate(records)
-
-    def inputs_v2(self, tensors:dict)->object:
-        "Model input from v2 request tensors, checked by the task's input spec."
-        return self.task.input_spec.from_v2(tensors)
-
-    def _check(self):
-        if not self.ready: raise ModelNotReady(f'{self.name} v{self.version} is still loading; retry shortly.')
-
     async def offload(self, fn, *args):
         "Run `fn(*args)` on the service's worker threads."
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -280,13 +250,64 @@ class ServedModel:
         if self.task.explain is None: raise NotSupported(f'{self.name} has no explanation method.')
         return await self.offload(self._explain, X)
 
-    def v2_outputs(self, scores:np.ndarray)->dict: return {self.output_meta[0]['name']: scores}
+# %% ../nbs/03a_runtimes.ipynb #1fe3745f
+@patch
+def load(self:ServedModel)->ServedModel:
+    "Verify and load the model, warm it up, then mark it ready."
+    t0 = time.perf_counter(); self.model = self.mv.load(); self.loaded(); self.warm_up(); self.ready = True
+    log.info('%s v%s ready in %.2fs', self.name, self.version, time.perf_counter() - t0); return self
 
-    def metadata(self)->dict:
-        "v2 model metadata, with the row cap as a parameter."
-        from medmaas_nb.protocol import model_metadata
-        return model_metadata(self.name, [self.version], self.platform, self.task.input_spec.v2_inputs(), self.output_meta,
-                              {'max_rows': self.max_rows})
+# %% ../nbs/03a_runtimes.ipynb #9dd6c495
+@patch
+def loaded(self:ServedModel):
+    "Called once the model is loaded, before the warm-up (a runtime may adapt to what the card says here)."
+
+# %% ../nbs/03a_runtimes.ipynb #4e51ac06
+@patch
+def warm_up(self:ServedModel):
+    "Run the spec's example through the model once; records the output tensor's shape."
+    spec = self.task.input_spec
+    try: X = spec.validate([spec.example()])
+    except Exception as e: log.warning('%s: no warm-up example (%s)', self.name, e); return
+    s = np.asarray(self._scores(X)); self._predict(X)
+    self.output_meta[0]['shape'] = [-1, *s.shape[1:]]
+
+# %% ../nbs/03a_runtimes.ipynb #8fd4c3eb
+@patch
+def _scores(self:ServedModel, X): return np.asarray(self.task.scores(self.model, X), dtype=float)
+
+@patch
+def _predict(self:ServedModel, X)->list: return self.task.predict(self.model, X)
+
+@patch
+def _explain(self:ServedModel, X)->list: return self.task.explain(self.model, X, self.served)  # what the card says: views, background
+
+@patch
+def inputs(self:ServedModel, records:list)->object:
+    "Model input from plain-API records, checked by the task's input spec."
+    return self.task.input_spec.validate(records)
+
+# %% ../nbs/03a_runtimes.ipynb #2a6b532c
+@patch
+def inputs_v2(self:ServedModel, tensors:dict)->object:
+    "Model input from v2 request tensors, checked by the task's input spec."
+    return self.task.input_spec.from_v2(tensors)
+
+# %% ../nbs/03a_runtimes.ipynb #6e77e109
+@patch
+def _check(self:ServedModel):
+    if not self.ready: raise ModelNotReady(f'{self.name} v{self.version} is still loading; retry shortly.')
+
+@patch
+def v2_outputs(self:ServedModel, scores:np.ndarray)->dict: return {self.output_meta[0]['name']: scores}
+
+# %% ../nbs/03a_runtimes.ipynb #d040f551
+@patch
+def metadata(self:ServedModel)->dict:
+    "v2 model metadata, with the row cap as a parameter."
+    from medmaas_nb.protocol import model_metadata
+    return model_metadata(self.name, [self.version], self.platform, self.task.input_spec.v2_inputs(), self.output_meta,
+                          {'max_rows': self.max_rows})
 
 # %% ../nbs/03a_runtimes.ipynb #ca8d4412
 def _probe(spec, n:int=8, seed:int=0)->list[dict]:
@@ -309,70 +330,12 @@ class SklearnRuntime(ModelRuntime, ServedModel):
     read_types, check_names = staticmethod(skops_types), staticmethod(check_types)
     fast = False # True once `warm_up` has shown that a float array gives exactly the DataFrame's answers
 
-    @classmethod
-    def import_backend(cls)->None:
-        if 'skops.io' in sys.modules: return
-        # skops scans every scikit-learn module at import to build its default list of trusted types (seconds). We skip the scan:
-        # `load_file` checks every name a file holds against `MODEL_TYPES` first and passes exactly those as trusted, so skops'
-        # default list decides nothing. (skops also looks up ~400 scipy ufuncs by scanning every loaded module: the fewer loaded,
-        # the faster, which is why the service imports it first.)
-        import sklearn.utils as su
-        scan = su.all_estimators; su.all_estimators = lambda *a, **k: []
-        try: import skops.io  # noqa: F401
-        finally: su.all_estimators = scan
-
-    @classmethod
-    def save(cls, model, model_dir:Path)->list[Path]:
-        import skops.io as sio
-        p = Path(model_dir)/cls.model_file; p.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(p) as f: f.write(sio.dumps(model))
-        return [p]
-
-    @classmethod
-    def build(cls, path:Path, names:set, where:str):
-        cls.import_backend(); import skops.io as sio
-        from skops.io.exceptions import UntrustedTypesFoundException
-        try: return sio.loads(Path(path).read_bytes(), trusted=sorted(names))
-        except UntrustedTypesFoundException as e: raise UntrustedModel(_short(f'{where}: refused by skops: {e}')) from None
-
-    @classmethod
-    def libraries(cls)->dict[str, str]: return cls._versions([('sksurv', 'scikit-survival'), ('skops', 'skops')])
-
-    @classmethod
-    def save_mlflow(cls, model, path:Path, kind:str|None=None, input_example=None, types:list|None=None)->Path:
-        "The scikit-learn flavour in skops, trusting exactly `types` (default: read from the model); classifiers answer with `predict_proba`."
-        import mlflow.sklearn
-        if types is None:
-            import skops.io as sio
-            types = sorted(skops_types(sio.dumps(model)))
-        fn = 'predict_proba' if kind in ('binary', 'multiclass') and hasattr(model, 'predict_proba') else 'predict'
-        reqs = [f'{k}=={v}' for k, v in cls.libraries().items() if k != 'python']
-        mlflow.sklearn.save_model(model, str(path), serialization_format='skops', skops_trusted_types=sorted(types), pip_requirements=reqs,
-                                  input_example=input_example, pyfunc_predict_fn=fn)
-        return Path(path)
-
     # --- serving ---
     def warm_up(self):
         super().warm_up(); self.fast = self._array_ok()
         if self.fast:  # an array has no column names, and we have just checked that it gives the DataFrame's answers
             warnings.filterwarnings('ignore', message='X does not have valid feature names', category=UserWarning)
             log.info('%s: tables go to the model as float arrays', self.name)
-
-    def _array_ok(self)->bool:
-        "Whether the model gives bit-identical scores and predictions for a float array (columns in spec order) as for the DataFrame."
-        from medmaas_nb.tasks import InputSpec
-        spec = self.task.input_spec
-        if type(spec).validate is not InputSpec.validate or type(spec).from_v2 is not InputSpec.from_v2 or not spec.numeric: return False
-        names = getattr(self.model, 'feature_names_in_', None)
-        if names is not None and list(names) != spec.names: return False
-        try:
-            X = spec.validate(_probe(spec)); A = np.asfortranarray(spec.validate(_probe(spec), as_array=True))
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', UserWarning)
-                same = np.array_equal(self._scores(A), self._scores(X)) and self._predict(A) == self._predict(X)
-                same = same and all(np.array_equal(self._scores(A[i:i+1]), self._scores(X.iloc[i:i+1])) for i in range(2))
-        except Exception as e: log.info('%s: float arrays not used (%s)', self.name, type(e).__name__); return False
-        return bool(same)
 
     # Column-major, like the array scikit-learn makes of a DataFrame: the same memory layout gives the same sums, bit for bit.
     def inputs(self, records:list):
@@ -381,13 +344,78 @@ class SklearnRuntime(ModelRuntime, ServedModel):
     def inputs_v2(self, tensors:dict):
         return np.asfortranarray(self.task.input_spec.from_v2(tensors, as_array=True)) if self.fast else super().inputs_v2(tensors)
 
-    def _checked(self, fn, X):
-        if not isinstance(X, np.ndarray): return fn(X)
-        import sklearn
-        with sklearn.config_context(assume_finite=True): return fn(X)  # the input spec has checked every value
-
     def _scores(self, X): return self._checked(super()._scores, X)
     def _predict(self, X)->list: return self._checked(super()._predict, X)
+
+# %% ../nbs/03a_runtimes.ipynb #de93bb62
+@patch(cls_method=True)
+def import_backend(cls:SklearnRuntime)->None:
+    if 'skops.io' in sys.modules: return
+    # skops scans every scikit-learn module at import to build its default list of trusted types (seconds). We skip the scan:
+    # `load_file` checks every name a file holds against `MODEL_TYPES` first and passes exactly those as trusted, so skops'
+    # default list decides nothing. (skops also looks up ~400 scipy ufuncs by scanning every loaded module: the fewer loaded,
+    # the faster, which is why the service imports it first.)
+    import sklearn.utils as su
+    scan = su.all_estimators; su.all_estimators = lambda *a, **k: []
+    try: import skops.io  # noqa: F401
+    finally: su.all_estimators = scan
+
+# %% ../nbs/03a_runtimes.ipynb #07b7ee22
+@patch(cls_method=True)
+def save(cls:SklearnRuntime, model, model_dir:Path)->list[Path]:
+    import skops.io as sio
+    p = Path(model_dir)/cls.model_file; p.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(p) as f: f.write(sio.dumps(model))
+    return [p]
+
+# %% ../nbs/03a_runtimes.ipynb #ea40a9ac
+@patch(cls_method=True)
+def build(cls:SklearnRuntime, path:Path, names:set, where:str):
+    cls.import_backend(); import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
+    try: return sio.loads(Path(path).read_bytes(), trusted=sorted(names))
+    except UntrustedTypesFoundException as e: raise UntrustedModel(_short(f'{where}: refused by skops: {e}')) from None
+
+# %% ../nbs/03a_runtimes.ipynb #d3acc5f7
+@patch(cls_method=True)
+def libraries(cls:SklearnRuntime)->dict[str, str]: return cls._versions([('sksurv', 'scikit-survival'), ('skops', 'skops')])
+
+# %% ../nbs/03a_runtimes.ipynb #4d9e7d88
+@patch(cls_method=True)
+def save_mlflow(cls:SklearnRuntime, model, path:Path, kind:str|None=None, input_example=None, types:list|None=None)->Path:
+    "The scikit-learn flavour in skops, trusting exactly `types` (default: read from the model); classifiers answer with `predict_proba`."
+    import mlflow.sklearn
+    if types is None:
+        import skops.io as sio
+        types = sorted(skops_types(sio.dumps(model)))
+    fn = 'predict_proba' if kind in ('binary', 'multiclass') and hasattr(model, 'predict_proba') else 'predict'
+    reqs = [f'{k}=={v}' for k, v in cls.libraries().items() if k != 'python']
+    mlflow.sklearn.save_model(model, str(path), serialization_format='skops', skops_trusted_types=sorted(types), pip_requirements=reqs,
+                              input_example=input_example, pyfunc_predict_fn=fn)
+    return Path(path)
+
+@patch
+def _array_ok(self:SklearnRuntime)->bool:
+    "Whether the model gives bit-identical scores and predictions for a float array (columns in spec order) as for the DataFrame."
+    from medmaas_nb.tasks import InputSpec
+    spec = self.task.input_spec
+    if type(spec).validate is not InputSpec.validate or type(spec).from_v2 is not InputSpec.from_v2 or not spec.numeric: return False
+    names = getattr(self.model, 'feature_names_in_', None)
+    if names is not None and list(names) != spec.names: return False
+    try:
+        X = spec.validate(_probe(spec)); A = np.asfortranarray(spec.validate(_probe(spec), as_array=True))
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', UserWarning)
+            same = np.array_equal(self._scores(A), self._scores(X)) and self._predict(A) == self._predict(X)
+            same = same and all(np.array_equal(self._scores(A[i:i+1]), self._scores(X.iloc[i:i+1])) for i in range(2))
+    except Exception as e: log.info('%s: float arrays not used (%s)', self.name, type(e).__name__); return False
+    return bool(same)
+
+@patch
+def _checked(self:SklearnRuntime, fn, X):
+    if not isinstance(X, np.ndarray): return fn(X)
+    import sklearn
+    with sklearn.config_context(assume_finite=True): return fn(X)  # the input spec has checked every value
 
 # %% ../nbs/03a_runtimes.ipynb #5406db07
 def _concat(xs:list):
@@ -466,48 +494,6 @@ class KerasRuntime(ModelRuntime, ServedModel):
     backend, platform, model_file = 'keras', 'keras', 'model.keras'
     read_types, check_names = staticmethod(keras_types), staticmethod(check_keras)
 
-    @classmethod
-    def import_backend(cls)->None:
-        from medmaas_nb.core import keras
-        keras()
-
-    @classmethod
-    def save(cls, model, model_dir:Path)->list[Path]:
-        model_dir = Path(model_dir); model_dir.mkdir(parents=True, exist_ok=True)
-        p, tmp = model_dir/cls.model_file, model_dir/'.tmp.keras'
-        model.save(tmp); os.replace(tmp, p); return [p]
-
-    @classmethod
-    def model_path(cls, model_dir:Path)->Path:
-        "`model.keras` as `save` writes it, or inside an MLflow Model (`data/model.keras`)."
-        d = Path(model_dir)
-        return d/'model.keras' if (d/'model.keras').exists() or not (d/'MLmodel').exists() else d/'data'/'model.keras'
-
-    @classmethod
-    def build(cls, path:Path, names:set, where:str):
-        from medmaas_nb.core import keras
-        return keras().models.load_model(path, safe_mode=True, compile=False)
-
-    @classmethod
-    def libraries(cls)->dict[str, str]:
-        return cls._versions([('sksurv', 'scikit-survival'), ('skops', 'skops'), ('keras', 'keras'), ('tensorflow', 'tensorflow')])
-
-    @classmethod
-    def save_mlflow(cls, model, path:Path, kind:str|None=None, input_example=None, types:list|None=None)->Path:
-        "The Keras flavour (loaded with `safe_mode`)."
-        import mlflow.keras
-        Path(path).mkdir(parents=True)  # the Keras flavour writes the example before it creates the folder
-        reqs = [f'{k}=={v}' for k, v in cls.libraries().items() if k != 'python']
-        mlflow.keras.save_model(model, str(path), pip_requirements=reqs, input_example=input_example)
-        return Path(path)
-
-    @classmethod
-    def describe(cls, model)->dict:
-        "The test-time views the network scores per input (its `ViewStack`), for the card."
-        from medmaas_nb.core import keras_layer
-        stack = keras_layer('ViewStack')
-        return {'views': max((len(l.views) for l in getattr(model, 'layers', []) if isinstance(l, stack)), default=1)}
-
     # --- serving ---
     def __init__(self, task, mv,
                  max_batch:int=32, # network inputs per model call (a model that scores V views of each input takes max_batch // V inputs)
@@ -516,12 +502,6 @@ class KerasRuntime(ModelRuntime, ServedModel):
         self._b_scores = DynamicBatcher(self._scores, max_batch, max_wait_ms, observe)
         self._b_predict = DynamicBatcher(self._predict, max_batch, max_wait_ms, observe)
 
-    def loaded(self):
-        "A model that scores several views of each input (test-time augmentation; the card's `served.views`) gets fewer inputs per call."
-        views = max(1, int(self.served.get('views', 1)))
-        self.max_batch = self._b_scores.max_batch = self._b_predict.max_batch = max(1, self.network_batch // views)
-        if views > 1: log.info('%s: %d views per input, %d inputs per model call', self.name, views, self.max_batch)
-
     # float32 kernels may sum in another order for another batch size; one fixed size makes each input's answer
     # independent of what it was batched with (and equal to `fixed_batches(task.predict, X, max_batch)` in process)
     def _scores(self, X): return fixed_batches(super()._scores, X, self.max_batch)
@@ -529,6 +509,63 @@ class KerasRuntime(ModelRuntime, ServedModel):
 
     async def scores(self, X)->np.ndarray: self._check(); return await self._b_scores(X)
     async def predict(self, X)->list[dict]: self._check(); return await self._b_predict(X)
+
+# %% ../nbs/03a_runtimes.ipynb #4c05bdd0
+@patch(cls_method=True)
+def import_backend(cls:KerasRuntime)->None:
+    from medmaas_nb.core import keras
+    keras()
+
+# %% ../nbs/03a_runtimes.ipynb #2eeb3146
+@patch(cls_method=True)
+def save(cls:KerasRuntime, model, model_dir:Path)->list[Path]:
+    model_dir = Path(model_dir); model_dir.mkdir(parents=True, exist_ok=True)
+    p, tmp = model_dir/cls.model_file, model_dir/'.tmp.keras'
+    model.save(tmp); os.replace(tmp, p); return [p]
+
+# %% ../nbs/03a_runtimes.ipynb #6aff83d1
+@patch(cls_method=True)
+def model_path(cls:KerasRuntime, model_dir:Path)->Path:
+    "`model.keras` as `save` writes it, or inside an MLflow Model (`data/model.keras`)."
+    d = Path(model_dir)
+    return d/'model.keras' if (d/'model.keras').exists() or not (d/'MLmodel').exists() else d/'data'/'model.keras'
+
+# %% ../nbs/03a_runtimes.ipynb #fb714b0e
+@patch(cls_method=True)
+def build(cls:KerasRuntime, path:Path, names:set, where:str):
+    from medmaas_nb.core import keras
+    return keras().models.load_model(path, safe_mode=True, compile=False)
+
+# %% ../nbs/03a_runtimes.ipynb #960c0d15
+@patch(cls_method=True)
+def libraries(cls:KerasRuntime)->dict[str, str]:
+    return cls._versions([('sksurv', 'scikit-survival'), ('skops', 'skops'), ('keras', 'keras'), ('tensorflow', 'tensorflow')])
+
+# %% ../nbs/03a_runtimes.ipynb #f9a299cb
+@patch(cls_method=True)
+def save_mlflow(cls:KerasRuntime, model, path:Path, kind:str|None=None, input_example=None, types:list|None=None)->Path:
+    "The Keras flavour (loaded with `safe_mode`)."
+    import mlflow.keras
+    Path(path).mkdir(parents=True)  # the Keras flavour writes the example before it creates the folder
+    reqs = [f'{k}=={v}' for k, v in cls.libraries().items() if k != 'python']
+    mlflow.keras.save_model(model, str(path), pip_requirements=reqs, input_example=input_example)
+    return Path(path)
+
+# %% ../nbs/03a_runtimes.ipynb #ba9fc27b
+@patch(cls_method=True)
+def describe(cls:KerasRuntime, model)->dict:
+    "The test-time views the network scores per input (its `ViewStack`), for the card."
+    from medmaas_nb.core import keras_layer
+    stack = keras_layer('ViewStack')
+    return {'views': max((len(l.views) for l in getattr(model, 'layers', []) if isinstance(l, stack)), default=1)}
+
+# %% ../nbs/03a_runtimes.ipynb #5e7630c6
+@patch
+def loaded(self:KerasRuntime):
+    "A model that scores several views of each input (test-time augmentation; the card's `served.views`) gets fewer inputs per call."
+    views = max(1, int(self.served.get('views', 1)))
+    self.max_batch = self._b_scores.max_batch = self._b_predict.max_batch = max(1, self.network_batch // views)
+    if views > 1: log.info('%s: %d views per input, %d inputs per model call', self.name, views, self.max_batch)
 
 # %% ../nbs/03a_runtimes.ipynb #2184fda5
 RUNTIMES = {'sklearn': SklearnRuntime, 'keras': KerasRuntime}

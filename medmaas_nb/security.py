@@ -8,6 +8,7 @@ import contextlib, datetime as dt, fcntl, hashlib, hmac, json, os, re, secrets, 
 from pathlib import Path
 from .core import get_settings, write_json, get_logger
 from .errors import Unauthorized, Forbidden, RateLimited, KeysFileError
+from fastcore.basics import patch
 
 log = get_logger(__name__)
 
@@ -31,17 +32,6 @@ class KeyStore:
         self.path = Path(path or keys_file()); self._stamp = None; self._by_hash = {}; self._broken = None
         self._lock = threading.Lock()
 
-    def _read(self)->dict:
-        "The keys as stored, or `KeysFileError` naming the file and what was expected."
-        if not self.path.exists(): return {}
-        try: keys = json.loads(self.path.read_bytes())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise KeysFileError(f'{self.path} is not valid JSON ({type(e).__name__}); expected {{name: {{"sha256": ..., "scope": ...}}}}.') from None
-        if not isinstance(keys, dict) or not all(isinstance(k, dict) and isinstance(k.get('sha256'), str) and k.get('scope') in SCOPES
-                                                 for k in keys.values()):
-            raise KeysFileError(f'{self.path}: expected {{name: {{"sha256": ..., "scope": one of {list(SCOPES)}}}}}.')
-        return keys
-
     @contextlib.contextmanager
     def _editing(self):
         "Read the keys under an exclusive lock on `<keys file>.lock`, let the block change them, write them back (mode 0600)."
@@ -53,51 +43,72 @@ class KeyStore:
                 write_json(self.path, keys); os.chmod(self.path, 0o600)
             finally: fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def create(self, name:str, # who holds the key (an application, a person)
-               scope:str='predict' # 'predict', 'metrics' or 'admin'
-              )->str:
-        "Create a key and return it; this is the only time it is shown."
-        if not re.fullmatch(r'[A-Za-z0-9_.-]{1,64}', name or ''): raise ValueError(f'Key name {str(name)[:80]!r}: use 1-64 letters, digits, _ . or -.')
-        if scope not in SCOPES: raise ValueError(f'Scope {str(scope)[:40]!r}: expected one of {list(SCOPES)}.')
-        key = f'mm_{secrets.token_urlsafe(32)}'
-        with self._editing() as keys:
-            if name in keys: raise ValueError(f'A key named {name!r} exists; revoke it first.')
-            keys[name] = {'sha256': _hash(key), 'scope': scope, 'created': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
-        return key
+# %% ../nbs/06a_security.ipynb #d3f092df
+@patch
+def _read(self:KeyStore)->dict:
+    "The keys as stored, or `KeysFileError` naming the file and what was expected."
+    if not self.path.exists(): return {}
+    try: keys = json.loads(self.path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise KeysFileError(f'{self.path} is not valid JSON ({type(e).__name__}); expected {{name: {{"sha256": ..., "scope": ...}}}}.') from None
+    if not isinstance(keys, dict) or not all(isinstance(k, dict) and isinstance(k.get('sha256'), str) and k.get('scope') in SCOPES
+                                             for k in keys.values()):
+        raise KeysFileError(f'{self.path}: expected {{name: {{"sha256": ..., "scope": one of {list(SCOPES)}}}}}.')
+    return keys
 
-    def revoke(self, name:str)->None:
-        "Delete a key by name."
-        with self._editing() as keys:
-            if name not in keys: raise KeyError(f'No key named {name!r}; keys: {sorted(keys)}.')
-            del keys[name]
+@patch
+def create(self:KeyStore, name:str, # who holds the key (an application, a person)
+           scope:str='predict' # 'predict', 'metrics' or 'admin'
+          )->str:
+    "Create a key and return it; this is the only time it is shown."
+    if not re.fullmatch(r'[A-Za-z0-9_.-]{1,64}', name or ''): raise ValueError(f'Key name {str(name)[:80]!r}: use 1-64 letters, digits, _ . or -.')
+    if scope not in SCOPES: raise ValueError(f'Scope {str(scope)[:40]!r}: expected one of {list(SCOPES)}.')
+    key = f'mm_{secrets.token_urlsafe(32)}'
+    with self._editing() as keys:
+        if name in keys: raise ValueError(f'A key named {name!r} exists; revoke it first.')
+        keys[name] = {'sha256': _hash(key), 'scope': scope, 'created': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
+    return key
 
-    def list(self)->list[dict]:
-        "Name, scope and creation time of every key (never the hash)."
-        return [{'name': n, 'scope': k['scope'], 'created': k.get('created')} for n, k in sorted(self._read().items())]
+# %% ../nbs/06a_security.ipynb #0a913439
+@patch
+def revoke(self:KeyStore, name:str)->None:
+    "Delete a key by name."
+    with self._editing() as keys:
+        if name not in keys: raise KeyError(f'No key named {name!r}; keys: {sorted(keys)}.')
+        del keys[name]
 
-    def _refresh(self):
-        try: st = self.path.stat(); stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except FileNotFoundError: stamp = None
-        if stamp == self._stamp: return
-        with self._lock:
-            try: self._by_hash = {k['sha256']: (n, k['scope']) for n, k in self._read().items()}; self._broken = None
-            except KeysFileError as e:
-                self._by_hash, self._broken = {}, str(e)
-                log.error('every API key is refused until the keys file is mended: %s', e)
-            self._stamp = stamp
+# %% ../nbs/06a_security.ipynb #bd871a0f
+@patch
+def list(self:KeyStore)->list[dict]:
+    "Name, scope and creation time of every key (never the hash)."
+    return [{'name': n, 'scope': k['scope'], 'created': k.get('created')} for n, k in sorted(self._read().items())]
 
-    def check(self, key:str|None, # the presented key
-              scope:str='predict' # the scope the endpoint needs: 'predict', 'metrics' or 'admin'
-             )->str:
-        "The key's name if it is valid and has the scope; else raise `Unauthorized` or `Forbidden`."
-        if not key: raise Unauthorized('Missing API key: send the header "Authorization: Bearer <key>" (create one with `medmaas keys create NAME`).')
-        self._refresh()
-        if self._broken: raise Unauthorized('The service cannot read its keys file, so no key is accepted; tell the operator.')
-        hit = self._by_hash.get(_hash(key))  # a lookup by the hash of a 256-bit secret leaks nothing useful through timing
-        if hit is None: raise Unauthorized('Invalid API key.')
-        name, have = hit
-        if scope not in _GRANTS[have]: raise Forbidden(f"The key '{name}' has scope '{have}'; this endpoint needs '{scope}'.")
-        return name
+# %% ../nbs/06a_security.ipynb #7fc32f8d
+@patch
+def _refresh(self:KeyStore):
+    try: st = self.path.stat(); stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    except FileNotFoundError: stamp = None
+    if stamp == self._stamp: return
+    with self._lock:
+        try: self._by_hash = {k['sha256']: (n, k['scope']) for n, k in self._read().items()}; self._broken = None
+        except KeysFileError as e:
+            self._by_hash, self._broken = {}, str(e)
+            log.error('every API key is refused until the keys file is mended: %s', e)
+        self._stamp = stamp
+
+@patch
+def check(self:KeyStore, key:str|None, # the presented key
+          scope:str='predict' # the scope the endpoint needs: 'predict', 'metrics' or 'admin'
+         )->str:
+    "The key's name if it is valid and has the scope; else raise `Unauthorized` or `Forbidden`."
+    if not key: raise Unauthorized('Missing API key: send the header "Authorization: Bearer <key>" (create one with `medmaas keys create NAME`).')
+    self._refresh()
+    if self._broken: raise Unauthorized('The service cannot read its keys file, so no key is accepted; tell the operator.')
+    hit = self._by_hash.get(_hash(key))  # a lookup by the hash of a 256-bit secret leaks nothing useful through timing
+    if hit is None: raise Unauthorized('Invalid API key.')
+    name, have = hit
+    if scope not in _GRANTS[have]: raise Forbidden(f"The key '{name}' has scope '{have}'; this endpoint needs '{scope}'.")
+    return name
 
 # %% ../nbs/06a_security.ipynb #58aa8f84
 class RateLimiter:

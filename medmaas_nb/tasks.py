@@ -72,84 +72,6 @@ class InputSpec:
     features:list=field(default_factory=list) # `Feature`s, in model column order (tabular)
     description:str='' # one line for people
 
-    @property
-    def names(self)->list[str]: return [f.name for f in self.features]
-
-    def validate(self, records:list[dict]|dict, # one record or a list of {feature: value}
-                 as_array:bool=False # numeric specs only: return a float NumPy array instead of a DataFrame
-                )->pd.DataFrame:
-        "Check records against the spec; return a DataFrame in model column order, or raise `InvalidInput`."
-        if isinstance(records, dict): records = [records]
-        if self.numeric:
-            A = self._fast(records)
-            if A is None: A = self._array(self._rows(records))
-            return A if as_array else pd.DataFrame(A, columns=self.names)
-        if as_array: raise TypeError('as_array needs a spec whose features are all numbers.')
-        rows = self._rows(records)
-        return pd.DataFrame({f.name: [r[j] for r in rows] if f.dtype == 'category' else np.array([r[j] for r in rows], dtype=float)
-                             for j, f in enumerate(self.features)})
-
-    def _rows(self, records:list)->list[list]:
-        "Every record checked field by field: the path that words the errors (and the authority on what is valid)."
-        if not isinstance(records, list) or not records:
-            raise InvalidInput('Expected a non-empty list of records, each an object of named features.', 'instances')
-        rows = []
-        for i, r in enumerate(records):
-            if not isinstance(r, dict): raise InvalidInput(f'Record {i} must be an object of named features, got {type(r).__name__}.', f'instances[{i}]')
-            extra = sorted(set(r) - set(self.names))
-            if extra: raise InvalidInput(f"Record {i} has unknown field(s) {extra}; expected the fields {self.names}.", extra[0])
-            try: rows.append([f.check(r.get(f.name)) for f in self.features])
-            except InvalidInput as e: raise InvalidInput(f'Record {i}: {e}', e.field) from None
-        return rows
-
-    def _array(self, rows:list)->np.ndarray:
-        try: return np.array(rows, dtype=float).reshape(len(rows), len(self.features))
-        except (TypeError, ValueError, OverflowError): raise InvalidInput('Every field must be a number.', 'instances') from None
-
-    def _fast(self, records:list)->np.ndarray|None:
-        "The common case at NumPy speed: plain dicts of exactly the spec's fields, int/float values, all valid; else None."
-        names, n = self.names, len(self.features)
-        if type(records) is not list or not records: return None
-        try: rows = [[r[k] for k in names] for r in records if type(r) is dict and len(r) == n]
-        except KeyError: return None
-        if len(rows) != len(records) or not all(type(v) is float or type(v) is int for row in rows for v in row): return None
-        try: A = np.array(rows, dtype=float)
-        except OverflowError: return None
-        return A if self._fits(A) else None
-
-    def _limits(self)->tuple:
-        "Per-column lower and upper bounds, whole-number mask and category columns, computed once per feature list."
-        key = (id(self.features), len(self.features))
-        if getattr(self, '_lim_key', None) != key:
-            fs = self.features
-            lo = np.array([-np.inf if f.dtype == 'category' or f.min is None else f.min for f in fs], dtype=float)
-            hi = np.array([np.inf if f.dtype == 'category' or f.max is None else f.max for f in fs], dtype=float)
-            ints = np.array([f.dtype == 'int' for f in fs])
-            cats = [(j, np.asarray(f.categories or [], dtype=float)) for j, f in enumerate(fs) if f.dtype == 'category']
-            self._lim, self._lim_key = (lo, hi, ints if ints.any() else None, cats), key
-        return self._lim
-
-    def _fits(self, A:np.ndarray)->bool:
-        "Whether every value of a float array (columns in spec order) passes its feature's check."
-        lo, hi, ints, cats = self._limits()
-        if not (np.isfinite(A).all() and (A >= lo).all() and (A <= hi).all()): return False
-        if ints is not None and (A[:, ints] != np.trunc(A[:, ints])).any(): return False
-        return all((A[:, j, None] == c).any(1).all() for j, c in cats)
-
-    def validate_array(self, X, # 2-D array with columns in spec order (the v2 tensor form)
-                       as_array:bool=False # numeric specs only: return the checked float array instead of a DataFrame
-                      )->pd.DataFrame:
-        "Check a 2-D numeric array (columns in spec order) and return it as a DataFrame."
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != len(self.features):
-            raise InvalidInput(f'Expected shape [N, {len(self.features)}] (features {self.names}), got {list(X.shape)}.', 'shape')
-        if X.dtype.kind in 'biuf' and self.numeric and len(X):
-            A = X.astype(float)
-            if not self._fits(A): A = self._array(self._rows([dict(zip(self.names, map(float, row))) for row in A]))
-            return A if as_array else pd.DataFrame(A, columns=self.names)
-        if X.dtype.kind not in 'OUS': return self.validate([dict(zip(self.names, map(float, row))) for row in X], as_array)
-        return self.validate([{f.name: self._from_text(f, v) for f, v in zip(self.features, row)} for row in X], as_array)
-
     @staticmethod
     def _from_text(f:Feature, v):
         "A BYTES tensor element back to the feature's value: a number, or the category whose text it is."
@@ -159,63 +81,165 @@ class InputSpec:
         try: return float(v)
         except ValueError: raise InvalidInput(f"'{f.name}' must be a number, got {v[:30]!r}; expected {f.expected()}.", f.name) from None
 
-    @property
-    def numeric(self)->bool:
-        "Whether every feature is a number (then v2 uses one FP64 tensor; else one BYTES tensor of texts)."
-        return all(f.dtype != 'category' or all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in f.categories or []) for f in self.features)
+# %% ../nbs/03_tasks.ipynb #1df81906
+@patch(as_prop=True)
+def names(self:InputSpec)->list[str]: return [f.name for f in self.features]
 
-    def v2_inputs(self)->list[dict]:
-        "Open Inference Protocol v2 tensor metadata: [{name, datatype, shape}] (-1 = any batch size)."
-        return [{'name': 'input', 'datatype': 'FP64' if self.numeric else 'BYTES', 'shape': [-1, len(self.features)]}]
+# %% ../nbs/03_tasks.ipynb #2df6afd6
+@patch
+def validate(self:InputSpec, records:list[dict]|dict, # one record or a list of {feature: value}
+             as_array:bool=False # numeric specs only: return a float NumPy array instead of a DataFrame
+            )->pd.DataFrame:
+    "Check records against the spec; return a DataFrame in model column order, or raise `InvalidInput`."
+    if isinstance(records, dict): records = [records]
+    if self.numeric:
+        A = self._fast(records)
+        if A is None: A = self._array(self._rows(records))
+        return A if as_array else pd.DataFrame(A, columns=self.names)
+    if as_array: raise TypeError('as_array needs a spec whose features are all numbers.')
+    rows = self._rows(records)
+    return pd.DataFrame({f.name: [r[j] for r in rows] if f.dtype == 'category' else np.array([r[j] for r in rows], dtype=float)
+                         for j, f in enumerate(self.features)})
 
-    def from_v2(self, tensors:dict, # {tensor name: numpy array already shaped as the request said}
-                as_array:bool=False # numeric specs only: a float NumPy array instead of a DataFrame
-               ):
-        "Model input from v2 request tensors, validated like `validate`."
-        if set(tensors) != {'input'}: raise InvalidInput(f"Expected one input tensor named 'input', got {sorted(tensors)}.", 'inputs')
-        return self.validate_array(tensors['input'], as_array)
+# %% ../nbs/03_tasks.ipynb #65a66142
+@patch
+def _rows(self:InputSpec, records:list)->list[list]:
+    "Every record checked field by field: the path that words the errors (and the authority on what is valid)."
+    if not isinstance(records, list) or not records:
+        raise InvalidInput('Expected a non-empty list of records, each an object of named features.', 'instances')
+    rows = []
+    for i, r in enumerate(records):
+        if not isinstance(r, dict): raise InvalidInput(f'Record {i} must be an object of named features, got {type(r).__name__}.', f'instances[{i}]')
+        extra = sorted(set(r) - set(self.names))
+        if extra: raise InvalidInput(f"Record {i} has unknown field(s) {extra}; expected the fields {self.names}.", extra[0])
+        try: rows.append([f.check(r.get(f.name)) for f in self.features])
+        except InvalidInput as e: raise InvalidInput(f'Record {i}: {e}', e.field) from None
+    return rows
 
-    def to_records(self, X # model inputs, as `validate` returns them
-                  )->list:
-        "JSON-able records for the plain API, one per input (the inverse of `validate`)."
-        return [{f.name: (v.item() if hasattr(v, 'item') else v) for f, v in zip(self.features, row)} for row in pd.DataFrame(X)[self.names].itertuples(index=False)]
+@patch
+def _array(self:InputSpec, rows:list)->np.ndarray:
+    try: return np.array(rows, dtype=float).reshape(len(rows), len(self.features))
+    except (TypeError, ValueError, OverflowError): raise InvalidInput('Every field must be a number.', 'instances') from None
 
-    def to_v2(self, X # model inputs, as `validate` returns them
-             )->dict:
-        "v2 request tensors {name: array} for the inputs (the inverse of `from_v2`)."
-        df = pd.DataFrame(X)[self.names]
-        if self.numeric: return {'input': df.to_numpy(dtype=float)}
-        return {'input': np.array([[str(v) for v in row] for row in df.itertuples(index=False)], dtype=object)}
+@patch
+def _fast(self:InputSpec, records:list)->np.ndarray|None:
+    "The common case at NumPy speed: plain dicts of exactly the spec's fields, int/float values, all valid; else None."
+    names, n = self.names, len(self.features)
+    if type(records) is not list or not records: return None
+    try: rows = [[r[k] for k in names] for r in records if type(r) is dict and len(r) == n]
+    except KeyError: return None
+    if len(rows) != len(records) or not all(type(v) is float or type(v) is int for row in rows for v in row): return None
+    try: A = np.array(rows, dtype=float)
+    except OverflowError: return None
+    return A if self._fits(A) else None
 
-    def describe(self)->dict:
-        "The spec as plain JSON, for model cards and API docs."
-        return {'kind': self.kind, 'description': self.description,
-                'features': [{k: v for k, v in vars(f).items() if v not in (None, '')} for f in self.features]}
+@patch
+def _limits(self:InputSpec)->tuple:
+    "Per-column lower and upper bounds, whole-number mask and category columns, computed once per feature list."
+    key = (id(self.features), len(self.features))
+    if getattr(self, '_lim_key', None) != key:
+        fs = self.features
+        lo = np.array([-np.inf if f.dtype == 'category' or f.min is None else f.min for f in fs], dtype=float)
+        hi = np.array([np.inf if f.dtype == 'category' or f.max is None else f.max for f in fs], dtype=float)
+        ints = np.array([f.dtype == 'int' for f in fs])
+        cats = [(j, np.asarray(f.categories or [], dtype=float)) for j, f in enumerate(fs) if f.dtype == 'category']
+        self._lim, self._lim_key = (lo, hi, ints if ints.any() else None, cats), key
+    return self._lim
 
-    def example(self, X:pd.DataFrame|None=None # data to take a real example from; midpoints of the ranges otherwise
-               )->dict:
-        "One valid record: the first row of `X`, or the middle of every range."
-        if X is not None: return {f.name: (float(X.iloc[0][f.name]) if f.dtype != 'category' else X.iloc[0][f.name]) for f in self.features}
-        def mid(f):
-            m = (f.min + f.max) / 2
-            return float(round(m)) if f.dtype == 'int' and f.min <= round(m) <= f.max else m
-        return {f.name: (f.categories[0] if f.dtype == 'category' else mid(f)) for f in self.features}
+@patch
+def _fits(self:InputSpec, A:np.ndarray)->bool:
+    "Whether every value of a float array (columns in spec order) passes its feature's check."
+    lo, hi, ints, cats = self._limits()
+    if not (np.isfinite(A).all() and (A >= lo).all() and (A <= hi).all()): return False
+    if ints is not None and (A[:, ints] != np.trunc(A[:, ints])).any(): return False
+    return all((A[:, j, None] == c).any(1).all() for j, c in cats)
 
-    @classmethod
-    def from_frame(cls, X:pd.DataFrame, # training features
-                   units:dict|None=None, descriptions:dict|None=None, # per-feature unit and description
-                   margin:float=0.1 # widen the observed range by this fraction on each side
-                  )->InputSpec:
-        "A tabular spec from training data: observed ranges widened by `margin` (documented, not a guess)."
-        feats = []
-        for c in X.columns:
-            s = X[c]
-            if pd.api.types.is_numeric_dtype(s):
-                lo, hi = float(s.min()), float(s.max()); pad = (hi - lo) * margin
-                feats.append(Feature(c, (descriptions or {}).get(c, ''), (units or {}).get(c, ''), lo - pad, hi + pad))
-            else:
-                feats.append(Feature(c, (descriptions or {}).get(c, ''), dtype='category', categories=sorted(s.dropna().unique().tolist())))
-        return cls('tabular', feats)
+@patch
+def validate_array(self:InputSpec, X, # 2-D array with columns in spec order (the v2 tensor form)
+                   as_array:bool=False # numeric specs only: return the checked float array instead of a DataFrame
+                  )->pd.DataFrame:
+    "Check a 2-D numeric array (columns in spec order) and return it as a DataFrame."
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != len(self.features):
+        raise InvalidInput(f'Expected shape [N, {len(self.features)}] (features {self.names}), got {list(X.shape)}.', 'shape')
+    if X.dtype.kind in 'biuf' and self.numeric and len(X):
+        A = X.astype(float)
+        if not self._fits(A): A = self._array(self._rows([dict(zip(self.names, map(float, row))) for row in A]))
+        return A if as_array else pd.DataFrame(A, columns=self.names)
+    if X.dtype.kind not in 'OUS': return self.validate([dict(zip(self.names, map(float, row))) for row in X], as_array)
+    return self.validate([{f.name: self._from_text(f, v) for f, v in zip(self.features, row)} for row in X], as_array)
+
+# %% ../nbs/03_tasks.ipynb #75494bca
+@patch(as_prop=True)
+def numeric(self:InputSpec)->bool:
+    "Whether every feature is a number (then v2 uses one FP64 tensor; else one BYTES tensor of texts)."
+    return all(f.dtype != 'category' or all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in f.categories or []) for f in self.features)
+
+# %% ../nbs/03_tasks.ipynb #138e5e0d
+@patch
+def v2_inputs(self:InputSpec)->list[dict]:
+    "Open Inference Protocol v2 tensor metadata: [{name, datatype, shape}] (-1 = any batch size)."
+    return [{'name': 'input', 'datatype': 'FP64' if self.numeric else 'BYTES', 'shape': [-1, len(self.features)]}]
+
+# %% ../nbs/03_tasks.ipynb #ee0e3a98
+@patch
+def from_v2(self:InputSpec, tensors:dict, # {tensor name: numpy array already shaped as the request said}
+            as_array:bool=False # numeric specs only: a float NumPy array instead of a DataFrame
+           ):
+    "Model input from v2 request tensors, validated like `validate`."
+    if set(tensors) != {'input'}: raise InvalidInput(f"Expected one input tensor named 'input', got {sorted(tensors)}.", 'inputs')
+    return self.validate_array(tensors['input'], as_array)
+
+# %% ../nbs/03_tasks.ipynb #df666b54
+@patch
+def to_records(self:InputSpec, X # model inputs, as `validate` returns them
+              )->list:
+    "JSON-able records for the plain API, one per input (the inverse of `validate`)."
+    return [{f.name: (v.item() if hasattr(v, 'item') else v) for f, v in zip(self.features, row)} for row in pd.DataFrame(X)[self.names].itertuples(index=False)]
+
+# %% ../nbs/03_tasks.ipynb #9245129a
+@patch
+def to_v2(self:InputSpec, X # model inputs, as `validate` returns them
+         )->dict:
+    "v2 request tensors {name: array} for the inputs (the inverse of `from_v2`)."
+    df = pd.DataFrame(X)[self.names]
+    if self.numeric: return {'input': df.to_numpy(dtype=float)}
+    return {'input': np.array([[str(v) for v in row] for row in df.itertuples(index=False)], dtype=object)}
+
+# %% ../nbs/03_tasks.ipynb #9667842a
+@patch
+def describe(self:InputSpec)->dict:
+    "The spec as plain JSON, for model cards and API docs."
+    return {'kind': self.kind, 'description': self.description,
+            'features': [{k: v for k, v in vars(f).items() if v not in (None, '')} for f in self.features]}
+
+# %% ../nbs/03_tasks.ipynb #b9221067
+@patch
+def example(self:InputSpec, X:pd.DataFrame|None=None # data to take a real example from; midpoints of the ranges otherwise
+           )->dict:
+    "One valid record: the first row of `X`, or the middle of every range."
+    if X is not None: return {f.name: (float(X.iloc[0][f.name]) if f.dtype != 'category' else X.iloc[0][f.name]) for f in self.features}
+    def mid(f):
+        m = (f.min + f.max) / 2
+        return float(round(m)) if f.dtype == 'int' and f.min <= round(m) <= f.max else m
+    return {f.name: (f.categories[0] if f.dtype == 'category' else mid(f)) for f in self.features}
+
+# %% ../nbs/03_tasks.ipynb #6cb75a38
+@patch(cls_method=True)
+def from_frame(cls:InputSpec, X:pd.DataFrame, # training features
+               units:dict|None=None, descriptions:dict|None=None, # per-feature unit and description
+               margin:float=0.1 # widen the observed range by this fraction on each side
+              )->InputSpec:
+    "A tabular spec from training data: observed ranges widened by `margin` (documented, not a guess)."
+    feats = []
+    for c in X.columns:
+        s = X[c]
+        if pd.api.types.is_numeric_dtype(s):
+            lo, hi = float(s.min()), float(s.max()); pad = (hi - lo) * margin
+            feats.append(Feature(c, (descriptions or {}).get(c, ''), (units or {}).get(c, ''), lo - pad, hi + pad))
+        else:
+            feats.append(Feature(c, (descriptions or {}).get(c, ''), dtype='category', categories=sorted(s.dropna().unique().tolist())))
+    return cls('tabular', feats)
 
 # %% ../nbs/03_tasks.ipynb #97b2fb6f
 @patch
@@ -308,44 +332,56 @@ class Task:
     def __post_init__(self):
         if self.kind not in KINDS: raise ValueError(f'Task {self.name!r}: kind {self.kind!r} is not one of {KINDS}.')
 
-    def parse_params(self, overrides:dict # {name: value}, values may be strings from the command line
-                    )->dict:
-        "All parameters (common and task-specific) with defaults filled in; unknown or mistyped ones raise `ValueError`."
-        allowed = {**COMMON_PARAMS, **self.params}
-        unknown = sorted(set(overrides) - set(allowed))
-        if unknown: raise ValueError(f"Unknown parameter(s) {unknown} for task {self.name!r}; known: {sorted(allowed)}.")
-        return {k: p.parse(k, overrides[k]) if k in overrides else p.default for k, p in allowed.items()}
+# %% ../nbs/03_tasks.ipynb #2fdfc777
+@patch
+def parse_params(self:Task, overrides:dict # {name: value}, values may be strings from the command line
+                )->dict:
+    "All parameters (common and task-specific) with defaults filled in; unknown or mistyped ones raise `ValueError`."
+    allowed = {**COMMON_PARAMS, **self.params}
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown: raise ValueError(f"Unknown parameter(s) {unknown} for task {self.name!r}; known: {sorted(allowed)}.")
+    return {k: p.parse(k, overrides[k]) if k in overrides else p.default for k, p in allowed.items()}
 
-    def task_params(self, params:dict)->dict:
-        "Only the task-specific parameters out of a full parameter dict."
-        return {k: v for k, v in params.items() if k in self.params}
+# %% ../nbs/03_tasks.ipynb #6d937b77
+@patch
+def task_params(self:Task, params:dict)->dict:
+    "Only the task-specific parameters out of a full parameter dict."
+    return {k: v for k, v in params.items() if k in self.params}
 
-    def scores(self, model, X):
-        "The model's scores for the metrics of this task's kind."
-        return (self.score_fn or (lambda m, x: default_scores(self.kind, m, x)))(model, X)
+# %% ../nbs/03_tasks.ipynb #2455af19
+@patch
+def scores(self:Task, model, X):
+    "The model's scores for the metrics of this task's kind."
+    return (self.score_fn or (lambda m, x: default_scores(self.kind, m, x)))(model, X)
 
-    def predict(self, model, X)->list[dict]:
-        "What a caller sees for each input: the prediction and, for classifiers, the class probabilities."
-        s = np.asarray(self.scores(model, X))
-        if self.kind == 'regression': return [{'prediction': float(v)} for v in s]
-        if self.kind == 'survival': return [{'risk': float(v)} for v in s]
-        if self.kind == 'binary':
-            names = self.output_names or ['negative', 'positive']
-            return [{'prediction': names[int(p >= 0.5)], 'probability': float(p),
-                     'probabilities': {names[0]: float(1 - p), names[1]: float(p)}} for p in s]
-        if self.kind == 'multiclass':
-            names = self.output_names or [str(i) for i in range(s.shape[1])]
-            return [{'prediction': names[int(r.argmax())], 'probabilities': dict(zip(names, map(float, r)))} for r in s]
-        raise NotImplementedError(f'predict for kind {self.kind!r}')
+# %% ../nbs/03_tasks.ipynb #0a22cc4a
+@patch
+def predict(self:Task, model, X)->list[dict]:
+    "What a caller sees for each input: the prediction and, for classifiers, the class probabilities."
+    s = np.asarray(self.scores(model, X))
+    if self.kind == 'regression': return [{'prediction': float(v)} for v in s]
+    if self.kind == 'survival': return [{'risk': float(v)} for v in s]
+    if self.kind == 'binary':
+        names = self.output_names or ['negative', 'positive']
+        return [{'prediction': names[int(p >= 0.5)], 'probability': float(p),
+                 'probabilities': {names[0]: float(1 - p), names[1]: float(p)}} for p in s]
+    if self.kind == 'multiclass':
+        names = self.output_names or [str(i) for i in range(s.shape[1])]
+        return [{'prediction': names[int(r.argmax())], 'probabilities': dict(zip(names, map(float, r)))} for r in s]
+    raise NotImplementedError(f'predict for kind {self.kind!r}')
 
-    def sections_for(self, step:str # 'data', 'train' or 'evaluate'
-                    )->list:
-        "The task's own report sections of one pipeline step, in order."
-        return [s for s in self.sections if s.step == step]
+# %% ../nbs/03_tasks.ipynb #16bdccb0
+@patch
+def sections_for(self:Task, step:str # 'data', 'train' or 'evaluate'
+                )->list:
+    "The task's own report sections of one pipeline step, in order."
+    return [s for s in self.sections if s.step == step]
 
-    def summary(self)->dict:
-        "Name, family, kind and dataset, for listings."
-        return {'task': self.name, 'family': self.family, 'kind': self.kind, 'dataset': self.dataset, 'description': self.description}
+# %% ../nbs/03_tasks.ipynb #b0cfa256
+@patch
+def summary(self:Task)->dict:
+    "Name, family, kind and dataset, for listings."
+    return {'task': self.name, 'family': self.family, 'kind': self.kind, 'dataset': self.dataset, 'description': self.description}
 
 # %% ../nbs/03_tasks.ipynb #87829030
 @dataclass

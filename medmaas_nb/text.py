@@ -39,75 +39,95 @@ class TextInputSpec(InputSpec):
     max_chars:dict=field(default_factory=dict) # {field: maximum length in characters}; 20,000 if not given
     examples:dict=field(default_factory=dict) # one valid record, for docs and `example()`
 
-    @property
-    def names(self)->list[str]: return list(self.fields)
-    def limit(self, f:str)->int: return int(self.max_chars.get(f, 20_000))
+# %% ../nbs/13_text.ipynb #37632ec8
+@patch(as_prop=True)
+def names(self:TextInputSpec)->list[str]: return list(self.fields)
 
-    def check_text(self, f:str, v, where:str='')->str:
-        "One field value, checked: a non-empty UTF-8 string within the limit."
-        if isinstance(v, (bytes, bytearray)):
-            try: v = bytes(v).decode('utf-8')
-            except UnicodeDecodeError: raise InvalidInput(f"{where}'{f}' is not valid UTF-8 text.", f) from None
-        if v is None: raise InvalidInput(f"{where}'{f}' is missing; expected a non-empty string of at most {self.limit(f)} characters.", f)
-        if not isinstance(v, str): raise InvalidInput(f"{where}'{f}' must be text (a string), got {type(v).__name__}.", f)
-        try: v.encode('utf-8')
-        except UnicodeEncodeError: raise InvalidInput(f"{where}'{f}' is not valid UTF-8 text (lone surrogate characters).", f) from None
-        if not v.strip(): raise InvalidInput(f"{where}'{f}' is empty; expected a non-empty string.", f)
-        if len(v) > self.limit(f): raise InvalidInput(f"{where}'{f}' is {len(v)} characters long; the maximum is {self.limit(f)}.", f)
-        return v
+# %% ../nbs/13_text.ipynb #d27a0ca3
+@patch
+def limit(self:TextInputSpec, f:str)->int: return int(self.max_chars.get(f, 20_000))
 
-    def validate(self, records:list[dict]|dict # one record or a list of {field: text}
-                )->np.ndarray:
-        "Check records; return an (n, fields) object array of strings, or raise `InvalidInput` naming the field."
-        if isinstance(records, dict): records = [records]
-        if not isinstance(records, list) or not records:
-            raise InvalidInput(f'Expected a non-empty list of records, each an object with the text field(s) {self.fields}.', 'instances')
-        rows = []
-        for i, r in enumerate(records):
-            if not isinstance(r, dict): raise InvalidInput(f'Record {i} must be an object with the field(s) {self.fields}, got {type(r).__name__}.', f'instances[{i}]')
-            extra = sorted(set(r) - set(self.fields))
-            if extra: raise InvalidInput(f'Record {i} has unknown field(s) {extra}; expected the field(s) {self.fields}.', extra[0])
-            rows.append([self.check_text(f, r.get(f), f'Record {i}: ') for f in self.fields])
-        return np.array(rows, dtype=object).reshape(len(rows), len(self.fields))
+# %% ../nbs/13_text.ipynb #c3eee4e8
+@patch
+def check_text(self:TextInputSpec, f:str, v, where:str='')->str:
+    "One field value, checked: a non-empty UTF-8 string within the limit."
+    if isinstance(v, (bytes, bytearray)):
+        try: v = bytes(v).decode('utf-8')
+        except UnicodeDecodeError: raise InvalidInput(f"{where}'{f}' is not valid UTF-8 text.", f) from None
+    if v is None: raise InvalidInput(f"{where}'{f}' is missing; expected a non-empty string of at most {self.limit(f)} characters.", f)
+    if not isinstance(v, str): raise InvalidInput(f"{where}'{f}' must be text (a string), got {type(v).__name__}.", f)
+    try: v.encode('utf-8')
+    except UnicodeEncodeError: raise InvalidInput(f"{where}'{f}' is not valid UTF-8 text (lone surrogate characters).", f) from None
+    if not v.strip(): raise InvalidInput(f"{where}'{f}' is empty; expected a non-empty string.", f)
+    if len(v) > self.limit(f): raise InvalidInput(f"{where}'{f}' is {len(v)} characters long; the maximum is {self.limit(f)}.", f)
+    return v
 
-    def v2_inputs(self)->list[dict]:
-        "One BYTES tensor of shape [-1] per text field."
-        return [{'name': f, 'datatype': 'BYTES', 'shape': [-1]} for f in self.fields]
+# %% ../nbs/13_text.ipynb #2f6c14f9
+@patch
+def validate(self:TextInputSpec, records:list[dict]|dict # one record or a list of {field: text}
+            )->np.ndarray:
+    "Check records; return an (n, fields) object array of strings, or raise `InvalidInput` naming the field."
+    if isinstance(records, dict): records = [records]
+    if not isinstance(records, list) or not records:
+        raise InvalidInput(f'Expected a non-empty list of records, each an object with the text field(s) {self.fields}.', 'instances')
+    rows = []
+    for i, r in enumerate(records):
+        if not isinstance(r, dict): raise InvalidInput(f'Record {i} must be an object with the field(s) {self.fields}, got {type(r).__name__}.', f'instances[{i}]')
+        extra = sorted(set(r) - set(self.fields))
+        if extra: raise InvalidInput(f'Record {i} has unknown field(s) {extra}; expected the field(s) {self.fields}.', extra[0])
+        rows.append([self.check_text(f, r.get(f), f'Record {i}: ') for f in self.fields])
+    return np.array(rows, dtype=object).reshape(len(rows), len(self.fields))
 
-    def from_v2(self, tensors:dict # {field: 1-D array of str or UTF-8 bytes}
-               )->np.ndarray:
-        "Model input from v2 BYTES tensors, validated like `validate`."
-        if set(tensors) != set(self.fields): raise InvalidInput(f'Expected input tensors {self.fields}, got {sorted(tensors)}.', 'inputs')
-        cols = {f: np.asarray(tensors[f], dtype=object).reshape(-1) for f in self.fields}
-        n = {len(c) for c in cols.values()}
-        if len(n) != 1: raise InvalidInput(f'The text tensors {self.fields} must have the same length, got {[len(cols[f]) for f in self.fields]}.', 'inputs')
-        n = n.pop()
-        if n == 0: raise InvalidInput('Expected at least one text, got an empty tensor.', self.fields[0])
-        return self.validate([{f: cols[f][i] for f in self.fields} for i in range(n)])
+# %% ../nbs/13_text.ipynb #84bea423
+@patch
+def v2_inputs(self:TextInputSpec)->list[dict]:
+    "One BYTES tensor of shape [-1] per text field."
+    return [{'name': f, 'datatype': 'BYTES', 'shape': [-1]} for f in self.fields]
 
-    def to_records(self, X # model inputs, as `validate` returns them
-                  )->list[dict]:
-        "JSON-able records, one per input (the inverse of `validate`)."
-        X = np.asarray(X, dtype=object).reshape(-1, len(self.fields))
-        return [{f: str(v) for f, v in zip(self.fields, row)} for row in X]
+# %% ../nbs/13_text.ipynb #e75a0d31
+@patch
+def from_v2(self:TextInputSpec, tensors:dict # {field: 1-D array of str or UTF-8 bytes}
+           )->np.ndarray:
+    "Model input from v2 BYTES tensors, validated like `validate`."
+    if set(tensors) != set(self.fields): raise InvalidInput(f'Expected input tensors {self.fields}, got {sorted(tensors)}.', 'inputs')
+    cols = {f: np.asarray(tensors[f], dtype=object).reshape(-1) for f in self.fields}
+    n = {len(c) for c in cols.values()}
+    if len(n) != 1: raise InvalidInput(f'The text tensors {self.fields} must have the same length, got {[len(cols[f]) for f in self.fields]}.', 'inputs')
+    n = n.pop()
+    if n == 0: raise InvalidInput('Expected at least one text, got an empty tensor.', self.fields[0])
+    return self.validate([{f: cols[f][i] for f in self.fields} for i in range(n)])
 
-    def to_v2(self, X)->dict:
-        "v2 BYTES tensors {field: 1-D object array of str} (the inverse of `from_v2`)."
-        X = np.asarray(X, dtype=object).reshape(-1, len(self.fields))
-        return {f: np.array([str(v) for v in X[:, j]], dtype=object) for j, f in enumerate(self.fields)}
+# %% ../nbs/13_text.ipynb #77194b7a
+@patch
+def to_records(self:TextInputSpec, X # model inputs, as `validate` returns them
+              )->list[dict]:
+    "JSON-able records, one per input (the inverse of `validate`)."
+    X = np.asarray(X, dtype=object).reshape(-1, len(self.fields))
+    return [{f: str(v) for f, v in zip(self.fields, row)} for row in X]
 
-    def describe(self)->dict:
-        "The spec as plain JSON."
-        return {'kind': 'text', 'description': self.description,
-                'fields': [{'name': f, 'dtype': 'string', 'encoding': 'utf-8', 'min_chars': 1, 'max_chars': self.limit(f)} for f in self.fields]}
+# %% ../nbs/13_text.ipynb #bdd4f463
+@patch
+def to_v2(self:TextInputSpec, X)->dict:
+    "v2 BYTES tensors {field: 1-D object array of str} (the inverse of `from_v2`)."
+    X = np.asarray(X, dtype=object).reshape(-1, len(self.fields))
+    return {f: np.array([str(v) for v in X[:, j]], dtype=object) for j, f in enumerate(self.fields)}
 
-    def example(self, X=None # inputs to take the first row from; the spec's own example otherwise
-               )->dict:
-        "One valid record (de-identified when taken from data)."
-        if X is not None and len(X):
-            row = np.asarray(X, dtype=object).reshape(-1, len(self.fields))[0]
-            return {f: deidentify(str(v))[:self.limit(f)] for f, v in zip(self.fields, row)}
-        return dict(self.examples) or {f: 'example text' for f in self.fields}
+# %% ../nbs/13_text.ipynb #da3f218f
+@patch
+def describe(self:TextInputSpec)->dict:
+    "The spec as plain JSON."
+    return {'kind': 'text', 'description': self.description,
+            'fields': [{'name': f, 'dtype': 'string', 'encoding': 'utf-8', 'min_chars': 1, 'max_chars': self.limit(f)} for f in self.fields]}
+
+# %% ../nbs/13_text.ipynb #b2c88474
+@patch
+def example(self:TextInputSpec, X=None # inputs to take the first row from; the spec's own example otherwise
+           )->dict:
+    "One valid record (de-identified when taken from data)."
+    if X is not None and len(X):
+        row = np.asarray(X, dtype=object).reshape(-1, len(self.fields))[0]
+        return {f: deidentify(str(v))[:self.limit(f)] for f, v in zip(self.fields, row)}
+    return dict(self.examples) or {f: 'example text' for f in self.fields}
 
 # %% ../nbs/13_text.ipynb #3aacf5ea
 from sklearn.linear_model import LogisticRegression

@@ -14,6 +14,7 @@ from IPython.display import display
 from .tasks import Task, InputSpec, get_task
 from .editors import bars_html
 from .evaluate import Anchor
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['data_kind', 'target_groups', 'feature_distribution', 'DatasetExplorer', 'PredictService', 'LocalService', 'score_of',
@@ -100,95 +101,113 @@ class DatasetExplorer:
         self.widget = W.VBox([W.HBox(controls), self.info, self.out]); self.widget.add_class('medmaas-explorer')
         self._busy = False; self.refresh()
 
-    @property
-    def X(self): return self.ds[self.split_w.value][0]
-    @property
-    def y(self): return self.ds[self.split_w.value][1]
+# %% ../nbs/09_widgets.ipynb #146133e5
+@patch(as_prop=True)
+def X(self:DatasetExplorer): return self.ds[self.split_w.value][0]
 
-    def _set_split(self):
-        self._busy = True
-        self.kind = data_kind(self.X); self.groups = target_groups(self.y, self.names)
-        if self.kind == 'tabular':
-            cols = list(self.X.columns); self.feature_w.options = cols
-            if self.feature_w.value not in cols: self.feature_w.value = cols[0]
-        else:
-            opts = ['(all)'] + [str(c) for c in self.groups.cat.categories]
-            self.group_w.options = opts
-            if self.group_w.value not in opts: self.group_w.value = '(all)'
-        self._busy = False
+# %% ../nbs/09_widgets.ipynb #8505b834
+@patch(as_prop=True)
+def y(self:DatasetExplorer): return self.ds[self.split_w.value][1]
 
-    def _changed(self, change):
-        if self._busy: return
-        if change['owner'] is self.split_w: self._set_split()
-        if change['owner'] in (self.group_w, self.search_w): self._busy = True; self.page_w.value = 0; self._busy = False
-        self.refresh()
+# %% ../nbs/09_widgets.ipynb #74b9e073
+@patch
+def _set_split(self:DatasetExplorer):
+    self._busy = True
+    self.kind = data_kind(self.X); self.groups = target_groups(self.y, self.names)
+    if self.kind == 'tabular':
+        cols = list(self.X.columns); self.feature_w.options = cols
+        if self.feature_w.value not in cols: self.feature_w.value = cols[0]
+    else:
+        opts = ['(all)'] + [str(c) for c in self.groups.cat.categories]
+        self.group_w.options = opts
+        if self.group_w.value not in opts: self.group_w.value = '(all)'
+    self._busy = False
 
-    def selection(self)->np.ndarray:
-        "Positions (in the split) of the examples that pass the class and search filters."
-        idx = np.arange(len(self.groups))
-        if self.kind == 'tabular': return idx
-        if self.group_w.value not in (None, '(all)'): idx = idx[(self.groups == self.group_w.value).to_numpy()]
-        q = self.search_w.value.strip().lower()
-        if q and self.kind in ('sequence', 'text'): idx = np.array([i for i in idx if q in str(self._item(i)).lower()], dtype=int)
-        return idx
+@patch
+def _changed(self:DatasetExplorer, change):
+    if self._busy: return
+    if change['owner'] is self.split_w: self._set_split()
+    if change['owner'] in (self.group_w, self.search_w): self._busy = True; self.page_w.value = 0; self._busy = False
+    self.refresh()
 
-    def _item(self, i:int):
-        X = self.X; x = X.iloc[i] if hasattr(X, 'iloc') else X[i]
-        return ' | '.join(map(str, x)) if self.kind == 'text' and isinstance(x, np.ndarray) else x
+@patch
+def selection(self:DatasetExplorer)->np.ndarray:
+    "Positions (in the split) of the examples that pass the class and search filters."
+    idx = np.arange(len(self.groups))
+    if self.kind == 'tabular': return idx
+    if self.group_w.value not in (None, '(all)'): idx = idx[(self.groups == self.group_w.value).to_numpy()]
+    q = self.search_w.value.strip().lower()
+    if q and self.kind in ('sequence', 'text'): idx = np.array([i for i in idx if q in str(self._item(i)).lower()], dtype=int)
+    return idx
 
-    def page(self)->list[dict]:
-        "The examples on the current page: [{'index', 'label', 'x'}]."
-        sel = self.selection(); self.page_w.max = max(0, (len(sel) - 1) // self.n)
-        start = self.page_w.value * self.n
-        return [{'index': int(i), 'label': str(self.groups.iloc[i]), 'x': self._item(i)} for i in sel[start:start + self.n]]
+# %% ../nbs/09_widgets.ipynb #f3c84af9
+@patch
+def _item(self:DatasetExplorer, i:int):
+    X = self.X; x = X.iloc[i] if hasattr(X, 'iloc') else X[i]
+    return ' | '.join(map(str, x)) if self.kind == 'text' and isinstance(x, np.ndarray) else x
 
-    def distribution(self, feature:str|None=None # feature (tabular); defaults to the chosen one
-                    )->pd.DataFrame:
-        "The chosen feature's summary by class / third of the target, in the current split."
-        return feature_distribution(self.X, self.groups, feature or self.feature_w.value)
+@patch
+def page(self:DatasetExplorer)->list[dict]:
+    "The examples on the current page: [{'index', 'label', 'x'}]."
+    sel = self.selection(); self.page_w.max = max(0, (len(sel) - 1) // self.n)
+    start = self.page_w.value * self.n
+    return [{'index': int(i), 'label': str(self.groups.iloc[i]), 'x': self._item(i)} for i in sel[start:start + self.n]]
 
-    def refresh(self):
-        "Redraw for the current split, feature, class filter and page."
-        counts = self.groups.value_counts(sort=False)
-        self.info.value = (f'<b>{self.task.name}</b>: {len(self.groups)} examples in <i>{self.split_w.value}</i>; '
-                           + ', '.join(f'{html.escape(str(k))}: {v}' for k, v in counts.items()))
-        self.out.clear_output(wait=True)
-        with self.out:
-            if self.kind == 'tabular': self._show_tabular()
-            elif self.kind == 'image': self._show_images()
-            else: display(W.HTML(_html_table([{'#': r['index'], 'label': r['label'], self.kind: self._shown(r['x'])} for r in self.page()],
-                                              f'medmaas-{self.kind}s')))
+# %% ../nbs/09_widgets.ipynb #2df80edb
+@patch
+def distribution(self:DatasetExplorer, feature:str|None=None # feature (tabular); defaults to the chosen one
+                )->pd.DataFrame:
+    "The chosen feature's summary by class / third of the target, in the current split."
+    return feature_distribution(self.X, self.groups, feature or self.feature_w.value)
 
-    def _shown(self, x, n:int=400)->str:
-        "An example as shown: texts de-identified first (names, dates, numbers masked), then cut to `n` characters."
-        s = str(x)
-        if self.kind == 'text':
-            from medmaas_nb.deid import deidentify
-            s = deidentify(s)
-        return s[:n] + ('...' if len(s) > n else '')
+# %% ../nbs/09_widgets.ipynb #41a7654b
+@patch
+def refresh(self:DatasetExplorer):
+    "Redraw for the current split, feature, class filter and page."
+    counts = self.groups.value_counts(sort=False)
+    self.info.value = (f'<b>{self.task.name}</b>: {len(self.groups)} examples in <i>{self.split_w.value}</i>; '
+                       + ', '.join(f'{html.escape(str(k))}: {v}' for k, v in counts.items()))
+    self.out.clear_output(wait=True)
+    with self.out:
+        if self.kind == 'tabular': self._show_tabular()
+        elif self.kind == 'image': self._show_images()
+        else: display(W.HTML(_html_table([{'#': r['index'], 'label': r['label'], self.kind: self._shown(r['x'])} for r in self.page()],
+                                          f'medmaas-{self.kind}s')))
 
-    def _show_tabular(self):
-        import matplotlib.pyplot as plt
-        f = self.feature_w.value; s = np.asarray(self.X[f], dtype=float)
-        fig, ax = plt.subplots(figsize=(6, 3))
-        for g in self.groups.cat.categories:
-            m = (self.groups == g).to_numpy(); ax.hist(s[m], bins=20, alpha=0.5, label=str(g))
-        ax.set_xlabel(f); ax.set_ylabel('patients'); ax.legend(title=self.task.output_names[0] if self.task.kind in ('regression',) and self.task.output_names else None, fontsize=8)
-        plt.show(); plt.close(fig)
-        display(self.distribution().round(2)); display(self.X.head(5))
+@patch
+def _shown(self:DatasetExplorer, x, n:int=400)->str:
+    "An example as shown: texts de-identified first (names, dates, numbers masked), then cut to `n` characters."
+    s = str(x)
+    if self.kind == 'text':
+        from medmaas_nb.deid import deidentify
+        s = deidentify(s)
+    return s[:n] + ('...' if len(s) > n else '')
 
-    def _show_images(self):
-        import matplotlib.pyplot as plt
-        items = self.page()
-        if not items: print('no examples'); return
-        cols = min(6, len(items)); rows = math.ceil(len(items) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
-        for ax in axes.ravel(): ax.axis('off')
-        for ax, r in zip(axes.ravel(), items):
-            ax.imshow(np.asarray(r['x']).squeeze(), cmap='gray'); ax.set_title(f"{r['label']} (#{r['index']})", fontsize=8)
-        plt.tight_layout(); plt.show(); plt.close(fig)
+@patch
+def _show_tabular(self:DatasetExplorer):
+    import matplotlib.pyplot as plt
+    f = self.feature_w.value; s = np.asarray(self.X[f], dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for g in self.groups.cat.categories:
+        m = (self.groups == g).to_numpy(); ax.hist(s[m], bins=20, alpha=0.5, label=str(g))
+    ax.set_xlabel(f); ax.set_ylabel('patients'); ax.legend(title=self.task.output_names[0] if self.task.kind in ('regression',) and self.task.output_names else None, fontsize=8)
+    plt.show(); plt.close(fig)
+    display(self.distribution().round(2)); display(self.X.head(5))
 
-    def _ipython_display_(self): display(self.widget)
+@patch
+def _show_images(self:DatasetExplorer):
+    import matplotlib.pyplot as plt
+    items = self.page()
+    if not items: print('no examples'); return
+    cols = min(6, len(items)); rows = math.ceil(len(items) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    for ax in axes.ravel(): ax.axis('off')
+    for ax, r in zip(axes.ravel(), items):
+        ax.imshow(np.asarray(r['x']).squeeze(), cmap='gray'); ax.set_title(f"{r['label']} (#{r['index']})", fontsize=8)
+    plt.tight_layout(); plt.show(); plt.close(fig)
+
+@patch
+def _ipython_display_(self:DatasetExplorer): display(self.widget)
 
 # %% ../nbs/09_widgets.ipynb #345bcfc1
 @runtime_checkable
