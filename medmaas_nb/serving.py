@@ -5,6 +5,7 @@
 # %% ../nbs/07_serving.ipynb #ebe0975b
 from __future__ import annotations
 import gc, json, os, sys, time, uuid
+from typing import Callable
 import numpy as np
 
 from .runtimes import SklearnRuntime, KerasRuntime, ServedModel, get_runtime, MAX_INSTANCES, _len
@@ -212,7 +213,183 @@ def fast_lane_allowed(app, # the FastAPI app, before the outer layer is added
     "True when no middleware and no route dependency would be skipped by answering these routes in the outer layer."
     return not app.user_middleware and not any(getattr(getattr(r, 'dependant', None), 'dependencies', None) for r in lane_routes)
 
-# %% ../nbs/07_serving.ipynb #16b70fd5
+# %% ../nbs/07_serving.ipynb #e2981aa0
+class _Gate:
+    "The checks every route makes: the key and its limits, the model asked for, the size of the body, the rows."
+    def __init__(self, keys:KeyStore, models:ModelSet, audit:AuditLog|None, limiter:RateLimiter, rows:RateLimiter,
+                 fails:RateLimiter, max_json:int):
+        self.keys, self.models, self.audit, self.limiter, self.rows, self.fails, self.max_json = keys, models, audit, limiter, rows, fails, max_json
+
+    def auth(self, request:Request, scope:str='predict')->str:
+        "The key's name, or `Unauthorized`; failed logins are limited per client address (429 once its bucket is empty)."
+        h = request.headers.get('authorization', '')
+        try: name = self.keys.check(h[7:].strip() if h[:7].lower() == 'bearer ' else None, scope)
+        except Unauthorized:
+            self.fails.hit((request.scope.get('client') or ('unknown',))[0]); raise
+        request.scope['state']['audit']['key'] = name
+        self.limiter.hit(name); return name
+
+    def model(self, request:Request, name:str, version=None)->ServedModel:
+        "The served model asked for (named in the audit line)."
+        rt = self.models.get(name, version)
+        request.scope['state']['audit'].update(model=rt.name, version=rt.version); return rt
+
+    async def body(self, request:Request, json_length:int|None=None # the JSON header's length when binary data follow it
+                  )->bytes:
+        "The request body, refused past the JSON size limit; its keyed digest goes into the audit line."
+        b = await request.body()
+        if (json_length or len(b)) > self.max_json:
+            raise BodyTooLarge(f'The JSON part of a request is limited to {self.max_json} bytes; send fewer inputs per request, '
+                               'or large tensors as binary data (the v2 binary extension).')
+        if self.audit: request.scope['state']['audit']['input_hmac'] = self.audit.digest(b)
+        return b
+
+    def count_rows(self, request:Request, X)->None:
+        "The rate limit counts rows too: a request of n inputs takes n tokens from its key's row bucket."
+        self.rows.hit(request.scope['state']['audit']['key'], _len(X))
+
+# %% ../nbs/07_serving.ipynb #70d4e07b
+def _error_handlers(app)->dict:
+    "Add the exception handlers to `app`; returns them as {exception class: handler} for the fast lane."
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+    def _err_handler(status):
+        async def h(request, exc): return _error(request, exc, status)
+        return h
+    async def _http_exc(request, exc): return _error(request, exc, exc.status_code, str(exc.detail))
+    async def _validation(request, exc):
+        e = (exc.errors() or [{}])[0]
+        return _error(request, exc, 400, f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg', 'invalid')}")
+    async def _internal(request, exc):
+        log.exception('internal error on %s', request.url.path)
+        return _error(request, exc, 500, f"Internal error; quote request id {request.scope.get('state', {}).get('request_id')} to the operator.")
+    handlers = {**{cls: _err_handler(status) for cls, status in ERROR_STATUS.items()}, HTTPException: _http_exc, Exception: _internal}
+    for cls, h in handlers.items():
+        if cls is not Exception: app.add_exception_handler(cls, h)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(Exception, _internal)
+    return handlers
+
+# %% ../nbs/07_serving.ipynb #3b956c13
+def _health_routes(app, g:_Gate, M:dict):
+    "Liveness, readiness (every model loaded and warmed up) and the Prometheus metrics."
+    from starlette.responses import Response
+    @app.get('/v2/health/live', tags=['v2'], summary='Server live')
+    async def live(): return {'live': True}
+
+    @app.get('/v2/health/ready', tags=['v2'], summary='Server ready: every model loaded and warmed up')
+    async def ready(): return _json({'ready': g.models.ready}, 200 if g.models.ready else 503)
+
+    @app.get('/metrics', tags=['ops'], summary="Prometheus metrics (a key with the 'metrics' or 'admin' scope)")
+    async def metrics(request:Request):
+        g.auth(request, 'metrics')
+        from prometheus_client import generate_latest, CONTENT_TYPE_LATEST
+        return Response(generate_latest(M['registry']), media_type=CONTENT_TYPE_LATEST)
+
+# %% ../nbs/07_serving.ipynb #50a9b983
+def _v2_routes(app, g:_Gate)->Callable:
+    "The v2 routes; returns the inference handler."
+    from starlette.responses import Response
+    from medmaas_nb import __version__
+    @app.get('/v2', tags=['v2'], summary='Server metadata')
+    async def v2_server(request:Request): g.auth(request); return server_metadata(__version__)
+
+    @app.get('/v2/models/{name}', tags=['v2'], summary='Model metadata')
+    @app.get('/v2/models/{name}/versions/{version}', tags=['v2'], summary='Model metadata (version)')
+    async def v2_model(request:Request, name:str, version:str|None=None):
+        g.auth(request); return g.model(request, name, version).metadata()
+
+    @app.get('/v2/models/{name}/ready', tags=['v2'], summary='Model ready')
+    @app.get('/v2/models/{name}/versions/{version}/ready', tags=['v2'], summary='Model ready (version)')
+    async def v2_model_ready(request:Request, name:str, version:str|None=None):
+        g.auth(request); rt = g.model(request, name, version)
+        return _json({'name': rt.name, 'ready': rt.ready}, 200 if rt.ready else 503)
+
+    @app.post('/v2/models/{name}/infer', tags=['v2'], summary='Inference', openapi_extra=_BODY_V2)
+    @app.post('/v2/models/{name}/versions/{version}/infer', tags=['v2'], summary='Inference (version)', openapi_extra=_BODY_V2)
+    async def v2_infer(request:Request, name:str, version:str|None=None):
+        g.auth(request); rt = g.model(request, name, version)
+        hl = header_length(request.headers.get('inference-header-content-length'))
+        raw = await g.body(request, hl)
+        def decode():
+            req = InferRequest.parse(raw, hl, rt.max_rows)
+            return req, _guard_input(rt.inputs_v2, check_inputs(req.inputs, rt.task.input_spec.v2_inputs()))
+        req, X = await rt.offload(decode)
+        g.count_rows(request, X)
+        outs = rt.v2_outputs(await rt.scores(X))
+        data, n = response_body(infer_response(rt.name, rt.version, outs, req.id, req.outputs, req.binary_all or req.binary), outs)
+        if n is None: return Response(data, 200, media_type='application/json')
+        return Response(data, 200, {'Inference-Header-Content-Length': str(n)}, media_type='application/octet-stream')
+    return v2_infer
+
+# %% ../nbs/07_serving.ipynb #b361e3a5
+def _api_routes(app, g:_Gate)->Callable:
+    "The JSON API and admin routes; returns the prediction handler."
+    @app.get('/api/v1/models', tags=['api'], summary='Served models')
+    async def list_models(request:Request):
+        g.auth(request)
+        return {'models': [{**rt.task.summary(), 'version': rt.version, 'ready': rt.ready, 'runtime': rt.platform,
+                            'explain': rt.task.explain is not None} for rt in g.models.runtimes.values()]}
+
+    @app.get('/api/v1/models/{task}', tags=['api'], summary='One model: what it predicts and what it accepts')
+    async def get_model(request:Request, task:str):
+        g.auth(request); rt = g.model(request, task); spec = rt.task.input_spec
+        try: example = spec.example()
+        except Exception: example = None
+        return _json({**rt.task.summary(), 'version': rt.version, 'ready': rt.ready, 'input': spec.describe(), 'example': example,
+                      'outputs': rt.task.output_names, 'intended_use': rt.task.intended_use, 'limits': {'max_rows': rt.max_rows}})
+
+    @app.get('/api/v1/models/{task}/card', tags=['api'], summary='Model card')
+    async def card(request:Request, task:str):
+        g.auth(request); return _json(g.model(request, task).mv.card)
+
+    @app.post('/api/v1/models/{task}/predict', tags=['api'], summary='Predict for one input or a batch', openapi_extra=_BODY_API)
+    async def predict(request:Request, task:str):
+        g.auth(request); rt = g.model(request, task); raw = await g.body(request)
+        X = await rt.offload(lambda: _guard_input(rt.inputs, _instances(parse_json(raw), rt.max_rows)))
+        g.count_rows(request, X)
+        preds = await rt.predict(X)
+        return await rt.offload(_json, {'model': rt.name, 'version': rt.version, 'request_id': request.scope['state']['request_id'], 'predictions': preds})
+
+    @app.post('/api/v1/models/{task}/explain', tags=['api'], summary='Explain the prediction for one input (or a few)', openapi_extra=_BODY_API)
+    async def explain(request:Request, task:str):
+        g.auth(request); rt = g.model(request, task); raw = await g.body(request)
+        X = await rt.offload(lambda: _guard_input(rt.task.input_spec.validate, _instances(parse_json(raw), min(16, rt.max_rows))))
+        g.count_rows(request, X)
+        preds, expl = await rt.predict(X), await rt.explain(X)
+        return _json({'model': rt.name, 'version': rt.version, 'request_id': request.scope['state']['request_id'],
+                      'predictions': preds, 'explanations': expl})
+
+    @app.get('/api/v1/keys', tags=['admin'], summary='API keys (names and scopes; admin scope)')
+    async def list_keys(request:Request): g.auth(request, 'admin'); return {'keys': g.keys.list()}
+    return predict
+
+# %% ../nbs/07_serving.ipynb #ddbbc1e8
+def _fast_lane(app, handlers:dict, # {exception class: handler}, as `_error_handlers` returns them
+               predict:Callable, v2_infer:Callable # the prediction handlers
+              )->tuple[Callable, list]:
+    "The lane (an ASGI callable answering True when it handled the request) and the routes it answers."
+    import re
+    routes = {getattr(r, 'path', None): r for r in app.routes}
+    lanes = [(re.compile(r'/api/v1/models/(?P<task>[^/]+)/predict'), predict, routes['/api/v1/models/{task}/predict']),
+             (re.compile(r'/v2/models/(?P<name>[^/]+)/infer'), v2_infer, routes['/v2/models/{name}/infer']),
+             (re.compile(r'/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/infer'), v2_infer, routes['/v2/models/{name}/versions/{version}/infer'])]
+
+    async def fast(scope, receive, send)->bool:
+        "Answer a POST to a prediction route with the same handler and error handlers as the router; False for anything else."
+        if scope['method'] != 'POST': return False
+        for rx, fn, route in lanes:
+            if m := rx.fullmatch(scope['path']): break
+        else: return False
+        scope['route'], scope['path_params'] = route, m.groupdict()
+        request = Request(scope, receive)
+        try: response = await fn(request, **m.groupdict())
+        except Exception as exc:  # Starlette's rule: the handler of the nearest class in the exception's MRO
+            response = await next(handlers[c] for c in type(exc).__mro__ if c in handlers)(request, exc)
+        await response(scope, receive, send); return True
+    return fast, [r for *_, r in lanes]
+
+# %% ../nbs/07_serving.ipynb #fd112315
 def create_app(tasks:list|None=None, # task names to serve; None: every task with a registered model
                registry:Registry|None=None, # defaults to `Registry()`
                keys:KeyStore|None=None, # defaults to `KeyStore()` (MEDMAAS_KEYS_FILE or <registry>/keys.json)
@@ -233,26 +410,23 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
     "The FastAPI app serving the models (loaded and warmed up at start-up)."
     from contextlib import asynccontextmanager
     from fastapi import FastAPI
-    from fastapi.exceptions import RequestValidationError
-    from starlette.exceptions import HTTPException
-    from starlette.responses import Response
     from medmaas_nb import __version__
     env = os.environ
     reg = registry or Registry()
     keys = keys or KeyStore(env.get('MEDMAAS_KEYS_FILE') or reg.root/'keys.json')
-    limiter = RateLimiter(rate or float(env.get('MEDMAAS_RATE_LIMIT', 1000)), burst)
     max_body = max_body_bytes or int(env.get('MEDMAAS_MAX_BODY_BYTES', 8 << 20))
-    max_json = min(max_body, max_json_bytes or int(env.get('MEDMAAS_MAX_JSON_BYTES', 2 << 20)))
     max_rows = max_rows or int(env.get('MEDMAAS_MAX_ROWS', MAX_INSTANCES))
     row_rate = row_rate or float(env.get('MEDMAAS_ROW_RATE_LIMIT', 20_000))
-    rows = RateLimiter(row_rate, max(2 * row_rate, max_rows), unit='rows')
-    fails = RateLimiter(auth_fail_rate or float(env.get('MEDMAAS_AUTH_FAIL_RATE', 2)), 20, unit='failed authentications')
     max_inflight = max_inflight or int(env.get('MEDMAAS_MAX_INFLIGHT', 32))
     docs = docs if docs is not None else env.get('MEDMAAS_DOCS', 'on').lower() not in ('off', '0', 'false', 'no')
     audit = None if audit is False else audit or AuditLog(env.get('MEDMAAS_AUDIT_LOG') or reg.root/'audit.jsonl')
     M = _metrics()
     models = ModelSet(tasks, reg, max_batch, max_wait_ms, observe=lambda m, n: M['batch'].labels(m).observe(n), max_rows=max_rows,
                       threads=threads or (int(env['MEDMAAS_THREADS']) if env.get('MEDMAAS_THREADS') else None))
+    g = _Gate(keys, models, audit, limiter=RateLimiter(rate or float(env.get('MEDMAAS_RATE_LIMIT', 1000)), burst),
+              rows=RateLimiter(row_rate, max(2 * row_rate, max_rows), unit='rows'),
+              fails=RateLimiter(auth_fail_rate or float(env.get('MEDMAAS_AUTH_FAIL_RATE', 2)), 20, unit='failed authentications'),
+              max_json=min(max_body, max_json_bytes or int(env.get('MEDMAAS_MAX_JSON_BYTES', 2 << 20))))
 
     @asynccontextmanager
     async def lifespan(app):
@@ -270,157 +444,14 @@ def create_app(tasks:list|None=None, # task names to serve; None: every task wit
                   description='Medical models as a service, for research and teaching: not a medical device. '
                               'Send `Authorization: Bearer <key>` (create keys with `medmaas keys create NAME`).')
     app.state.models, app.state.keys = models, keys
-
-    def _err_handler(status):
-        async def h(request, exc): return _error(request, exc, status)
-        return h
-    for cls, status in ERROR_STATUS.items(): app.add_exception_handler(cls, _err_handler(status))
-    async def _http_exc(request, exc): return _error(request, exc, exc.status_code, str(exc.detail))
-    async def _validation(request, exc):
-        e = (exc.errors() or [{}])[0]
-        return _error(request, exc, 400, f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg', 'invalid')}")
-    async def _internal(request, exc):
-        log.exception('internal error on %s', request.url.path)
-        return _error(request, exc, 500, f"Internal error; quote request id {request.scope.get('state', {}).get('request_id')} to the operator.")
-    app.add_exception_handler(HTTPException, _http_exc)
-    app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(Exception, _internal)
-
-    def auth(request:Request, scope:str='predict')->str:
-        h = request.headers.get('authorization', '')
-        try: name = keys.check(h[7:].strip() if h[:7].lower() == 'bearer ' else None, scope)
-        except Unauthorized:  # failed logins are limited per client address (429 once its bucket is empty)
-            fails.hit((request.scope.get('client') or ('unknown',))[0]); raise
-        request.scope['state']['audit']['key'] = name
-        limiter.hit(name); return name
-
-    def model(request:Request, name:str, version=None)->ServedModel:
-        rt = models.get(name, version)
-        request.scope['state']['audit'].update(model=rt.name, version=rt.version); return rt
-
-    async def body(request:Request, json_length:int|None=None # the JSON header's length when binary data follow it
-                  )->bytes:
-        b = await request.body()
-        if (json_length or len(b)) > max_json:
-            raise BodyTooLarge(f'The JSON part of a request is limited to {max_json} bytes; send fewer inputs per request, '
-                               'or large tensors as binary data (the v2 binary extension).')
-        if audit: request.scope['state']['audit']['input_hmac'] = audit.digest(b)
-        return b
-
-    def count_rows(request:Request, X)->None:
-        "The rate limit counts rows too: a request of n inputs takes n tokens from its key's row bucket."
-        rows.hit(request.scope['state']['audit']['key'], _len(X))
-
-    # --- health and metrics (no key) ---
-    @app.get('/v2/health/live', tags=['v2'], summary='Server live')
-    async def live(): return {'live': True}
-
-    @app.get('/v2/health/ready', tags=['v2'], summary='Server ready: every model loaded and warmed up')
-    async def ready(): return _json({'ready': models.ready}, 200 if models.ready else 503)
-
-    @app.get('/metrics', tags=['ops'], summary="Prometheus metrics (a key with the 'metrics' or 'admin' scope)")
-    async def metrics(request:Request):
-        auth(request, 'metrics')
-        from prometheus_client import generate_latest, CONTENT_TYPE_LATEST
-        return Response(generate_latest(M['registry']), media_type=CONTENT_TYPE_LATEST)
-
-    # --- Open Inference Protocol v2 ---
-    @app.get('/v2', tags=['v2'], summary='Server metadata')
-    async def v2_server(request:Request): auth(request); return server_metadata(__version__)
-
-    @app.get('/v2/models/{name}', tags=['v2'], summary='Model metadata')
-    @app.get('/v2/models/{name}/versions/{version}', tags=['v2'], summary='Model metadata (version)')
-    async def v2_model(request:Request, name:str, version:str|None=None):
-        auth(request); return model(request, name, version).metadata()
-
-    @app.get('/v2/models/{name}/ready', tags=['v2'], summary='Model ready')
-    @app.get('/v2/models/{name}/versions/{version}/ready', tags=['v2'], summary='Model ready (version)')
-    async def v2_model_ready(request:Request, name:str, version:str|None=None):
-        auth(request); rt = model(request, name, version)
-        return _json({'name': rt.name, 'ready': rt.ready}, 200 if rt.ready else 503)
-
-    @app.post('/v2/models/{name}/infer', tags=['v2'], summary='Inference', openapi_extra=_BODY_V2)
-    @app.post('/v2/models/{name}/versions/{version}/infer', tags=['v2'], summary='Inference (version)', openapi_extra=_BODY_V2)
-    async def v2_infer(request:Request, name:str, version:str|None=None):
-        auth(request); rt = model(request, name, version)
-        hl = header_length(request.headers.get('inference-header-content-length'))
-        raw = await body(request, hl)
-        def decode():
-            req = InferRequest.parse(raw, hl, rt.max_rows)
-            return req, _guard_input(rt.inputs_v2, check_inputs(req.inputs, rt.task.input_spec.v2_inputs()))
-        req, X = await rt.offload(decode)
-        count_rows(request, X)
-        outs = rt.v2_outputs(await rt.scores(X))
-        data, n = response_body(infer_response(rt.name, rt.version, outs, req.id, req.outputs, req.binary_all or req.binary), outs)
-        if n is None: return Response(data, 200, media_type='application/json')
-        return Response(data, 200, {'Inference-Header-Content-Length': str(n)}, media_type='application/octet-stream')
-
-    # --- plain JSON API ---
-    @app.get('/api/v1/models', tags=['api'], summary='Served models')
-    async def list_models(request:Request):
-        auth(request)
-        return {'models': [{**rt.task.summary(), 'version': rt.version, 'ready': rt.ready, 'runtime': rt.platform,
-                            'explain': rt.task.explain is not None} for rt in models.runtimes.values()]}
-
-    @app.get('/api/v1/models/{task}', tags=['api'], summary='One model: what it predicts and what it accepts')
-    async def get_model(request:Request, task:str):
-        auth(request); rt = model(request, task); spec = rt.task.input_spec
-        try: example = spec.example()
-        except Exception: example = None
-        return _json({**rt.task.summary(), 'version': rt.version, 'ready': rt.ready, 'input': spec.describe(), 'example': example,
-                      'outputs': rt.task.output_names, 'intended_use': rt.task.intended_use, 'limits': {'max_rows': rt.max_rows}})
-
-    @app.get('/api/v1/models/{task}/card', tags=['api'], summary='Model card')
-    async def card(request:Request, task:str):
-        auth(request); return _json(model(request, task).mv.card)
-
-    @app.post('/api/v1/models/{task}/predict', tags=['api'], summary='Predict for one input or a batch', openapi_extra=_BODY_API)
-    async def predict(request:Request, task:str):
-        auth(request); rt = model(request, task); raw = await body(request)
-        X = await rt.offload(lambda: _guard_input(rt.inputs, _instances(parse_json(raw), rt.max_rows)))
-        count_rows(request, X)
-        preds = await rt.predict(X)
-        return await rt.offload(_json, {'model': rt.name, 'version': rt.version, 'request_id': request.scope['state']['request_id'], 'predictions': preds})
-
-    @app.post('/api/v1/models/{task}/explain', tags=['api'], summary='Explain the prediction for one input (or a few)', openapi_extra=_BODY_API)
-    async def explain(request:Request, task:str):
-        auth(request); rt = model(request, task); raw = await body(request)
-        X = await rt.offload(lambda: _guard_input(rt.task.input_spec.validate, _instances(parse_json(raw), min(16, rt.max_rows))))
-        count_rows(request, X)
-        preds, expl = await rt.predict(X), await rt.explain(X)
-        return _json({'model': rt.name, 'version': rt.version, 'request_id': request.scope['state']['request_id'],
-                      'predictions': preds, 'explanations': expl})
-
-    # --- admin ---
-    @app.get('/api/v1/keys', tags=['admin'], summary='API keys (names and scopes; admin scope)')
-    async def list_keys(request:Request): auth(request, 'admin'); return {'keys': keys.list()}
-
-    # --- the fast lane: prediction requests go straight to their handler, past FastAPI's routing and dependency layers ---
-    import re
-    routes = {getattr(r, 'path', None): r for r in app.routes}
-    lanes = [(re.compile(r'/api/v1/models/(?P<task>[^/]+)/predict'), predict, routes['/api/v1/models/{task}/predict']),
-             (re.compile(r'/v2/models/(?P<name>[^/]+)/infer'), v2_infer, routes['/v2/models/{name}/infer']),
-             (re.compile(r'/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/infer'), v2_infer, routes['/v2/models/{name}/versions/{version}/infer'])]
-    handlers = {**{cls: _err_handler(status) for cls, status in ERROR_STATUS.items()}, HTTPException: _http_exc, Exception: _internal}
-
-    async def fast(scope, receive, send)->bool:
-        "Answer a POST to a prediction route with the same handler and error handlers as the router; False for anything else."
-        if scope['method'] != 'POST': return False
-        for rx, fn, route in lanes:
-            if m := rx.fullmatch(scope['path']): break
-        else: return False
-        scope['route'], scope['path_params'] = route, m.groupdict()
-        request = Request(scope, receive)
-        try: response = await fn(request, **m.groupdict())
-        except Exception as exc:  # Starlette's rule: the handler of the nearest class in the exception's MRO
-            response = await next(handlers[c] for c in type(exc).__mro__ if c in handlers)(request, exc)
-        await response(scope, receive, send); return True
-
+    handlers = _error_handlers(app)
+    _health_routes(app, g, M); v2_infer = _v2_routes(app, g); predict = _api_routes(app, g)
+    fast, lane_routes = _fast_lane(app, handlers, predict, v2_infer)
     origins = cors_origins if cors_origins is not None else [o for o in env.get('MEDMAAS_CORS_ORIGINS', '').split(',') if o]
     if origins:
         from starlette.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=['GET', 'POST'], allow_headers=['Authorization', 'Content-Type'])
-    app.state.fast_lane = fast_lane_allowed(app, [r for *_, r in lanes])  # CORS (a middleware) turns it off, as would a dependency
+    app.state.fast_lane = fast_lane_allowed(app, lane_routes)  # CORS (a middleware) turns it off, as would a dependency
     app.add_middleware(_Outer, max_body=max_body, metrics=M, audit=audit, fast=fast if app.state.fast_lane else None, max_inflight=max_inflight)
     app.openapi = lambda: _openapi_with_bearer(app)
     return app
