@@ -11,7 +11,7 @@ import pandas as pd
 from .data import Dataset, load_package_dataset, dataset_checksum
 from .evaluate import compute_metrics, summarize_cv
 from .tasks import Feature, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
-from .editors import ExampleEditor
+from .editors import ExampleEditor, json_record
 from fastcore.basics import patch
 from .clinical import ClinicalTask, age_bands, subgroup_metrics
 from .core import single_threaded
@@ -163,18 +163,12 @@ def example(self:VisitHistorySpec, X=None)->dict:
         {'day': 365, 'bili': 2.1, 'albumin': 3.3, 'protime': 11.0, 'ast': 125.0, 'edema': 0.5}]}
 
 # %% ../nbs/10b_clinical_trajectory.ipynb #28f4ddf4
-def _history_from_json(text:str)->list[dict]:
-    import json
-    try: r = json.loads(text)
-    except json.JSONDecodeError as e: raise InvalidInput(f'The text box holds one visit history as JSON {{age, sex, trt, visits: [...]}}: {e.msg}.', 'visits') from None
-    return [r]
-
 @patch
 def editor(self:VisitHistorySpec, ds, # the task's `Dataset` (the examples come from its test split)
            examples:list # [(label, index in the test split)]
           )->ExampleEditor:
     "Held-out visit histories to pick, and a text box to edit one as JSON."
-    return ExampleEditor(self, ds, examples, label='history', rows=4, from_text=_history_from_json)
+    return ExampleEditor(self, ds, examples, label='history', rows=4, from_text=lambda v: json_record(v, 'one visit history as JSON {age, sex, trt, visits: [...]}', 'visits'))
 
 # %% ../nbs/10b_clinical_trajectory.ipynb #5033b7a0
 def _histories(df:pd.DataFrame):

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['bars_html', 'attributions_html', 'gradcam_html', 'sequence_html', 'FeatureEditor', 'read_image_file', 'ExampleEditor']
+__all__ = ['bars_html', 'attributions_html', 'gradcam_html', 'sequence_html', 'FeatureEditor', 'read_image_file', 'ExampleEditor',
+           'json_record']
 
 # %% ../nbs/02a_editors.ipynb #c448ceaf
 def bars_html(effects:pd.DataFrame, # columns 'feature', 'value' (NaN: not shown) and 'effect', in the order to show
@@ -175,3 +176,15 @@ class ExampleEditor:
         r = records[0]; self._syncing = True
         try: self.text_w.value = str(next(iter(r.values()))) if len(r) == 1 else json.dumps(r)
         finally: self._syncing = False
+
+# %% ../nbs/02a_editors.ipynb #5b60cf2e
+def json_record(text:str, # the text box's content
+                what:str, # what the box holds, for the message, e.g. 'one record as JSON {field: text}'
+                field:str # the input field an error names
+               )->list[dict]:
+    "The text box's one record, parsed from JSON, or `InvalidInput` saying what was expected."
+    from medmaas_nb.errors import InvalidInput
+    try: r = json.loads(text)
+    except json.JSONDecodeError as e: raise InvalidInput(f'The text box holds {what}: {e.msg}.', field) from None
+    if not isinstance(r, dict): raise InvalidInput(f'The text box holds {what}.', field)
+    return [r]

@@ -16,7 +16,7 @@ from .evaluate import Anchor, bootstrap_metrics
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
 from .deid import deidentify
 from .core import write_json, one_thread
-from .editors import ExampleEditor, bars_html
+from .editors import ExampleEditor, bars_html, json_record
 from fastcore.basics import patch
 
 # %% auto #0
@@ -377,12 +377,6 @@ def highlight_html(text:str, # the text (de-identified here before display)
     return ''.join(out + [html.escape(text[last:])]) + ('...' if len(text) >= max_chars else '')
 
 # %% ../nbs/13_text.ipynb #5599748d
-def _record_from_json(text:str, fields:list)->list[dict]:
-    try: r = json.loads(text)
-    except json.JSONDecodeError as e: raise InvalidInput(f'The text box holds one record as JSON {{field: text}} with fields {fields}: {e.msg}.', 'text') from None
-    if not isinstance(r, dict): raise InvalidInput(f'The text box holds one record as JSON {{field: text}} with fields {fields}.', 'text')
-    return [r]
-
 @patch
 def editor(self:TextInputSpec, ds, # the task's `Dataset` (the examples come from its test split)
            examples:list # [(label, index in the test split)]
@@ -390,7 +384,7 @@ def editor(self:TextInputSpec, ds, # the task's `Dataset` (the examples come fro
     "Held-out texts to pick and a text box: the text itself, or with several fields the record as JSON."
     one = len(self.fields) == 1
     return ExampleEditor(self, ds, examples, label='text', rows=2,
-                         from_text=(lambda v: self.to_records([v])) if one else (lambda v: _record_from_json(v, self.fields)))
+                         from_text=(lambda v: self.to_records([v])) if one else (lambda v: json_record(v, f'one record as JSON {{field: text}} with fields {self.fields}', 'text')))
 
 # %% ../nbs/13_text.ipynb #80037a77
 @patch
