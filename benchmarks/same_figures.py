@@ -18,8 +18,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT/'benchmarks')]
 from common import parser, machine, publish
 
+def notebook_error(folder:Path)->str:
+    "The first error an executed step notebook under `folder` holds: 'step: error: message' (empty when none)."
+    for nb in sorted(folder.glob('*/*/*.ipynb')):
+        for c in json.loads(nb.read_text()).get('cells', []):
+            for o in c.get('outputs', []):
+                if o.get('output_type') == 'error': return f"{nb.stem}: {o.get('ename')}: {str(o.get('evalue'))[:160]}"
+    return ''
+
 def run(code_dir:Path, work:Path, task:str, quick:bool)->tuple[dict|None, float, str]:
-    "Run one task's pipeline with the code in `code_dir`; (its metrics.json or None, seconds, the error's last line)."
+    "Run one task's pipeline with the code in `code_dir`; (its metrics.json or None, seconds, the error of a failed step)."
     env = {**os.environ, 'PYTHONPATH': str(code_dir), 'MEDMAAS_RUNS_DIR': str(work/'runs'), 'MEDMAAS_REGISTRY_DIR': str(work/'registry'),
            'MLFLOW_TRACKING_URI': '', 'MEDMAAS_KEYS_FILE': str(work/'keys.json'), 'MEDMAAS_AUDIT_LOG': str(work/'audit.jsonl'),
            'MEDMAAS_SIGNING_KEY_FILE': str(work/'signing.key'), 'MEDMAAS_PIPELINES_DIR': str(code_dir/'nbs'/'pipelines')}
@@ -28,8 +36,9 @@ def run(code_dir:Path, work:Path, task:str, quick:bool)->tuple[dict|None, float,
     p = subprocess.run(cmd + (['--quick'] if quick else []), cwd=code_dir, env=env, capture_output=True, text=True)
     secs = time.perf_counter() - t0
     found = sorted((work/'runs'/task).glob('*/metrics.json'))
-    if p.returncode or not found: return None, secs, (p.stderr.strip().splitlines() or ['no metrics.json'])[-1][:200]
-    return json.loads(found[-1].read_text()), secs, ''
+    err = '' if not p.returncode else (notebook_error(work/'runs') or (p.stderr.strip().splitlines() or ['failed'])[-1][:200])
+    # the figures are written by the evaluation step: a later step's failure (serving) is reported beside them
+    return (json.loads(found[-1].read_text()) if found else None), secs, err
 
 def figures(m:dict)->dict:
     "{'test.roc_auc.value': 0.93, ...}: every number under the metrics' `cv` and `test`, and the chosen model."
@@ -66,6 +75,7 @@ def main():
                 rows.append(f"| {t} | - | - | - | failed: {e1 or 'ok'} / {e2 or 'ok'} | {s1:.0f} / {s2:.0f} |"); continue
             same, diff = compare(mine, base)
             shown = '; '.join(f'{k} {x} vs {y}' for k, x, y in diff[:4]) + (f' and {len(diff) - 4} more' if len(diff) > 4 else '')
+            if e1 or e2: shown = (shown if diff else '-') + f" (after the figures, a step failed: {e1 or 'ok'} / {e2 or 'ok'})"
             rows.append(f"| {t} | {mine['chosen']} / {base['chosen']} | {same + len(diff)} | {same} | {shown or '-'} | {s1:.0f} / {s2:.0f} |")
             print(rows[-1], flush=True)
     kind = 'quick runs (small slices, few folds)' if a.quick else 'full runs'
