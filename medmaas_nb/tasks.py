@@ -442,14 +442,14 @@ class Run:
         return json.loads(p.read_text())
 
     def show(self, section:Section, *args)->list[str]:
-        "Show one section (heading, folded code, output); returns the files it wrote, refusing any it does not declare."
+        "Show one section (heading, its code, output); returns the files it wrote, refusing any it does not declare."
         import html, inspect
         from IPython.display import display, HTML, Markdown
         folder = Path(self.folder); before = {p.name for p in folder.iterdir()}
         try: code = inspect.getsource(section.show)
         except (OSError, TypeError): code = ''
         display(Markdown(f'## {section.title}'))
-        if code: display(HTML(f'<details><summary>code of this section</summary><pre>{html.escape(code)}</pre></details>'))
+        if code: display(HTML(f'<details open><summary>code of this section</summary><pre>{html.escape(code)}</pre></details>'))
         section.show(self, *args)
         new = sorted({p.name for p in folder.iterdir()} - before)
         if extra := [n for n in new if n not in section.writes]:
