@@ -4,14 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #893b61e3
 from __future__ import annotations
-import errno, hashlib, json, logging, os, random, tempfile, contextlib, importlib, sys
+import errno, hashlib, json, logging, os, random, re, tempfile, contextlib, importlib, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 
 # %% auto #0
 __all__ = ['project_root', 'Settings', 'get_settings', 'seed_everything', 'get_logger', 'file_digest', 'atomic_write',
-           'write_json', 'keras', 'keras_layer', 'tensorflow_loaded', 'one_thread', 'single_threaded', 'tf_threads']
+           'write_json', 'import_quietly', 'keras', 'keras_layer', 'tensorflow_loaded', 'one_thread', 'single_threaded',
+           'tf_threads']
 
 # %% ../nbs/00_core.ipynb #7d71a643
 def project_root(start:Path|None=None # where to start looking; defaults to the package's parent, then the working directory
@@ -135,12 +136,29 @@ def _json_default(o):
     if isinstance(o, Path): return str(o)
     raise TypeError(f'{type(o).__name__} is not JSON serialisable')
 
+# %% ../nbs/00_core.ipynb #cc33adaa
+_NATIVE_CHATTER = re.compile(r'oneDNN custom operations are on|absl::InitializeLog|cpu_feature_guard|rebuild TensorFlow with the '
+                             r'appropriate compiler flags|This TensorFlow binary is optimized')
+
+def import_quietly(name:str # module to import, e.g. 'tensorflow'
+                  ):
+    "Import `name` with its native start-up notices on stderr dropped (other lines kept); `MEDMAAS_VERBOSE=1` keeps them all."
+    if name in sys.modules or os.environ.get('MEDMAAS_VERBOSE'): return importlib.import_module(name)
+    sys.stderr.flush(); saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)  # C++ logging writes to file descriptor 2, past Python's sys.stderr
+        try: return importlib.import_module(name)
+        finally:
+            os.dup2(saved, 2); os.close(saved); caught.seek(0)
+            kept = [l for l in caught.read().decode(errors='replace').splitlines() if l.strip() and not _NATIVE_CHATTER.search(l)]
+            if kept: print('\n'.join(kept), file=sys.stderr)
+
 # %% ../nbs/00_core.ipynb #c451302a
 def keras():
     "Import and return Keras (TensorFlow backend) on first use, with TensorFlow's start-up chatter silenced and our layers registered."
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
-    K = importlib.import_module('keras')
+    import_quietly('tensorflow'); K = importlib.import_module('keras')
     if 'medmaas_nb>ViewStack' not in K.saving.get_custom_objects(): _register_layers(K)
     return K
 
@@ -205,6 +223,6 @@ def tf_threads(intra:int, # threads inside one operation
                inter:int # operations run at the same time
               ):
     "Run TensorFlow's kernels on at most `intra` x `inter` threads (a no-op once TensorFlow has started executing)."
-    import tensorflow as tf
+    tf = import_quietly('tensorflow')
     try: tf.config.threading.set_intra_op_parallelism_threads(intra); tf.config.threading.set_inter_op_parallelism_threads(inter)
     except RuntimeError: pass
