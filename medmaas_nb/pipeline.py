@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_pipeline.ipynb #8d9bbcbe
 from __future__ import annotations
-import argparse, datetime as dt, json, os, secrets, shutil, sys, tempfile, time
+import argparse, contextlib, datetime as dt, json, os, secrets, shutil, sys, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .core import get_settings, project_root, write_json, atomic_write, get_logger
@@ -18,7 +18,8 @@ def pipelines_dir()->Path:
     return Path(os.environ.get('MEDMAAS_PIPELINES_DIR') or project_root()/'nbs'/'pipelines')
 
 # %% auto #0
-__all__ = ['log', 'STEPS', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'run_task', 'main']
+__all__ = ['log', 'STEPS', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'earlier_step_seconds',
+           'StepTicker', 'run_task', 'main']
 
 # %% ../nbs/05_pipeline.ipynb #21d13325
 def new_run_id()->str:
@@ -100,16 +101,49 @@ class RunResult:
     metrics:dict=field(default_factory=dict) # contents of metrics.json
     registered:dict=field(default_factory=dict) # {'version': N, ...} from the evaluate step
 
+# %% ../nbs/05_pipeline.ipynb #7d646468
+def earlier_step_seconds(task:str, # the task
+                         quick:bool # quick or full runs
+                        )->dict:
+    "{step: seconds} of the newest earlier run of `task` of the same kind (quick or full) that recorded its timings; {} if none."
+    root = get_settings().runs_dir/task
+    for d in sorted(root.glob('*/timings.json'), reverse=True):
+        try:
+            if bool(json.loads((d.parent/'params.json').read_text()).get('quick')) == bool(quick): return json.loads(d.read_text())
+        except (OSError, ValueError): continue
+    return {}
+
+def _mmss(s:float)->str: return f'{int(s) // 60}m{int(s) % 60:02d}s'
+
+class StepTicker:
+    "A context manager: while a step runs, one stderr line rewritten every second with the time so far and the earlier run's."
+    def __init__(self, label:str, earlier:float|None=None, stream=None, every:float=1.0):
+        self.label, self.earlier, self.stream, self.every = label, earlier, stream or sys.stderr, every
+    def line(self, elapsed:float)->str:
+        "What the ticker shows after `elapsed` seconds."
+        about = f' (last time {_mmss(self.earlier)})' if self.earlier else ''
+        return f'{self.label} running {_mmss(elapsed)}{about}'
+    def __enter__(self):
+        import threading
+        self._stop, self._t0 = threading.Event(), time.perf_counter()
+        def tick():
+            while not self._stop.wait(self.every): self.stream.write('\r' + self.line(time.perf_counter() - self._t0) + '\x1b[K'); self.stream.flush()
+        self._thread = threading.Thread(target=tick, daemon=True); self._thread.start(); return self
+    def __exit__(self, *exc):
+        self._stop.set(); self._thread.join(); self.stream.write('\r\x1b[K'); self.stream.flush()
+
 # %% ../nbs/05_pipeline.ipynb #93ded746
-def _run_step(task:str, step:str, i:int, n:int, nb_params:dict, run_dir:Path, kernel:WarmKernel, res:RunResult, progress, renders):
+def _run_step(task:str, step:str, i:int, n:int, nb_params:dict, run_dir:Path, kernel:WarmKernel, res:RunResult, progress, renders,
+              live:bool=False, earlier:dict|None=None):
     "Execute one step notebook in its (warm) kernel; a failure becomes `StepFailed` naming the step and the cell."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    out = run_dir/f'{step}.ipynb'; t0 = time.perf_counter()
-    progress(f'[{task} {i}/{n}] {step} ...')
+    out = run_dir/f'{step}.ipynb'; t0 = time.perf_counter(); label = f'[{task} {i}/{n}] {step}'
+    ticker = StepTicker(label, (earlier or {}).get(step)) if live else contextlib.nullcontext()
     try:
-        pm.execute_notebook(pipelines_dir()/f'{step}.ipynb', out, parameters=nb_params, kernel_name='python3',
-                            progress_bar=False, cwd=str(run_dir), km=kernel.ready())
+        with ticker:
+            pm.execute_notebook(pipelines_dir()/f'{step}.ipynb', out, parameters=nb_params, kernel_name='python3',
+                                progress_bar=False, cwd=str(run_dir), km=kernel.ready())
     except PapermillExecutionError as e:
         _to_html(out)
         first = next((l for l in (e.source or '').splitlines() if l.strip() and not l.startswith('#')), '')
@@ -120,15 +154,16 @@ def _run_step(task:str, step:str, i:int, n:int, nb_params:dict, run_dir:Path, ke
     finally: kernel.shutdown()
     res.timings[step] = time.perf_counter() - t0
     renders.submit(_to_html, out)  # rendered while the next step runs
-    progress(f'[{task} {i}/{n}] {step} done in {res.timings[step]:.1f}s')
+    if progress: progress(f'{label} done in {res.timings[step]:.1f}s')
 
 def run_task(task_name:str, # task to run
              quick:bool=False, # small slice and few folds (seconds)
              params:dict|None=None, # overrides: common ('seed') and task-specific parameters
              run_id:str|None=None, # defaults to a new id
              steps:tuple=STEPS, # which steps to run
-             progress=print, # called with one line per step
-             track:bool=True # log the run to MLflow
+             progress=print, # called with one line per finished step (None: silent)
+             track:bool=True, # log the run to MLflow
+             live:bool=False # show the running step's time on stderr (for a terminal)
             )->RunResult:
     "Execute the step notebooks of a task with papermill into `runs/<task>/<run_id>/`."
     import re
@@ -162,6 +197,7 @@ def run_task(task_name:str, # task to run
         import threading, importlib
         threading.Thread(target=importlib.import_module, args=('mlflow',), daemon=True).start()
     res = RunResult(task.name, run_id, run_dir, p)
+    earlier = earlier_step_seconds(task.name, p['quick']) if live else {}
     nb_params = {'task': task.name, 'run_dir': str(run_dir), 'quick': p['quick'], 'seed': p['seed'], 'params': task.task_params(p)}
     from concurrent.futures import ThreadPoolExecutor
     service = None
@@ -172,7 +208,7 @@ def run_task(task_name:str, # task to run
         with ThreadPoolExecutor(1) as renders:  # the HTML reports; waited for on the way out
             for i, step in enumerate(steps, 1):
                 if i < len(steps): kernels[steps[i]] = WarmKernel(pipelines_dir()/f'{steps[i]}.ipynb', task.name, run_dir, runtime=True)
-                _run_step(task.name, step, i, len(steps), nb_params, run_dir, kernels.pop(step), res, progress, renders)
+                _run_step(task.name, step, i, len(steps), nb_params, run_dir, kernels.pop(step), res, progress, renders, live, earlier)
     finally:
         for k in kernels.values(): k.shutdown()
         if service is not None: service.stop()  # normally the serve step has stopped it already
@@ -215,6 +251,8 @@ def _parser()->argparse.ArgumentParser:
     r.add_argument('-p', '--param', nargs=2, action='append', metavar=('KEY', 'VALUE'), default=[], help='parameter override')
     r.add_argument('--run-id', help='run id (default: time + random suffix)')
     r.add_argument('--no-track', action='store_true', help='do not log the run to MLflow')
+    r.add_argument('--quiet', action='store_true', help='only the result table (and errors)')
+    r.add_argument('--verbose', action='store_true', help="also the native libraries' start-up notices (TensorFlow)")
     d = sub.add_parser('data', help='datasets'); dsub = d.add_subparsers(dest='data_cmd', required=True)
     dsub.add_parser('list', help='datasets, licenses, availability')
     f = dsub.add_parser('fetch', help='download and verify a dataset'); f.add_argument('name')
@@ -262,9 +300,11 @@ def _dispatch(args)->int:
         _print_table(rows) if rows else print('no registered models'); return 0
     if args.cmd == 'run':
         params = dict(args.param)
+        if args.verbose: os.environ['MEDMAAS_VERBOSE'] = '1'  # the step kernels inherit it
+        say = dict(progress=None if args.quiet else print, live=not args.quiet and sys.stderr.isatty())
         if args.all == bool(args.task): raise ValueError('give a TASK or --all, not both')
         if args.task:  # `run_task` checks the task and the parameters before any notebook runs
-            res = run_task(args.task, args.quick, params, args.run_id, track=not args.no_track)
+            res = run_task(args.task, args.quick, params, args.run_id, track=not args.no_track, **say)
             _print_table([_summary_row(args.task, res, None)])
             print(f'reports: {res.run_dir}'); return 0
         from medmaas_nb.data import availability
@@ -273,7 +313,7 @@ def _dispatch(args)->int:
         for t in tasks: t.parse_params({**params, 'quick': args.quick})
         rows, failed = [], 0
         for t in tasks:
-            try: rows.append(_summary_row(t.name, run_task(t.name, args.quick, params, track=not args.no_track), None))
+            try: rows.append(_summary_row(t.name, run_task(t.name, args.quick, params, track=not args.no_track, **say), None))
             except StepFailed as e:
                 failed += 1; print(f'error: {t.name}: {e}', file=sys.stderr); rows.append(_summary_row(t.name, None, str(e.notebook)))
         print(); _print_table(rows)

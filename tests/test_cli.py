@@ -59,3 +59,17 @@ def test_every_numeric_parameter_has_a_range():
             assert lo <= p.default <= hi, f'{t.name}: default of {name!r} outside [{lo}, {hi}]'
     with pytest.raises(ValueError, match=r"'type_weight' must be in \[0.0, 100.0\]"):
         all_tasks()['medquad-retrieval'].parse_params({'type_weight': '-1'})
+
+def test_a_run_prints_one_line_per_step_and_no_native_notices(tmp_path):
+    "A quick run of a Keras task (TensorFlow in every step): one line per finished step and the table on stdout; stderr empty."
+    env = {'MEDMAAS_RUNS_DIR': str(tmp_path/'runs'), 'MEDMAAS_REGISTRY_DIR': str(tmp_path/'reg'), 'MLFLOW_TRACKING_URI': '',
+           'MEDMAAS_KEYS_FILE': str(tmp_path/'keys.json'), 'MEDMAAS_AUDIT_LOG': str(tmp_path/'audit.jsonl'),
+           'MEDMAAS_SIGNING_KEY_FILE': str(tmp_path/'signing.key')}
+    r = medmaas('run', 'pneumonia-xray', '--quick', '--no-track', env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout.splitlines()
+    assert [l.split('] ')[1].split(' done in ')[0] for l in out[:4]] == ['10_data', '20_train', '30_evaluate', '40_serve'], out
+    assert out[4].startswith('task ') and out[5].startswith('pneumonia-xray ') and out[6].startswith('reports: ') and len(out) == 7
+    assert r.stderr == '', r.stderr[:2000]  # no TensorFlow start-up notices, no ticker (stderr is not a terminal)
+    q = medmaas('run', 'diabetes-progression', '--quick', '--no-track', '--quiet', env=env)
+    assert q.returncode == 0 and q.stdout.splitlines()[0].startswith('task ') and 'done in' not in q.stdout, q.stdout
