@@ -21,10 +21,10 @@ HIGHER_IS_BETTER = {'r2': True, 'mse': False, 'mae': False, 'roc_auc': True, 'ac
                     'mrr': True, 'recall_at_1': True, 'recall_at_5': True, 'recall_at_10': True}
 
 # %% auto #0
-__all__ = ['KINDS', 'HIGHER_IS_BETTER', 'survival_fields', 'compute_metrics', 'rank_auc', 'fast_metrics', 'bootstrap_metrics',
-           'make_cv', 'default_scores', 'cross_validate', 'summarize_cv', 'select_model', 'summary_table', 'Anchor',
-           'anchor_table', 'plot_residuals', 'plot_importance', 'plot_roc', 'plot_calibration', 'plot_confusion',
-           'permutation_importance_table']
+__all__ = ['KINDS', 'HIGHER_IS_BETTER', 'METRIC_BOUNDS', 'survival_fields', 'compute_metrics', 'rank_auc', 'fast_metrics',
+           'bootstrap_metrics', 'make_cv', 'default_scores', 'cross_validate', 't_interval', 'summarize_cv',
+           'select_model', 'with_interval', 'summary_table', 'Anchor', 'anchor_table', 'plot_residuals',
+           'plot_importance', 'plot_roc', 'plot_calibration', 'plot_confusion', 'permutation_importance_table']
 
 # %% ../nbs/02_evaluate.ipynb #2fce8c26
 def survival_fields(y)->tuple[str, str]:
@@ -178,20 +178,48 @@ def cross_validate(model, # an unfitted scikit-learn style estimator (cloned per
                      'n_train': len(tr), 'n_test': len(te)})
     return pd.DataFrame(rows)
 
+# %% ../nbs/02_evaluate.ipynb #9f369dc4
+METRIC_BOUNDS = {**{m: (0.0, 1.0) for m in ('roc_auc', 'accuracy', 'average_precision', 'brier', 'sensitivity', 'specificity', 'f1',
+                                            'f1_macro', 'roc_auc_ovr', 'c_index', 'balanced_accuracy', 'mrr', 'recall_at_1',
+                                            'recall_at_5', 'recall_at_10')},
+                 'mse': (0.0, math.inf), 'mae': (0.0, math.inf), 'r2': (-math.inf, 1.0)} # the range each metric lives in
+
+def t_interval(values, # one figure per fold (or seed)
+               level:float=0.95, # coverage
+               ratio:float=0.0, # test/train size ratio for the corrected resampled t (Nadeau & Bengio); 0: the plain t interval of a mean
+               bounds:tuple|None=None, # (low, high) of the metric; None: unbounded
+               eps:float=1e-3 # how far inside a bound a value at the bound is moved
+              )->tuple[float, float]:
+    "A t interval for the mean of `values`, computed on a scale where the metric is unbounded and mapped back; NaN for one value."
+    v = np.asarray(values, float)
+    if len(v) < 2: return float('nan'), float('nan')
+    if np.all(v == v[0]): return float(v[0]), float(v[0])
+    lo, hi = bounds or (-math.inf, math.inf)
+    if math.isfinite(lo) and math.isfinite(hi):  # logit
+        w = hi - lo; fwd = lambda x: np.log((x - lo) / (hi - x)); back = lambda z: lo + w / (1 + np.exp(-z))
+        v = np.clip(v, lo + eps * w, hi - eps * w)
+    elif math.isfinite(lo): fwd, back = (lambda x: np.log(x - lo)), (lambda z: lo + np.exp(z)); v = np.maximum(v, lo + eps)
+    elif math.isfinite(hi): fwd, back = (lambda x: np.log(hi - x)), (lambda z: hi - np.exp(z)); v = np.minimum(v, hi - eps)
+    else: fwd = back = lambda x: x
+    z = fwd(v); m, sd = z.mean(), z.std(ddof=1)
+    half = stats.t.ppf(0.5 + level / 2, len(z) - 1) * math.sqrt((1 / len(z) + ratio) * sd ** 2)
+    a, b = sorted((float(back(m - half)), float(back(m + half))))  # log(1 - R^2) runs the other way
+    mean = float(np.mean(values))
+    return min(a, mean), max(b, mean)  # the figure reported is the plain mean: the interval holds it (it may not, when folds sit at a bound)
+
 # %% ../nbs/02_evaluate.ipynb #03ed45aa
 def summarize_cv(folds:pd.DataFrame, # output of `cross_validate`
                  level:float=0.95 # interval coverage
                 )->dict[str, dict]:
-    "Mean, sd and a corrected-t interval of each metric over folds: {metric: {value, sd, ci_low, ci_high, n_folds}}."
-    out = {}; J = len(folds)
-    ratio = (folds['n_test'] / folds['n_train']).mean()
+    "Mean, sd and a corrected-t interval (within the metric's range) of each metric over folds: {metric: {value, sd, ci_low, ci_high, n_folds}}."
+    out = {}
+    ratio = (folds['n_test'] / folds['n_train']).mean(); eps = 0.5 / max(float(folds['n_test'].mean()), 1.0)
     for c in folds.columns:
         if c in ('fold', 'fit_s', 'n_train', 'n_test'): continue
         v = folds[c].dropna().to_numpy(float)
         if not len(v): continue
-        mean, sd = v.mean(), v.std(ddof=1) if len(v) > 1 else 0.0
-        half = stats.t.ppf(0.5 + level/2, max(len(v)-1, 1)) * math.sqrt((1/len(v) + ratio) * sd**2)
-        out[c] = {'value': float(mean), 'sd': float(sd), 'ci_low': float(mean - half), 'ci_high': float(mean + half), 'n_folds': int(len(v))}
+        lo, hi = t_interval(v, level, ratio, METRIC_BOUNDS.get(c), eps)
+        out[c] = {'value': float(v.mean()), 'sd': float(v.std(ddof=1)) if len(v) > 1 else 0.0, 'ci_low': lo, 'ci_high': hi, 'n_folds': int(len(v))}
     return out
 
 # %% ../nbs/02_evaluate.ipynb #d1b4e226
@@ -209,6 +237,15 @@ def select_model(candidates:dict, # {name: unfitted estimator}
     best = max(summaries, key=lambda n: sign * summaries[n][metric]['value'])
     return best, pd.concat(tables, ignore_index=True), summaries
 
+# %% ../nbs/02_evaluate.ipynb #6a013ca4
+def with_interval(figure:dict, # {value, ci_low, ci_high}
+                  digits:int=3
+                 )->str:
+    "'value [low, high]', or 'value (no interval)' when the interval is undefined (one fold, one split)."
+    lo, hi = figure.get('ci_low'), figure.get('ci_high')
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi): return f"{figure['value']:.{digits}f} (no interval)"
+    return f"{figure['value']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
 # %% ../nbs/02_evaluate.ipynb #0a441fe4
 def summary_table(summaries:dict, # {model: summarize_cv output}
                   metrics:list|None=None # metrics to show; all if None
@@ -216,7 +253,7 @@ def summary_table(summaries:dict, # {model: summarize_cv output}
     "A readable table: one row per model, 'mean [low, high]' per metric."
     rows = {}
     for name, s in summaries.items():
-        rows[name] = {k: f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for k, v in s.items() if metrics is None or k in metrics}
+        rows[name] = {k: with_interval(v) for k, v in s.items() if metrics is None or k in metrics}
     return pd.DataFrame(rows).T
 
 # %% ../nbs/02_evaluate.ipynb #483b1351

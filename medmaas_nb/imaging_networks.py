@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from .core import keras, keras_layer, get_logger, tf_threads
 from .data import Dataset
-from .evaluate import compute_metrics
+from .evaluate import compute_metrics, t_interval, METRIC_BOUNDS
 from .tasks import Task, TrainResult
 from .imaging import IMAGE_SIZE
 
@@ -310,16 +310,14 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
 
 # %% ../nbs/11a_imaging_networks.ipynb #115f95f0
 def summarize_seeds(rows:pd.DataFrame, level:float=0.95)->dict:
-    "Mean, sd and t interval over seeds of every metric column: {metric: {value, sd, ci_low, ci_high, n_folds}}."
-    from scipy import stats
+    "Mean, sd and t interval (within the metric's range) over seeds of every metric column: {metric: {value, sd, ci_low, ci_high, n_folds}}."
     out = {}
     for c in rows.columns:
         if c in ('model', 'fold', 'seed', 'threshold', 'best_epoch', 'epochs_run', 'fit_s'): continue
         v = rows[c].dropna().to_numpy(float)
         if not len(v): continue
-        m, sd = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
-        half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * sd / math.sqrt(len(v))) if len(v) > 1 else 0.0
-        out[c] = {'value': m, 'sd': sd, 'ci_low': m - half, 'ci_high': m + half, 'n_folds': int(len(v))}
+        lo, hi = t_interval(v, level, bounds=METRIC_BOUNDS.get(c))
+        out[c] = {'value': float(v.mean()), 'sd': float(v.std(ddof=1)) if len(v) > 1 else 0.0, 'ci_low': lo, 'ci_high': hi, 'n_folds': int(len(v))}
     return out
 
 # %% ../nbs/11a_imaging_networks.ipynb #9ae79ac7

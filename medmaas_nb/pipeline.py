@@ -226,9 +226,10 @@ def run_task(task_name:str, # task to run
 # %% ../nbs/05_pipeline.ipynb #e69905d4
 def _summary_row(task:str, res:RunResult|None, err:str|None)->dict:
     from medmaas_nb.tasks import get_task
+    from medmaas_nb.evaluate import with_interval
     t = get_task(task); m = (res.metrics if res else {}) or {}
     pm = t.primary_metric
-    fmt = lambda d: f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if d else ''
+    fmt = lambda d: with_interval(d) if d else ''
     return {'task': task, 'status': 'ok' if res else 'FAILED', 'metric': pm,
             'cv': fmt(m.get('cv', {}).get(pm)), 'test': fmt(m.get('test', {}).get(pm)),
             'seconds': round(sum(res.timings.values()), 1) if res else '', 'run_dir': str(res.run_dir) if res else (err or '')}

@@ -292,7 +292,7 @@ def train_medquad(task:Task, ds:Dataset, quick:bool=False, seed:int=0, **params)
                                      1 if quick else task.cv_repeats, seed, groups=ds.groups.get('train'), score_fn=task.score_fn)
     if fusion is None or best != 'bm25_qtype': return TrainResult(cands[best].fit(X, y), best, folds, summ)
     fusion.fit(X, y); w = fusion.weight_
-    one = lambda r: {m: {'value': v, 'sd': 0.0, 'ci_low': v, 'ci_high': v, 'n_folds': 1} for m, v in r.items()}
+    one = lambda r: {m: {'value': v, 'sd': 0.0, 'ci_low': float('nan'), 'ci_high': float('nan'), 'n_folds': 1} for m, v in r.items()}  # one split: no interval
     summ = {**summ, 'bm25_qtype (validation topics)': one(fusion.validation_[0.0]),
             'bm25_qtype_dual': one(fusion.validation_[w]),  # the chosen fusion weight, on the same held-out topics
             'keras_dual_encoder alone (validation topics)': one(fusion.validation_['dual encoder alone'])}
