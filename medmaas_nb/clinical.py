@@ -11,7 +11,7 @@ from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 from .data import Dataset, load_package_dataset, dataset_checksum
 from .evaluate import (Anchor, bootstrap_metrics, compute_metrics, cross_validate, summarize_cv, select_model,
-                                 default_scores, anchor_table, summary_table)
+                                 default_scores, anchor_table, summary_table, sensitivity_threshold)
 from .tasks import Task, TrainResult, InputSpec, Feature, Param, Run, Section, register_task
 from .errors import NotSupported
 from .core import single_threaded
@@ -21,8 +21,7 @@ __all__ = ['DIABETES_FEATURES', 'diabetes_progression', 'WDBC_NAMES', 'WDBC_SPEC
            'subgroup_metrics', 'shap_values', 'summarize_background', 'tabular_explainer', 'ClinicalTask',
            'anchor_protocol', 'train_candidates', 'show_anchor_protocol', 'goal_table', 'goal_report', 'show_goals',
            'show_subgroups', 'show_shap', 'clinical_sections', 'register_clinical', 'load_diabetes_task',
-           'diabetes_candidates', 'load_wdbc_task', 'wdbc_candidates', 'sensitivity_threshold', 'train_wdbc',
-           'show_threshold']
+           'diabetes_candidates', 'load_wdbc_task', 'wdbc_candidates', 'train_wdbc', 'show_threshold']
 
 # %% ../nbs/10_clinical.ipynb #41a6e653
 def age_bands(age, # ages in years
@@ -438,17 +437,6 @@ def wdbc_candidates(quick:bool=False, seed:int=0, n_estimators:int=100, **_)->di
             out['gradient_boosting' + tag] = HistGradientBoostingClassifier(learning_rate=0.1, max_iter=n, max_depth=3, max_bins=63,
                                                                              class_weight=cw, random_state=seed)
     return out
-
-# %% ../nbs/10_clinical.ipynb #d838c9c6
-def sensitivity_threshold(y, p, target:float=0.95)->dict:
-    "The highest threshold whose sensitivity is >= target, with the sensitivity and specificity there."
-    y, p = np.asarray(y).astype(int), np.asarray(p)
-    cands = np.sort(np.unique(p))[::-1]
-    for t in cands:
-        pred = p >= t
-        if pred[y == 1].mean() >= target:
-            return {'threshold': float(t), 'sensitivity': float(pred[y == 1].mean()), 'specificity': float((~pred[y == 0]).mean())}
-    return {'threshold': float(cands[-1]), 'sensitivity': 1.0, 'specificity': float((p[y == 0] < cands[-1]).mean())}
 
 # %% ../nbs/10_clinical.ipynb #bd625e04
 @single_threaded

@@ -23,8 +23,9 @@ HIGHER_IS_BETTER = {'r2': True, 'mse': False, 'mae': False, 'roc_auc': True, 'ac
 # %% auto #0
 __all__ = ['KINDS', 'HIGHER_IS_BETTER', 'METRIC_BOUNDS', 'survival_fields', 'compute_metrics', 'rank_auc', 'fast_metrics',
            'bootstrap_metrics', 'make_cv', 'default_scores', 'cross_validate', 't_interval', 'summarize_cv',
-           'select_model', 'with_interval', 'summary_table', 'Anchor', 'anchor_table', 'plot_residuals',
-           'plot_importance', 'plot_roc', 'plot_calibration', 'plot_confusion', 'permutation_importance_table']
+           'select_model', 'with_interval', 'summary_table', 'Anchor', 'anchor_table', 'sensitivity_threshold',
+           'plot_residuals', 'plot_importance', 'plot_roc', 'plot_calibration', 'plot_confusion',
+           'permutation_importance_table']
 
 # %% ../nbs/02_evaluate.ipynb #2fce8c26
 def survival_fields(y)->tuple[str, str]:
@@ -283,6 +284,20 @@ def anchor_table(ours:dict, # {label: {metric: {value, ci_low, ci_high}}}, e.g. 
                      'how': a.how, 'source': a.source})
     return pd.DataFrame(rows)
 
+# %% ../nbs/02_evaluate.ipynb #6e365731
+def sensitivity_threshold(y, # 0/1 truth, 1 the disease
+                          p, # the disease's predicted probability
+                          target:float=0.95 # the sensitivity to reach
+                         )->dict:
+    "The highest threshold whose sensitivity is >= target, with the sensitivity and specificity there."
+    y, p = np.asarray(y).astype(int), np.asarray(p)
+    cands = np.sort(np.unique(p))[::-1]
+    for t in cands:
+        pred = p >= t
+        if pred[y == 1].mean() >= target:
+            return {'threshold': float(t), 'sensitivity': float(pred[y == 1].mean()), 'specificity': float((~pred[y == 0]).mean())}
+    return {'threshold': float(cands[-1]), 'sensitivity': 1.0, 'specificity': float((p[y == 0] < cands[-1]).mean())}
+
 # %% ../nbs/02_evaluate.ipynb #d57b7cfe
 def _fig(w=5, h=4):
     import matplotlib.pyplot as plt
@@ -310,12 +325,20 @@ def plot_importance(importance:pd.DataFrame, # columns 'feature', 'mean', 'std' 
     ax.set(title=title, xlabel='decrease in score when shuffled'); fig.tight_layout(); return fig
 
 # %% ../nbs/02_evaluate.ipynb #97ba5023
-def plot_roc(y_true, scores, title:str='ROC curve'):
-    "ROC curve with its AUC (binary)."
+def plot_roc(y_true, # 0/1 truth, 1 the disease
+             scores, # the disease's predicted probability
+             title:str='ROC curve',
+             points:dict|None=None # {label: threshold}: operating points marked on the curve
+            ):
+    "ROC curve with its AUC (binary), and each operating point's sensitivity and specificity marked on it."
     fig, ax = _fig()
-    fpr, tpr, _ = skm.roc_curve(y_true, scores)
-    ax.plot(fpr, tpr, label=f'AUC {skm.roc_auc_score(y_true, scores):.3f}'); ax.plot([0, 1], [0, 1], 'k--', lw=1)
-    ax.set(xlabel='1 - specificity', ylabel='sensitivity', title=title); ax.legend(); fig.tight_layout(); return fig
+    y, s = np.asarray(y_true).astype(int), np.asarray(scores)
+    fpr, tpr, _ = skm.roc_curve(y, s)
+    ax.plot(fpr, tpr, label=f'AUC {skm.roc_auc_score(y, s):.3f}'); ax.plot([0, 1], [0, 1], 'k--', lw=1)
+    for (label, t), marker in zip((points or {}).items(), 'osD^v'):
+        sens, spec = float((s[y == 1] >= t).mean()), float((s[y == 0] < t).mean())
+        ax.plot(1 - spec, sens, marker, ms=8, label=f'{label}: sens {sens:.2f}, spec {spec:.2f}')
+    ax.set(xlabel='1 - specificity', ylabel='sensitivity', title=title); ax.legend(fontsize=8); fig.tight_layout(); return fig
 
 # %% ../nbs/02_evaluate.ipynb #83430508
 def plot_calibration(y_true, scores, n_bins:int=10, title:str='Calibration'):

@@ -88,13 +88,14 @@ def merge_train(splits:dict, # {split: (uint8 images, labels)} of the main file
 
 # %% ../nbs/11_imaging.ipynb #9daca3d6
 def load_medmnist_task(dataset:str, # dataset name in the manifest ('breastmnist', 'pneumoniamnist')
-                       classes:list, # class names, index = label
+                       classes:list, # class names, index = the task's label (1: the disease)
                        quick:bool=False, # a small stratified slice of the training split (tests)
                        seed:int=0, # seed for the quick slice
                        npz_path:str='', # a MedMNIST-format file to use instead of the manifest's
                        train_supplement:bool=False, # add the training images of the manifest's second file that the main file lacks
+                       disease_label:int=1, # the MedMNIST label of the disease; 0 swaps the labels so that 1 is the disease
                        **_)->Dataset:
-    "A MedMNIST task's data: official train/val/test splits as float32 (N, 28, 28, 1) in [0, 1]."
+    "A MedMNIST task's data: official train/val/test splits as float32 (N, 28, 28, 1) in [0, 1], label 1 the disease."
     if npz_path:
         p = Path(npz_path).expanduser(); files = {p.name: p}; splits = load_medmnist_npz(p)
         from medmaas_nb.core import file_digest
@@ -105,6 +106,7 @@ def load_medmnist_task(dataset:str, # dataset name in the manifest ('breastmnist
         extra = load_medmnist_npz(files[names[1]]) if train_supplement and len(names) > 1 else None
         source = f"manifest files {names if extra is not None else names[:1]}"
     splits, counts = merge_train(splits, extra)
+    if disease_label == 0: splits = {s: (X, 1 - y) for s, (X, y) in splits.items()}
     if quick:  # 200 training and 60 validation / test images per class at most
         rng = np.random.default_rng(seed)
         def _slice(X, y, n): idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:n] for c in range(len(classes))])); return X[idx], y[idx]
@@ -112,6 +114,7 @@ def load_medmnist_task(dataset:str, # dataset name in the manifest ('breastmnist
     out = {s: (to_float(X), y) for s, (X, y) in splits.items()}
     return Dataset(dataset, out, checksum, target_name=' vs '.join(classes), classes=list(classes),
                    meta={'split': 'official MedMNIST train / val / test' + (' (quick: at most 200 training and 60 validation / test images per class)' if quick else ''),
+                         'labels': 'as in MedMNIST' if disease_label == 1 else "swapped: MedMNIST's label 0 is the disease, here label 1",
                          'source_files': source, **counts,
                          'class_counts': {s: np.bincount(y, minlength=len(classes)).tolist() for s, (_, y) in out.items()}})
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from .core import get_logger
 from .data import Dataset
-from .evaluate import Anchor, compute_metrics
+from .evaluate import Anchor, bootstrap_metrics, compute_metrics, plot_roc, sensitivity_threshold, with_interval
 from .tasks import Task, Param, TrainResult, Run, Section, register_task
 from .imaging import ImageInputSpec, load_medmnist_task
 from .imaging_networks import TTA_VIEWS, choose_threshold, image_scores, member_models, train_medmnist
@@ -20,7 +20,7 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'breast_ultrasound', 'pneumonia_xray', 'show_examples', 'show_training', 'seed_table', 'seeds_beside_anchors',
-           'show_seeds', 'show_gradcam']
+           'show_seeds', 'operating_points', 'show_operating_point', 'show_gradcam']
 
 # %% ../nbs/11c_imaging_tasks.ipynb #00f3074b
 def show_examples(run:Run, ds:Dataset):
@@ -106,6 +106,39 @@ def show_seeds(run:Run, ds:Dataset, model):
     display(Markdown(f'One image through the compiled model: **{ms:.2f} ms** (mean of {n}, after tracing).'))
     write_json(run.folder/'seed_metrics.json', {'per_seed': st.reset_index().to_dict('records'), 'one_image_ms': ms})
 
+# %% ../nbs/11c_imaging_tasks.ipynb #3adb80bc
+def operating_points(model, ds:Dataset, # the served model and its data (label 1 the disease)
+                     target_sensitivity:float=0.9, # the clinical aim, reached on the validation split
+                     n_boot:int=1000, seed:int=0 # bootstrap resamples of the test split
+                    )->dict:
+    "Test sensitivity, specificity and accuracy (bootstrap intervals) at the served threshold (0.5) and at the one chosen on validation for the aim."
+    (Xv, yv), (Xt, yt) = ds['val'], ds['test']
+    aim = sensitivity_threshold(yv, image_scores(model, Xv), target_sensitivity)
+    pt, out = image_scores(model, Xt), {'target_sensitivity': target_sensitivity, 'validation': aim}
+    for name, t in (('served', 0.5), ('aim', aim['threshold'])):
+        bm = bootstrap_metrics('binary', yt, pt, n_boot=n_boot, seed=seed, threshold=t)
+        out[name] = {'threshold': t, **{k: bm[k] for k in ('sensitivity', 'specificity', 'accuracy')}}
+    return out
+
+# %% ../nbs/11c_imaging_tasks.ipynb #991ef838
+def show_operating_point(run:Run, ds:Dataset, model):
+    "Evaluation-report section: the ROC curve with the served and the clinical-aim operating points, their test figures."
+    import matplotlib.pyplot as plt
+    from IPython.display import display, Markdown
+    from medmaas_nb.core import write_json
+    target = float(run.params.get('target_sensitivity', 0.9)); disease = ds.classes[1]
+    op = operating_points(model, ds, target, n_boot=200 if run.quick else 1000, seed=run.seed)
+    display(Markdown(f"Positive class: **{disease}**. Aim: sensitivity >= {target:.2f}, reached on the validation split at threshold "
+                     f"{op['aim']['threshold']:.3f} (validation sensitivity {op['validation']['sensitivity']:.3f}, specificity "
+                     f"{op['validation']['specificity']:.3f}). On the test split, with bootstrap 95 % intervals:"))
+    rows = {f"{k} (threshold {op[k]['threshold']:.3f})": {m: with_interval(op[k][m]) for m in ('sensitivity', 'specificity', 'accuracy')}
+            for k in ('served', 'aim')}
+    display(pd.DataFrame(rows).T)
+    X, y = ds['test']
+    plot_roc(y, image_scores(model, X), title=f'ROC on the test split ({disease} positive)',
+             points={'served (0.5)': 0.5, f'aim: sensitivity >= {target:.2f}': op['aim']['threshold']}); plt.show()
+    write_json(run.folder/'operating_points.json', op)
+
 # %% ../nbs/11c_imaging_tasks.ipynb #439fd4af
 def show_gradcam(run:Run, ds:Dataset, model):
     "Evaluation-report section: Grad-CAM of the most confident right and wrong predictions, with the randomisation check."
@@ -153,35 +186,38 @@ def _strong(augment:str, pad:int, intensity:float, label_smoothing:float, class_
             'mixup': Param(mixup, "strong model: mixup's Beta(alpha, alpha) parameter (0: none)", low=0.0, high=2.0),
             'swa': Param(swa, "strong model: train all epochs and average the weights of the last swa epochs (0: early stopping and the best validation epochs)", low=0, high=100)}
 
-def _task(name, dataset, classes, description, anchors, epochs, flip, modality, limitations, strong, rule='accuracy', patience=8, extra_params=None):
+def _task(name, dataset, classes, description, anchors, epochs, flip, modality, limitations, strong, rule='accuracy', patience=8, extra_params=None,
+          disease_label=1):
     return register_task(Task(
         name=name, family='imaging', kind='binary', dataset=dataset, description=description,
-        load=partial(load_medmnist_task, dataset, classes), train=train_medmnist, score_fn=image_scores,
+        load=partial(load_medmnist_task, dataset, classes, disease_label=disease_label), train=train_medmnist, score_fn=image_scores,
         input_spec=ImageInputSpec(f'One 28 x 28 grey {modality} image (MedMNIST preprocessing).', modality=modality),
         primary_metric='roc_auc', runtime='keras', output_names=list(classes), explain=explain_images,
         sections=[Section('data', 'Example images', show_examples), Section('train', 'Training curves and seeds', show_training),
                   Section('evaluate', 'Each seed on the test split', show_seeds, ('seed_metrics.json',)),
+                  Section('evaluate', 'Operating point for a clinical aim', show_operating_point, ('operating_points.json',)),
                   Section('evaluate', 'Grad-CAM', show_gradcam, ('gradcam.png', 'seed_metrics.json'))],
         anchors=anchors, limitations=limitations,
         params={**_COMMON_PARAMS, 'epochs': Param(epochs, 'maximum training epochs (early stopping on validation AUC)'),
                 'flip': Param(flip, 'random left-right flips in training (strong model)'),
                 'patience': Param(patience, 'epochs without a better validation AUC before stopping'),
                 'threshold_rule': Param(rule, 'how the validation split sets the decision threshold', choices=['accuracy', 'youden']),
+                'target_sensitivity': Param(0.9, "the report's clinical operating point: the sensitivity for the disease it must reach on validation", low=0.5, high=1.0),
                 **strong, **(extra_params or {})}))
 
 breast_ultrasound = _task(
-    'breast-ultrasound', 'breastmnist', ['malignant', 'normal/benign'],
-    'Malignant vs normal/benign from a 28 x 28 breast ultrasound image (BreastMNIST).',
+    'breast-ultrasound', 'breastmnist', ['normal/benign', 'malignant'],
+    'Malignant vs normal/benign from a 28 x 28 breast ultrasound image (BreastMNIST); the positive class is malignant.',
     [Anchor('ResNet-18 (28)', 'roc_auc', 0.901, _MEDMNIST_HOW, _SRC), Anchor('ResNet-18 (28)', 'accuracy', 0.863, _MEDMNIST_HOW, _SRC),
      Anchor('ResNet-50 (224)', 'roc_auc', 0.866, _MEDMNIST_HOW, _SRC), Anchor('ResNet-50 (224)', 'accuracy', 0.842, _MEDMNIST_HOW, _SRC),
      Anchor('Google AutoML Vision', 'roc_auc', 0.919, _MEDMNIST_HOW, _SRC)],
-    epochs=60, flip=True, modality='breast ultrasound', patience=15,
+    epochs=60, flip=True, modality='breast ultrasound', patience=15, disease_label=0,  # MedMNIST's label 1 is normal/benign
     strong=_strong('crop', 3, intensity=0.2, label_smoothing=0.0, class_weights=False, swa=10),
     extra_params={  # chosen by 5-fold CV on the pooled train + validation images (benchmarks/imaging_cv.md), never on test
         'width': dataclasses.replace(_COMMON_PARAMS['width'], default=32), 'members': dataclasses.replace(_COMMON_PARAMS['members'], default=2),
         'tta': dataclasses.replace(_COMMON_PARAMS['tta'], default='flipshift')},  # benchmarks/imaging_tta.md
     limitations='780 images from one Egyptian hospital (BUSI, women aged 25-75), shrunk to 28 x 28: fine texture and margins, '
-                'which radiologists use, are gone. Label 1 merges normal and benign. Not validated on other scanners or populations.')
+                'which radiologists use, are gone. Normal and benign images are one class. Not validated on other scanners or populations.')
 
 pneumonia_xray = _task(
     'pneumonia-xray', 'pneumoniamnist', ['normal', 'pneumonia'],
