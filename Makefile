@@ -43,9 +43,11 @@ test-py: install
 clean-runs:
 	rm -rf runs registry mlruns
 
-## the documentation site, offline, into site/ (home, tutorials, API reference, latest report of each task; with search)
+## the results table of README.md from the latest full runs, and the documentation site, offline, into site/
+## (home, results, tutorials, API reference, latest report of each task; with search)
 ## (users with Quarto can still run nbdev_docs)
 docs: install
+	$(BIN)/python tools/results.py --readme
 	$(BIN)/python tools/build_docs.py
 
 ## JupyterLab on 127.0.0.1 with this project's environment as the kernel, opening the tutorials

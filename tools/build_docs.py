@@ -1,5 +1,5 @@
 """Build the documentation site offline: execute the notebooks, process them with nbdev (hidden cells out, API docs in),
-add the latest report of each task, and render everything with MkDocs (material theme, offline search) into `site/`.
+add the latest report of each task and a Results page (`tools/results.py`), and render everything with MkDocs (material theme, offline search) into `site/`.
 Nothing in the built pages loads from the internet. `--quick` runs only the exported code and the API docs; `--no-exec` runs nothing.
 Executed notebooks are cached in `_docs_build/cache/`, keyed by the notebook, the package's code and the data manifest: a rebuild
 runs only the notebooks whose inputs changed (`--no-cache` runs them all)."""
@@ -125,6 +125,8 @@ def main(argv=None):
     reports = latest_reports(runs_dir)
     for task, nb in reports.items():
         d = PROC/'reports'; d.mkdir(parents=True, exist_ok=True); shutil.copy2(nb, d/f'{task}.ipynb')
+    sys.path.insert(0, str(ROOT/'tools')); import results  # the Results page: the latest full runs' headline figures
+    results.write_page(PROC/'results.md', runs_dir)
     write_mkdocs_yml(reports)
     subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--quiet', '--clean', '-f', str(CFG), '--site-dir', a.site_dir],
                    check=True, cwd=ROOT, env={**os.environ, 'NO_MKDOCS_2_WARNING': '1'})
@@ -157,7 +159,7 @@ def write_mkdocs_yml(reports:dict):
     lib = sorted(p for p in PROC.glob('[0-9]*.ipynb'))
     tuts = sorted((PROC/'tutorials').glob('*.ipynb'))
     title_of = lambda p: _title(ROOT/'nbs'/p.relative_to(PROC))
-    nav = [{'Home': 'index.ipynb'},
+    nav = [{'Home': 'index.ipynb'}, {'Results': 'results.md'},
            {'Tutorials': [{title_of(p).replace('Tutorial: ', ''): rel(p)} for p in tuts]},
            {'API reference': [{title_of(p): rel(p)} for p in lib]}]
     if reports: nav.append({'Reports (latest run)': [{t: f'reports/{t}.ipynb'} for t in reports]})
