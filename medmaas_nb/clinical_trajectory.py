@@ -14,7 +14,7 @@ from .tasks import Feature, InputSpec, InvalidInput, Param, TrainResult, Run, Se
 from .editors import ExampleEditor, json_record
 from fastcore.basics import patch
 from .clinical import ClinicalTask, age_bands, subgroup_metrics
-from .core import single_threaded
+from .core import keras_progress, single_threaded
 
 # %% auto #0
 __all__ = ['HORIZON_DAYS', 'MAX_VISITS', 'STATIC_FEATURES', 'VISIT_FEATURES', 'MODEL_FEATURES', 'PBC_SPEC', 'pbc_trajectory',
@@ -270,7 +270,7 @@ def fit_gru(X, y, nxt, groups, epochs:int=40, seed:int=0, units:int=32, verbose:
     es = K.callbacks.EarlyStopping(patience=6, restore_best_weights=True)
     h = m.fit(*data(tr)[:2], sample_weight=data(tr)[2], validation_data=data(va), epochs=epochs, verbose=verbose,
               batch_size=128 if epochs > 5 else 512,  # a quick fit runs eagerly, where each batch costs the same: few, large ones
-              callbacks=[es] if epochs > 5 else [])
+              callbacks=([es] if epochs > 5 else []) + [keras_progress(epochs)])
     return m, len(h.history['loss'])
 
 # %% ../nbs/10b_clinical_trajectory.ipynb #d1e20257

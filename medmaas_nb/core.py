@@ -4,15 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #893b61e3
 from __future__ import annotations
-import errno, hashlib, json, logging, os, random, re, tempfile, contextlib, importlib, sys
+import errno, hashlib, json, logging, os, random, re, tempfile, contextlib, contextvars, importlib, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 
 # %% auto #0
 __all__ = ['project_root', 'Settings', 'get_settings', 'seed_everything', 'get_logger', 'file_digest', 'atomic_write',
-           'write_json', 'import_quietly', 'keras', 'keras_layer', 'tensorflow_loaded', 'one_thread', 'single_threaded',
-           'tf_threads']
+           'write_json', 'progress_scope', 'report_progress', 'import_quietly', 'keras', 'keras_progress',
+           'keras_layer', 'tensorflow_loaded', 'one_thread', 'single_threaded', 'tf_threads']
 
 # %% ../nbs/00_core.ipynb #7d71a643
 def project_root(start:Path|None=None # where to start looking; defaults to the package's parent, then the working directory
@@ -136,6 +136,31 @@ def _json_default(o):
     if isinstance(o, Path): return str(o)
     raise TypeError(f'{type(o).__name__} is not JSON serialisable')
 
+# %% ../nbs/00_core.ipynb #5e850cc4
+_progress_scope = contextvars.ContextVar('medmaas_progress_scope', default='')
+
+@contextlib.contextmanager
+def progress_scope(label:str # the enclosing loop's item, e.g. 'rbf_svm (2/4)'
+                  ):
+    "Name what the `report_progress` calls inside this block count."
+    token = _progress_scope.set(label)
+    try: yield
+    finally: _progress_scope.reset(token)
+
+# %% ../nbs/00_core.ipynb #a6feaaa9
+def report_progress(what:str, # what is counted, e.g. 'fold'
+                    done:int, # items finished
+                    total:int # items in all
+                   )->dict|None:
+    "Inside a pipeline run, record how far a long loop is for the runner's ticker (returns what was written; None elsewhere)."
+    path = os.environ.get('MEDMAAS_PROGRESS_FILE')
+    if not path: return None
+    scope = _progress_scope.get()
+    rec = {'what': f'{scope} {what}' if scope else what, 'done': int(done), 'total': int(total)}
+    try: write_json(Path(path), rec)
+    except OSError: return None  # the run folder went away: progress is never worth failing a step for
+    return rec
+
 # %% ../nbs/00_core.ipynb #cc33adaa
 _NATIVE_CHATTER = re.compile(r'oneDNN custom operations are on|absl::InitializeLog|cpu_feature_guard|rebuild TensorFlow with the '
                              r'appropriate compiler flags|This TensorFlow binary is optimized')
@@ -161,6 +186,14 @@ def keras():
     import_quietly('tensorflow'); K = importlib.import_module('keras')
     if 'medmaas_nb>ViewStack' not in K.saving.get_custom_objects(): _register_layers(K)
     return K
+
+# %% ../nbs/00_core.ipynb #19768e6a
+def keras_progress(total:int # epochs planned (early stopping may end sooner)
+                  ):
+    "A Keras callback that reports each finished epoch with `report_progress`, for `fit(..., callbacks=[...])`."
+    class _EpochProgress(keras().callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None): report_progress('epoch', epoch + 1, total)
+    return _EpochProgress()
 
 # %% ../nbs/00_core.ipynb #89e95597
 def keras_layer(name:str # 'ViewStack' or 'ViewMean'

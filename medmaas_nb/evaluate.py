@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import stats
 from sklearn import metrics as skm
 from sklearn.base import clone
+from .core import progress_scope, report_progress
 from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold, GroupKFold, StratifiedGroupKFold
 
 KINDS = ('binary', 'multiclass', 'regression', 'survival', 'retrieval')
@@ -169,7 +170,7 @@ def cross_validate(model, # an unfitted scikit-learn style estimator (cloned per
     "One row of metrics per fold, with the fit time."
     cv = make_cv(kind, n_splits, n_repeats, seed, groups)
     strat = y[survival_fields(y)[0]] if kind == 'survival' else y
-    rows = []
+    rows, n = [], cv.get_n_splits(X, strat, groups)
     for i, (tr, te) in enumerate(cv.split(X, strat, groups)):
         m = clone(model); t0 = time.perf_counter()
         m.fit(_take(X, tr), _take(y, tr) if kind != 'survival' else y[tr])
@@ -177,6 +178,7 @@ def cross_validate(model, # an unfitted scikit-learn style estimator (cloned per
         s = (score_fn or (lambda mm, xx: default_scores(kind, mm, xx)))(m, _take(X, te))
         rows.append({'fold': i, **compute_metrics(kind, _take(y, te) if kind != 'survival' else y[te], s), 'fit_s': fit_s,
                      'n_train': len(tr), 'n_test': len(te)})
+        report_progress('fold', i + 1, n)  # shown on the terminal during a pipeline run
     return pd.DataFrame(rows)
 
 # %% ../nbs/02_evaluate.ipynb #9f369dc4
@@ -231,8 +233,9 @@ def select_model(candidates:dict, # {name: unfitted estimator}
                 )->tuple[str, pd.DataFrame, dict]:
     "Cross-validate every candidate; returns (best name, per-fold table of all, {name: summary})."
     tables, summaries = [], {}
-    for name, est in candidates.items():
-        f = cross_validate(est, X, y, kind, n_splits, n_repeats, seed, groups, score_fn); f.insert(0, 'model', name)
+    for k, (name, est) in enumerate(candidates.items(), 1):
+        with progress_scope(f'{name} ({k}/{len(candidates)})'):
+            f = cross_validate(est, X, y, kind, n_splits, n_repeats, seed, groups, score_fn); f.insert(0, 'model', name)
         tables.append(f); summaries[name] = summarize_cv(f.drop(columns='model'))
     sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
     best = max(summaries, key=lambda n: sign * summaries[n][metric]['value'])

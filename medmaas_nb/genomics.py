@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
-from .core import one_thread
+from .core import keras_progress, one_thread
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, compute_metrics, bootstrap_metrics
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
@@ -510,7 +510,7 @@ def fit_cnn(X, y, # training sequences and integer labels
     from medmaas_nb.core import keras
     H = one_hot(X); m = build_cnn(H.shape[1], n_classes, seed=seed)
     stop = keras().callbacks.EarlyStopping(patience=4, restore_best_weights=True)
-    m.fit(H, np.asarray(y), epochs=epochs, batch_size=64, validation_split=validation_split, verbose=0, callbacks=[stop])
+    m.fit(H, np.asarray(y), epochs=epochs, batch_size=64, validation_split=validation_split, verbose=0, callbacks=[stop, keras_progress(epochs)])
     return m, lambda S: m.predict(one_hot(S), verbose=0, batch_size=1024)
 
 # %% ../nbs/12_genomics.ipynb #ca574519

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, re, weakref
 import numpy as np
 import pandas as pd
-from .core import keras, keras_layer, get_logger, tf_threads
+from .core import keras, keras_layer, get_logger, progress_scope, report_progress, tf_threads
 from .data import Dataset
 from .evaluate import compute_metrics, t_interval, METRIC_BOUNDS
 from .tasks import Task, TrainResult
@@ -283,6 +283,7 @@ def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
             p = _sigmoid(fn(np.asarray(Xva, np.float32)).numpy().ravel())
             auc = roc_auc_score(yva, p) if len(np.unique(yva)) == 2 else float('nan')
             hist.append({'epoch': epoch + 1, 'loss': float(logs.get('loss', np.nan)), 'val_auc': float(auc)})
+            report_progress('epoch', epoch + 1, epochs)  # shown on the terminal during a pipeline run
             if swa:  # a running mean of the weights over the schedule's last `swa` epochs; validation only watched
                 if epoch >= epochs - swa:
                     w = member.get_weights(); n = avg[0] + 1 if avg else 1
@@ -355,8 +356,9 @@ def train_medmnist(task:Task, ds:Dataset, quick:bool=False, seed:int=0, # task, 
             k = 1 if quick or arch in PLAIN_ARCHITECTURES else members  # networks averaged within this seed
             nets, best, ran = [], [], []
             for j in range(k):  # member j of seed s trains with seed s + 1000 j; its layers are named for `build_served`
-                m, h, be = train_member(arch, Xtr, ytr, Xva, yva, seed=s + 1000 * j, prefix=member_prefix(i, j, k),
-                                        **{**train_kw, **({'snapshots': 1} if k > 1 else {})})  # several networks: one snapshot each
+                with progress_scope(f'{arch} seed {i + 1}/{n_seeds}' + (f' network {j + 1}/{k}' if k > 1 else '')):
+                    m, h, be = train_member(arch, Xtr, ytr, Xva, yva, seed=s + 1000 * j, prefix=member_prefix(i, j, k),
+                                            **{**train_kw, **({'snapshots': 1} if k > 1 else {})})  # several networks: one snapshot each
                 nets.append(m); best.append(be); ran.append(len(h)); hists[f'{arch} seed {s}' + (f' member {j}' if k > 1 else '')] = h.to_dict('list')
             m = nets if k > 1 else nets[0]
             trained.append(m)

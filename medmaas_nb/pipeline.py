@@ -19,7 +19,7 @@ def pipelines_dir()->Path:
 
 # %% auto #0
 __all__ = ['log', 'STEPS', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'earlier_step_seconds',
-           'StepTicker', 'run_task', 'main']
+           'StepTicker', 'time_left', 'tasks_progress_line', 'run_task', 'main']
 
 # %% ../nbs/05_pipeline.ipynb #21d13325
 def new_run_id()->str:
@@ -55,7 +55,8 @@ class WarmKernel:
         # has no reason to warn that TCP is unencrypted); an absolute, short path, since kernel and client resolve it apart
         self._ipc = tempfile.mkdtemp(prefix='medmaas-kernel-')
         self.km = AsyncKernelManager(kernel_name='python3', transport='ipc', ip=os.path.join(self._ipc, 'k'))
-        run_sync(self.km.start_kernel)(cwd=str(cwd))
+        self.progress_file = Path(self._ipc)/'progress.json'  # where the step's long loops say how far they are (`report_progress`)
+        run_sync(self.km.start_kernel)(cwd=str(cwd), env={**os.environ, 'MEDMAAS_PROGRESS_FILE': str(self.progress_file)})
         self._thread = threading.Thread(target=self._warm, args=(warm_up_code(step_nb, task, runtime),), daemon=True)
         self._thread.start()
 
@@ -116,13 +117,26 @@ def earlier_step_seconds(task:str, # the task
 def _mmss(s:float)->str: return f'{int(s) // 60}m{int(s) % 60:02d}s'
 
 class StepTicker:
-    "A context manager: while a step runs, one stderr line rewritten every second with the time so far and the earlier run's."
-    def __init__(self, label:str, earlier:float|None=None, stream=None, every:float=1.0):
-        self.label, self.earlier, self.stream, self.every = label, earlier, stream or sys.stderr, every
+    """A context manager: while a step runs, one stderr line rewritten every second with the time so far, the earlier run's,
+    and how far the step's current loop is (what its kernel wrote to `progress_file`), with an estimate of that loop's time left."""
+    def __init__(self, label:str, earlier:float|None=None, stream=None, every:float=1.0, progress_file:Path|None=None):
+        self.label, self.earlier, self.stream, self.every, self.progress_file = label, earlier, stream or sys.stderr, every, progress_file
+        self._loop = None  # (what, first done seen, when)
+    def loop(self, now:float)->str:
+        "The current loop as ' | fold 3/10 [######----] 0m40s left', or '' when the step reports none."
+        try: p = json.loads(Path(self.progress_file).read_text()) if self.progress_file else None
+        except (OSError, ValueError): p = None  # not written yet, or being replaced
+        if not p or not p.get('total'): return ''
+        what, done, total = p['what'], int(p['done']), int(p['total'])
+        if self._loop is None or self._loop[0] != what or done < self._loop[1]: self._loop = (what, done, now)
+        bar = '#' * round(10 * done / total) + '-' * (10 - round(10 * done / total))
+        _, d0, t0 = self._loop
+        left = f' {_mmss((total - done) * (now - t0) / (done - d0))} left' if done > d0 and done < total else ''
+        return f' | {what} {done}/{total} [{bar}]{left}'
     def line(self, elapsed:float)->str:
         "What the ticker shows after `elapsed` seconds."
         about = f' (last time {_mmss(self.earlier)})' if self.earlier else ''
-        return f'{self.label} running {_mmss(elapsed)}{about}'
+        return f'{self.label} running {_mmss(elapsed)}{about}' + self.loop(elapsed)
     def __enter__(self):
         import threading
         self._stop, self._t0 = threading.Event(), time.perf_counter()
@@ -132,6 +146,25 @@ class StepTicker:
     def __exit__(self, *exc):
         self._stop.set(); self._thread.join(); self.stream.write('\r\x1b[K'); self.stream.flush()
 
+# %% ../nbs/05_pipeline.ipynb #a2c27c3b
+def time_left(tasks:list, # the tasks still to run
+              quick:bool # quick or full runs
+             )->tuple[float, int]:
+    "(seconds the earlier runs of `tasks` took, how many of them have no earlier run to go by)."
+    known = [sum(s.values()) for s in (earlier_step_seconds(t, quick) for t in tasks) if s]
+    return float(sum(known)), len(tasks) - len(known)
+
+# %% ../nbs/05_pipeline.ipynb #53203365
+def tasks_progress_line(k:int, n:int, # tasks finished, tasks in all
+                        task:str, status:str, seconds:float, # the task just finished: name, 'ok' or 'FAILED', its time
+                        elapsed:float, left:float, unknown:int # time since the start; `time_left` of the rest
+                       )->str:
+    "'[3/15 tasks] promoter ok in 0m21s; 4m02s so far, about 11m30s left' (the estimate says what it cannot count)."
+    if k == n: rest = ''
+    elif unknown == n - k: rest = ', no earlier runs to estimate the rest'
+    else: rest = f', about {_mmss(left)} left' + (f' (+ {unknown} task(s) never run here)' if unknown else '')
+    return f'[{k}/{n} tasks] {task} {status} in {_mmss(seconds)}; {_mmss(elapsed)} so far{rest}'
+
 # %% ../nbs/05_pipeline.ipynb #93ded746
 def _run_step(task:str, step:str, i:int, n:int, nb_params:dict, run_dir:Path, kernel:WarmKernel, res:RunResult, progress, renders,
               live:bool=False, earlier:dict|None=None):
@@ -139,7 +172,7 @@ def _run_step(task:str, step:str, i:int, n:int, nb_params:dict, run_dir:Path, ke
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     out = run_dir/f'{step}.ipynb'; t0 = time.perf_counter(); label = f'[{task} {i}/{n}] {step}'
-    ticker = StepTicker(label, (earlier or {}).get(step)) if live else contextlib.nullcontext()
+    ticker = StepTicker(label, (earlier or {}).get(step), progress_file=kernel.progress_file) if live else contextlib.nullcontext()
     try:
         with ticker:
             pm.execute_notebook(pipelines_dir()/f'{step}.ipynb', out, parameters=nb_params, kernel_name='python3',
@@ -312,11 +345,15 @@ def _dispatch(args)->int:
         from medmaas_nb.tasks import all_tasks
         tasks = [t for t in all_tasks().values() if availability(t.dataset) != 'missing']
         for t in tasks: t.parse_params({**params, 'quick': args.quick})
-        rows, failed = [], 0
-        for t in tasks:
+        rows, failed, t_all = [], 0, time.perf_counter()
+        for k, t in enumerate(tasks, 1):
+            t0 = time.perf_counter()
             try: rows.append(_summary_row(t.name, run_task(t.name, args.quick, params, track=not args.no_track, **say), None))
             except StepFailed as e:
                 failed += 1; print(f'error: {t.name}: {e}', file=sys.stderr); rows.append(_summary_row(t.name, None, str(e.notebook)))
+            if not args.quiet:
+                print(tasks_progress_line(k, len(tasks), t.name, rows[-1]['status'], time.perf_counter() - t0, time.perf_counter() - t_all,
+                                          *time_left([u.name for u in tasks[k:]], args.quick)), flush=True)
         print(); _print_table(rows)
         print(f'\nreports under {get_settings().runs_dir}')
         return 1 if failed else 0

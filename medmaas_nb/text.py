@@ -15,7 +15,7 @@ from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, bootstrap_metrics
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
 from .deid import deidentify
-from .core import write_json, one_thread
+from .core import keras_progress, write_json, one_thread
 from .editors import ExampleEditor, bars_html, json_record
 from fastcore.basics import patch
 
@@ -422,7 +422,7 @@ def train_keras_text(X_train, y_train, # training texts ((n, fields) array) and 
     m.compile(optimizer=K.optimizers.Adam(2e-3), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
     cw = {c: len(y) / (n_classes * max(1, (y == c).sum())) for c in range(n_classes)}
     h = m.fit(Z, y, epochs=1 if quick else epochs, batch_size=32, validation_split=0.1, verbose=0, class_weight=cw,
-              callbacks=[K.callbacks.EarlyStopping(patience=3, restore_best_weights=True)])
+              callbacks=[K.callbacks.EarlyStopping(patience=3, restore_best_weights=True), keras_progress(1 if quick else epochs)])
     return m, (lambda X: np.asarray(vec(np.array(_join(X))))), h.history
 
 # %% ../nbs/13_text.ipynb #51a059ca
@@ -437,7 +437,7 @@ def train_keras_mlp(F_train, y_train, # feature matrix (e.g. sentence-embedding 
                       K.layers.Dropout(0.5), K.layers.Dense(n_classes, activation='softmax')])
     m.compile(optimizer=K.optimizers.Adam(1e-3), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
     h = m.fit(F, y, epochs=epochs, batch_size=32, validation_split=0.1, verbose=0,
-              callbacks=[K.callbacks.EarlyStopping(patience=8, restore_best_weights=True)])
+              callbacks=[K.callbacks.EarlyStopping(patience=8, restore_best_weights=True), keras_progress(epochs)])
     return m, h.history
 
 # %% ../nbs/13_text.ipynb #ffd1101d

@@ -73,3 +73,20 @@ def test_a_run_prints_one_line_per_step_and_no_native_notices(tmp_path):
     assert r.stderr == '', r.stderr[:2000]  # no TensorFlow start-up notices, no ticker (stderr is not a terminal)
     q = medmaas('run', 'diabetes-progression', '--quick', '--no-track', '--quiet', env=env)
     assert q.returncode == 0 and q.stdout.splitlines()[0].startswith('task ') and 'done in' not in q.stdout, q.stdout
+
+def test_a_step_kernel_tells_the_runner_how_far_its_loop_is(tmp_path):
+    "The runner's ticker reads what a step's kernel reports: the kernel is started with the file to write it to."
+    import json
+    from jupyter_client.blocking import BlockingKernelClient
+    from medmaas_nb.pipeline import WarmKernel, StepTicker, pipelines_dir
+    k = WarmKernel(pipelines_dir()/'10_data.ipynb', 'diabetes-progression', tmp_path)
+    try:
+        kc = BlockingKernelClient(); kc.load_connection_info(k.ready().get_connection_info()); kc.start_channels()
+        code = ("from medmaas_nb.core import progress_scope, report_progress\n"
+                "with progress_scope('ridge (2/4)'): report_progress('fold', 3, 10)")
+        reply = kc.execute_interactive(code, timeout=60, output_hook=lambda m: None); kc.stop_channels()
+        assert reply['content']['status'] == 'ok', reply['content']
+        assert json.loads(k.progress_file.read_text()) == {'what': 'ridge (2/4) fold', 'done': 3, 'total': 10}
+        assert StepTicker('[t 1/4] 20_train', progress_file=k.progress_file).line(4) == '[t 1/4] 20_train running 0m04s | ridge (2/4) fold 3/10 [###-------]'
+        assert not list(tmp_path.iterdir())  # nothing lands in the run folder, where a step may write only what it declares
+    finally: k.shutdown()
