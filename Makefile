@@ -14,8 +14,9 @@ export COVERAGE_FILE := $(CURDIR)/.coverage
 
 $(STAMP): setup.py settings.ini
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	@echo "installing medmaas_nb and its dependencies into $(VENV) (a few minutes the first time)"
+	@$(BIN)/python -m pip install -qq --upgrade pip
+	@$(BIN)/python -m pip install -qq -e '.[dev]'  # -qq: errors only, not the build backend's banners
 	@touch $(STAMP)
 
 install: $(STAMP)
