@@ -11,7 +11,7 @@ from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 from .data import Dataset, load_package_dataset, dataset_checksum
 from .evaluate import (Anchor, bootstrap_metrics, compute_metrics, cross_validate, summarize_cv, select_model,
-                                 default_scores, anchor_table, summary_table, sensitivity_threshold)
+                                 anchor_table, sensitivity_threshold)
 from .tasks import Task, TrainResult, InputSpec, Feature, Param, Run, Section, register_task
 from .errors import NotSupported
 from .core import single_threaded

@@ -5,7 +5,6 @@
 # %% ../nbs/10a_clinical_survival.ipynb #dbcf2e46
 from __future__ import annotations
 from dataclasses import dataclass
-from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split

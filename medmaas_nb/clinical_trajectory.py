@@ -4,7 +4,7 @@
 
 # %% ../nbs/10b_clinical_trajectory.ipynb #1fdfd2fc
 from __future__ import annotations
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import math
 import numpy as np
 import pandas as pd

@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #893b61e3
 from __future__ import annotations
 import errno, hashlib, json, logging, os, random, re, tempfile, contextlib, contextvars, importlib, sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 

@@ -4,13 +4,12 @@
 
 # %% ../nbs/01_data.ipynb #82714d3a
 from __future__ import annotations
-import hashlib, importlib, io, json, os, shutil, tempfile, urllib.request, urllib.error, zipfile
+import hashlib, importlib, json, os, shutil, tempfile, urllib.request, urllib.error, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 import numpy as np
 import pandas as pd
-from .core import get_settings, file_digest, atomic_write, get_logger, project_root
+from .core import get_settings, file_digest, get_logger, project_root
 
 log = get_logger(__name__)
 

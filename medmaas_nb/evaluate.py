@@ -5,7 +5,7 @@
 # %% ../nbs/02_evaluate.ipynb #5df08f38
 from __future__ import annotations
 import math, time
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass
 from typing import Callable
 import numpy as np
 import pandas as pd

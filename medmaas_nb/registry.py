@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib, datetime as dt, fcntl, hashlib, hmac, json, os, re, secrets, shutil, subprocess, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from .core import get_settings, file_digest, write_json, get_logger, project_root, atomic_write
 from .errors import RegistryError, ModelNotFound, TamperedModel, UntrustedModel
 from .runtimes import get_runtime, save_model, load_model, model_types, _short, OUTPUT_NAMES

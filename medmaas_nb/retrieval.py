@@ -11,7 +11,6 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import GroupShuffleSplit
 from .data import Dataset, resolve, dataset_checksum
-from .evaluate import Anchor, bootstrap_metrics
 from .tasks import Task, Param, TrainResult, Run, Section, register_task
 from .deid import deidentify
 from .core import write_json

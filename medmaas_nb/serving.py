@@ -5,6 +5,7 @@
 # %% ../nbs/07_serving.ipynb #ebe0975b
 from __future__ import annotations
 import gc, json, os, sys, time, uuid
+from pathlib import Path
 from typing import Callable
 import numpy as np
 

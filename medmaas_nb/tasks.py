@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 import numpy as np
 import pandas as pd
-from .evaluate import KINDS, Anchor, default_scores, select_model
+from .evaluate import KINDS, default_scores, select_model
 from .errors import InvalidInput, UnknownTask
 from .editors import FeatureEditor, attributions_html
 from fastcore.basics import patch

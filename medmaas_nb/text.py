@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, bootstrap_metrics
-from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
+from .tasks import Task, InputSpec, InvalidInput, Param, Run, Section, register_task
 from .deid import deidentify
 from .core import keras_progress, write_json, one_thread
 from .editors import ExampleEditor, bars_html, json_record

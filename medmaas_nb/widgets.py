@@ -6,14 +6,13 @@
 from __future__ import annotations
 import html, json, math
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 import ipywidgets as W
 from IPython.display import display
 from .tasks import Task, InputSpec, get_task
 from .editors import bars_html
-from .evaluate import Anchor
 from fastcore.basics import patch
 
 # %% auto #0
