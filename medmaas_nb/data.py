@@ -105,12 +105,14 @@ def _download(url:str, dest:Path, spec:DataFile, timeout:float=30)->Path:
     finally:
         tmp.unlink(missing_ok=True)
 
+# %% ../nbs/01_data.ipynb #a57bcea3
 def _candidates(entry:DatasetEntry, fname:str, data_dir:Path|None, cache_dir:Path)->list[Path]:
     out = []
     if data_dir: out.append(Path(data_dir)/(entry.folder or entry.name)/fname)
     out.append(Path(cache_dir)/entry.name/fname)
     return out
 
+# %% ../nbs/01_data.ipynb #b4deb6ea
 def _resolve_file(entry:DatasetEntry, spec:DataFile, data_dir, cache_dir, download:bool)->Path:
     looked = []
     for p in _candidates(entry, spec.name, data_dir, cache_dir):
@@ -131,6 +133,7 @@ def _resolve_file(entry:DatasetEntry, spec:DataFile, data_dir, cache_dir, downlo
                              f"Set MEDMAAS_DATA_DIR to a folder holding {entry.folder or entry.name}/{spec.name}, "
                              f"or run `medmaas data fetch {entry.name}` where the source {spec.url or entry.source} is reachable.")
 
+# %% ../nbs/01_data.ipynb #71ab8632
 def _listed_files(path:Path, entry:DatasetEntry)->list[DataFile]:
     out = []
     for line in path.read_text().splitlines():
@@ -140,6 +143,7 @@ def _listed_files(path:Path, entry:DatasetEntry)->list[DataFile]:
         out.append(DataFile(name=name, url=entry.base_url + name if entry.base_url else '', sha256=[digest]))
     return out
 
+# %% ../nbs/01_data.ipynb #85a50dc0
 def resolve(name:str, # dataset name in the manifest
             data_dir:Path|None=None, # where to look first; defaults to MEDMAAS_DATA_DIR
             cache_dir:Path|None=None, # download cache; defaults to MEDMAAS_CACHE_DIR
@@ -160,6 +164,7 @@ def resolve(name:str, # dataset name in the manifest
             for sub in _listed_files(p, entry): out[sub.name] = _resolve_file(entry, sub, data_dir, cache_dir, download)
     return out
 
+# %% ../nbs/01_data.ipynb #d8f5f569
 def _package_file(pf:dict)->Path:
     try: mod = importlib.import_module(pf['package'])
     except ImportError as e:

@@ -198,6 +198,7 @@ def choose_threshold(y, # validation labels
 # %% ../nbs/11a_imaging_networks.ipynb #85eb1007
 def _sigmoid(z): return 1 / (1 + np.exp(-np.asarray(z, np.float64)))
 
+# %% ../nbs/11a_imaging_networks.ipynb #2ac012a5
 def _augmenter(flip:bool, seed:int, intensity:float=0.0):
     K = keras(); L = K.layers
     layers = [L.RandomTranslation(0.1, 0.1, fill_mode='constant', seed=seed), L.RandomRotation(0.05, fill_mode='constant', seed=seed + 1),
@@ -206,6 +207,7 @@ def _augmenter(flip:bool, seed:int, intensity:float=0.0):
     if intensity: layers += [L.RandomContrast(intensity, seed=seed + 4), L.RandomBrightness(intensity / 2, value_range=(0, 1), seed=seed + 5)]
     return K.Sequential(layers, name='augment')
 
+# %% ../nbs/11a_imaging_networks.ipynb #f379bcc9
 def _crop_flip(pad:int, flip:bool, seed:int, intensity:float=0.0):
     "A `tf.data` map: reflect-pad by `pad` pixels and crop back at random (whole-pixel shifts), optional flip and contrast/brightness jitter."
     import tensorflow as tf
@@ -221,6 +223,7 @@ def _crop_flip(pad:int, flip:bool, seed:int, intensity:float=0.0):
         return (x, *rest)
     return f
 
+# %% ../nbs/11a_imaging_networks.ipynb #e683ef3b
 def _batches(X, y, batch_size:int, seed:int, weights:dict|None=None, augment=None, mixup:float=0.0):
     "A shuffled, batched, prefetched `tf.data` pipeline of (image, label[, class weight]), `augment` mapped over single images, `mixup` (alpha) over batches."
     import tensorflow as tf
@@ -232,6 +235,7 @@ def _batches(X, y, batch_size:int, seed:int, weights:dict|None=None, augment=Non
     if mixup: d = d.map(_mixup(mixup, seed))
     return d.prefetch(2)
 
+# %% ../nbs/11a_imaging_networks.ipynb #49d3d0af
 def _mixup(alpha:float, seed:int):
     "A `tf.data` map over batches: each image, label and class weight becomes lam * itself + (1 - lam) * another of the batch, lam ~ Beta(alpha, alpha)."
     import tensorflow as tf
@@ -245,6 +249,7 @@ def _mixup(alpha:float, seed:int):
                 *(mix(w, tf.gather(w, perm), lam) for w in rest))  # class weights blend as the labels do
     return f
 
+# %% ../nbs/11a_imaging_networks.ipynb #6f9fa668
 def train_member(arch:str, # 'baseline_cnn' or 'small_resnet'
                  Xtr, ytr, Xva, yva, # training and validation split
                  seed:int=0, prefix:str='', # seed and layer-name prefix of this member

@@ -114,8 +114,10 @@ def earlier_step_seconds(task:str, # the task
         except (OSError, ValueError): continue
     return {}
 
+# %% ../nbs/05_pipeline.ipynb #3304b8ba
 def _mmss(s:float)->str: return f'{int(s) // 60}m{int(s) % 60:02d}s'
 
+# %% ../nbs/05_pipeline.ipynb #e0a8e634
 class StepTicker:
     """A context manager: while a step runs, one stderr line rewritten every second with the time so far, the earlier run's,
     and how far the step's current loop is (what its kernel wrote to `progress_file`), with an estimate of that loop's time left."""
@@ -189,6 +191,7 @@ def _run_step(task:str, step:str, i:int, n:int, nb_params:dict, run_dir:Path, ke
     renders.submit(_to_html, out)  # rendered while the next step runs
     if progress: progress(f'{label} done in {res.timings[step]:.1f}s')
 
+# %% ../nbs/05_pipeline.ipynb #04aea541
 def run_task(task_name:str, # task to run
              quick:bool=False, # small slice and few folds (seconds)
              params:dict|None=None, # overrides: common ('seed') and task-specific parameters
@@ -267,12 +270,14 @@ def _summary_row(task:str, res:RunResult|None, err:str|None)->dict:
             'cv': fmt(m.get('cv', {}).get(pm)), 'test': fmt(m.get('test', {}).get(pm)),
             'seconds': round(sum(res.timings.values()), 1) if res else '', 'run_dir': str(res.run_dir) if res else (err or '')}
 
+# %% ../nbs/05_pipeline.ipynb #c2c9426a
 def _print_table(rows:list[dict], out=sys.stdout):
     if not rows: return
     cols = list(rows[0]); w = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
     print('  '.join(c.ljust(w[c]) for c in cols), file=out)
     for r in rows: print('  '.join(str(r[c]).ljust(w[c]) for c in cols), file=out)
 
+# %% ../nbs/05_pipeline.ipynb #d3f0e276
 def _parser()->argparse.ArgumentParser:
     from medmaas_nb import __version__
     ap = argparse.ArgumentParser(prog='medmaas', description='medmaas_nb: train, evaluate and serve medical models from notebooks.')
@@ -301,6 +306,7 @@ def _parser()->argparse.ArgumentParser:
     ksub.add_parser('list', help='key names and scopes'); ksub.add_parser('revoke', help='delete a key').add_argument('name')
     return ap
 
+# %% ../nbs/05_pipeline.ipynb #0e4021ff
 def main(argv:list|None=None # arguments (defaults to sys.argv[1:])
         )->int:
     "The `medmaas` command line."
@@ -311,6 +317,7 @@ def main(argv:list|None=None # arguments (defaults to sys.argv[1:])
     except (KeyError, ValueError, FileNotFoundError, MedmaasError) as e:  # a bad task, parameter, file, dataset or model
         print(f'error: {e.args[0] if isinstance(e, KeyError) and e.args else e}', file=sys.stderr); return 2
 
+# %% ../nbs/05_pipeline.ipynb #c4845d89
 def _dispatch(args)->int:
     if args.cmd == 'tasks':
         from medmaas_nb.tasks import all_tasks

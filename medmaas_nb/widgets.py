@@ -273,6 +273,7 @@ def _fmt_pred(pred:dict, task:Task)->str:
     ps = ', '.join(f'{html.escape(str(k))} {v:.1%}' for k, v in probs.items())
     return f'prediction: <b class="medmaas-value">{html.escape(str(pred["prediction"]))}</b> ({ps})'
 
+# %% ../nbs/09_widgets.ipynb #4a1be1e7
 class Playground:
     "Edit one input and watch the prediction, probability and explanation update, from a model in process or from a service."
     def __init__(self, task:Task|str, # the task (or its name)
