@@ -11,8 +11,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['project_root', 'Settings', 'get_settings', 'seed_everything', 'get_logger', 'file_digest', 'atomic_write',
-           'write_json', 'progress_scope', 'report_progress', 'import_quietly', 'keras', 'keras_progress',
-           'keras_layer', 'tensorflow_loaded', 'one_thread', 'single_threaded', 'tf_threads']
+           'write_json', 'progress_scope', 'report_progress', 'native_lines', 'import_quietly', 'keras',
+           'keras_progress', 'keras_layer', 'tensorflow_loaded', 'one_thread', 'single_threaded', 'tf_threads']
 
 # %% ../nbs/00_core.ipynb #7d71a643
 def project_root(start:Path|None=None # where to start looking; defaults to the package's parent, then the working directory
@@ -163,8 +163,15 @@ def report_progress(what:str, # what is counted, e.g. 'fold'
 
 # %% ../nbs/00_core.ipynb #cc33adaa
 _NATIVE_CHATTER = re.compile(r'oneDNN custom operations are on|absl::InitializeLog|cpu_feature_guard|rebuild TensorFlow with the '
-                             r'appropriate compiler flags|This TensorFlow binary is optimized')
+                             r'appropriate compiler flags|This TensorFlow binary is optimized|oneDNN supports DT_BOOL only on platforms')
 
+# %% ../nbs/00_core.ipynb #d689a447
+def native_lines(text:str # what native libraries wrote to file descriptor 2
+                )->list[str]:
+    "The lines worth showing: TensorFlow's known start-up and CPU-feature notices dropped, unless `MEDMAAS_VERBOSE=1`."
+    return [l for l in text.splitlines() if l.strip() and (os.environ.get('MEDMAAS_VERBOSE') or not _NATIVE_CHATTER.search(l))]
+
+# %% ../nbs/00_core.ipynb #52cf73fc
 def import_quietly(name:str # module to import, e.g. 'tensorflow'
                   ):
     "Import `name` with its native start-up notices on stderr dropped (other lines kept); `MEDMAAS_VERBOSE=1` keeps them all."
@@ -175,7 +182,7 @@ def import_quietly(name:str # module to import, e.g. 'tensorflow'
         try: return importlib.import_module(name)
         finally:
             os.dup2(saved, 2); os.close(saved); caught.seek(0)
-            kept = [l for l in caught.read().decode(errors='replace').splitlines() if l.strip() and not _NATIVE_CHATTER.search(l)]
+            kept = native_lines(caught.read().decode(errors='replace'))
             if kept: print('\n'.join(kept), file=sys.stderr)
 
 # %% ../nbs/00_core.ipynb #c451302a

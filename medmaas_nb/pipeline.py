@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, contextlib, datetime as dt, json, os, secrets, shutil, sys, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import get_settings, project_root, write_json, atomic_write, get_logger
+from .core import get_settings, project_root, write_json, atomic_write, get_logger, native_lines
 from .errors import MedmaasError, StepFailed
 
 log = get_logger(__name__)
@@ -56,7 +56,11 @@ class WarmKernel:
         self._ipc = tempfile.mkdtemp(prefix='medmaas-kernel-')
         self.km = AsyncKernelManager(kernel_name='python3', transport='ipc', ip=os.path.join(self._ipc, 'k'))
         self.progress_file = Path(self._ipc)/'progress.json'  # where the step's long loops say how far they are (`report_progress`)
-        run_sync(self.km.start_kernel)(cwd=str(cwd), env={**os.environ, 'MEDMAAS_PROGRESS_FILE': str(self.progress_file)})
+        # native libraries in the kernel (TensorFlow's C++ logging) write to its file descriptor 2, which would be this
+        # terminal: it goes to a file, and `shutdown` shows what is left of it once the known notices are dropped
+        self._native = open(Path(self._ipc)/'native.log', 'wb')
+        run_sync(self.km.start_kernel)(cwd=str(cwd), env={**os.environ, 'MEDMAAS_PROGRESS_FILE': str(self.progress_file)},
+                                       stderr=self._native)
         self._thread = threading.Thread(target=self._warm, args=(warm_up_code(step_nb, task, runtime),), daemon=True)
         self._thread.start()
 
@@ -79,6 +83,10 @@ class WarmKernel:
         self._thread.join(30)
         try: run_sync(self.km.shutdown_kernel)(now=False)
         except Exception as e: log.debug('kernel shutdown: %s', e)
+        self._native.close()
+        try: kept = native_lines((Path(self._ipc)/'native.log').read_text(errors='replace'))
+        except OSError: kept = []  # shut down before
+        if kept: print('\n'.join(kept), file=sys.stderr)
         shutil.rmtree(self._ipc, ignore_errors=True)
 
 # %% ../nbs/05_pipeline.ipynb #ab92f820

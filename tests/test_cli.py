@@ -90,3 +90,17 @@ def test_a_step_kernel_tells_the_runner_how_far_its_loop_is(tmp_path):
         assert StepTicker('[t 1/4] 20_train', progress_file=k.progress_file).line(4) == '[t 1/4] 20_train running 0m04s | ridge (2/4) fold 3/10 [###-------]'
         assert not list(tmp_path.iterdir())  # nothing lands in the run folder, where a step may write only what it declares
     finally: k.shutdown()
+
+def test_native_notices_of_a_step_kernel_stay_off_the_terminal_and_real_lines_do_not(tmp_path, capsys):
+    "A kernel's file descriptor 2 (TensorFlow's C++ logging) goes to a file; the runner shows what is not a known notice."
+    from jupyter_client.blocking import BlockingKernelClient
+    from medmaas_nb.pipeline import WarmKernel, pipelines_dir
+    k = WarmKernel(pipelines_dir()/'10_data.ipynb', 'diabetes-progression', tmp_path)
+    try:
+        kc = BlockingKernelClient(); kc.load_connection_info(k.ready().get_connection_info()); kc.start_channels()
+        code = ("import os; os.write(2, b'E0000 00:00:1.2 30273 util.cc:131] oneDNN supports DT_BOOL only on platforms with AVX-512.\\n"
+                "a native library failed to open its plugin\\n')")
+        assert kc.execute_interactive(code, timeout=60, output_hook=lambda m: None)['content']['status'] == 'ok'; kc.stop_channels()
+    finally: k.shutdown()
+    err = capsys.readouterr().err
+    assert 'a native library failed to open its plugin' in err and 'DT_BOOL' not in err
