@@ -13,6 +13,8 @@ def _run(runs:Path, task:str, run_id:str, quick:bool, auc:float):
          'test': {'roc_auc': {'value': auc, 'ci_low': auc - 0.02, 'ci_high': min(auc + 0.01, 1.0)}},
          'cv': {'roc_auc': {'value': auc + 0.001, 'ci_low': float('nan'), 'ci_high': float('nan')}},
          'anchors': [{'model': 'SVM', 'metric': 'roc_auc', 'value': 0.996, 'how': '10-fold CV'},
+                     {'model': 'forest', 'metric': 'roc_auc', 'value': 0.991, 'how': '10-fold CV'},
+                     {'model': 'SVM', 'metric': 'roc_auc', 'value': 0.99, 'how': '75/25 split'},
                      {'model': 'SVM', 'metric': 'accuracy', 'value': 0.976, 'how': '10-fold CV'}]}
     (d/'metrics.json').write_text(json.dumps(m))
 
@@ -26,8 +28,8 @@ def test_the_newest_full_run_is_shown_and_quick_runs_are_not(tmp_path):
     assert list(found) == ['breast-cancer-diagnosis'] and found['breast-cancer-diagnosis'][0].name == '20261202-100000-bbbb'
     table = results.results_table(found, lambda t: 'roc_auc')
     cells = [c.strip() for c in table.splitlines()[2].split('|')[1:-1]]
-    assert cells == ['`breast-cancer-diagnosis`', 'AUC', '0.995 [0.975, 1.000]', '0.996', 'rbf_svm', 'SVM 0.996 (10-fold CV)',
-                     '20261202-100000-bbbb']  # the CV figure without its NaN interval; anchors of the headline metric only
+    assert cells == ['`breast-cancer-diagnosis`', 'AUC', '0.995 [0.975, 1.000]', '0.996', 'rbf_svm', 'SVM 0.996, forest 0.991 (10-fold CV); SVM 0.990 (75/25 split)',
+                     '20261202-100000-bbbb']  # the CV figure without its NaN interval; anchors of the headline metric, grouped by how they were measured
     assert '0.500' not in table
 
 def test_readme_markers_are_required_and_only_the_table_changes(tmp_path):

@@ -37,7 +37,10 @@ def figure(f:dict|None)->str:
 
 def row(run:Path, m:dict, primary:str)->str:
     "One task's row: task, metric, test, CV, chosen model, anchors of the same metric, run."
-    anchors = '; '.join(f"{a['model']} {a['value']:.3f} ({a['how']})" for a in m.get('anchors', []) if a.get('metric') == primary) or '-'
+    by_how = {}  # anchors measured the same way share one note of how
+    for a in m.get('anchors', []):
+        if a.get('metric') == primary: by_how.setdefault(a['how'], []).append(f"{a['model']} {a['value']:.3f}")
+    anchors = '; '.join(f"{', '.join(v)} ({how})" for how, v in by_how.items()) or '-'
     return (f"| `{m['task']}` | {NAMES.get(primary, primary)} | {figure(m.get('test', {}).get(primary))} | {figure(m.get('cv', {}).get(primary))} "
             f"| {m.get('chosen', '-')} | {anchors} | {run.name} |")
 
