@@ -12,6 +12,7 @@ lic = licenses[cfg['license']]
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 encoder_requirements = cfg.get('encoder_requirements', '').split()
+ray_requirements = cfg.get('ray_requirements', '').split()
 console_scripts = cfg.get('console_scripts', '').split()
 
 setuptools.setup(
@@ -33,7 +34,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['medmaas_nb', 'medmaas_nb.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'encoder': encoder_requirements},
+    extras_require={'dev': dev_requirements, 'encoder': encoder_requirements, 'ray': ray_requirements},
     python_requires='>=' + cfg['min_python'],
     zip_safe=False,
     entry_points={'console_scripts': console_scripts, 'nbdev': [f'{cfg["lib_path"]}={cfg["lib_path"]}._modidx:d']},

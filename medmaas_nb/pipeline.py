@@ -19,7 +19,7 @@ def pipelines_dir()->Path:
 
 # %% auto #0
 __all__ = ['log', 'STEPS', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'earlier_step_seconds',
-           'StepTicker', 'time_left', 'tasks_progress_line', 'run_task', 'main']
+           'StepTicker', 'time_left', 'tasks_progress_line', 'run_task', 'run_tasks', 'main']
 
 # %% ../nbs/05_pipeline.ipynb #21d13325
 def new_run_id()->str:
@@ -285,6 +285,27 @@ def _print_table(rows:list[dict], out=sys.stdout):
     print('  '.join(c.ljust(w[c]) for c in cols), file=out)
     for r in rows: print('  '.join(str(r[c]).ljust(w[c]) for c in cols), file=out)
 
+# %% ../nbs/05_pipeline.ipynb #c8583b97
+def run_tasks(names:list[str], # tasks to run, in this order
+              quick:bool=False, # quick runs
+              params:dict|None=None, # overrides for every task
+              track:bool=True, # log the runs to MLflow
+              quiet:bool=False, # no progress lines
+              live:bool=False # the running step's time on stderr
+             )->list[dict]:
+    "Run several tasks one after the other; a failing task is reported and the rest go on. Returns the summary rows."
+    rows, t_all = [], time.perf_counter()
+    for k, name in enumerate(names, 1):
+        t0 = time.perf_counter()
+        try: rows.append(_summary_row(name, run_task(name, quick, params, track=track, progress=None if quiet else print, live=live), None))
+        except Exception as e:
+            err = f'{e.notebook}' if isinstance(e, StepFailed) else f'{type(e).__name__}: {e}'
+            print(f'error: {name}: {e}', file=sys.stderr); rows.append(_summary_row(name, None, err))
+        if not quiet:
+            print(tasks_progress_line(k, len(names), name, rows[-1]['status'], time.perf_counter() - t0, time.perf_counter() - t_all,
+                                      *time_left(names[k:], quick)), flush=True)
+    return rows
+
 # %% ../nbs/05_pipeline.ipynb #d3f0e276
 def _parser()->argparse.ArgumentParser:
     from medmaas_nb import __version__
@@ -293,13 +314,20 @@ def _parser()->argparse.ArgumentParser:
     sub = ap.add_subparsers(dest='cmd', required=True)
     sub.add_parser('tasks', help='list the tasks')
     r = sub.add_parser('run', help='run the pipeline of a task (or --all)')
-    r.add_argument('task', nargs='?'); r.add_argument('--all', action='store_true', help='every task whose data is available')
+    r.add_argument('task', nargs='*', help='one or more tasks'); r.add_argument('--all', action='store_true', help='every task whose data is available')
     r.add_argument('--quick', action='store_true', help='small slice, few folds: seconds, for tests')
     r.add_argument('-p', '--param', nargs=2, action='append', metavar=('KEY', 'VALUE'), default=[], help='parameter override')
     r.add_argument('--run-id', help='run id (default: time + random suffix)')
     r.add_argument('--no-track', action='store_true', help='do not log the run to MLflow')
     r.add_argument('--quiet', action='store_true', help='only the result table (and errors)')
     r.add_argument('--verbose', action='store_true', help="also the native libraries' start-up notices (TensorFlow)")
+    r.add_argument('--ray', nargs='?', const='auto', metavar='ADDRESS', help="each task as a Ray task: 'auto' (the default) starts a local Ray, an address joins a cluster")
+    sw = sub.add_parser('sweep', help="search a task's parameters with Ray Tune, chosen on cross-validation")
+    sw.add_argument('task'); sw.add_argument('-p', '--param', nargs=2, action='append', metavar=('KEY', 'V1,V2,...'), default=[], help='values to try (a grid over every -p)')
+    sw.add_argument('--random', type=int, metavar='N', help='N random combinations of the grid instead of all of them')
+    sw.add_argument('--quick', action='store_true', help='quick runs (seconds each)'); sw.add_argument('--seed', type=int, default=0, help='seed of the runs and of --random')
+    sw.add_argument('--ray', nargs='?', const='auto', default='auto', metavar='ADDRESS', help="'auto' (the default) starts a local Ray, an address joins a cluster")
+    sw.add_argument('--no-register', action='store_true', help='do not register the best trial')
     d = sub.add_parser('data', help='datasets'); dsub = d.add_subparsers(dest='data_cmd', required=True)
     dsub.add_parser('list', help='datasets, licenses, availability')
     f = dsub.add_parser('fetch', help='download and verify a dataset'); f.add_argument('name')
@@ -307,6 +335,9 @@ def _parser()->argparse.ArgumentParser:
     sv = sub.add_parser('serve', help='serve the registered models over HTTP (v2 and JSON API)')
     sv.add_argument('--host', default='127.0.0.1', help='interface (default: loopback only)')
     sv.add_argument('--port', type=int, default=8080); sv.add_argument('--models', nargs='+', metavar='TASK', help='models to serve: TASK, TASK:N (version N), models:/TASK/N or models:/TASK@ALIAS (default: all registered)')
+    sv.add_argument('--ray', nargs='?', const='auto', metavar='ADDRESS', help="serve as a Ray Serve deployment: 'auto' starts a local Ray, an address joins a cluster")
+    sv.add_argument('--replicas', type=int, help='Ray Serve replicas (with --ray; default 1)')
+    sv.add_argument('--autoscale', metavar='MIN,MAX', help='Ray Serve autoscaling between MIN and MAX replicas (with --ray)')
     sv.add_argument('--wait-for', type=Path, metavar='REGISTRATION', help="a pipeline run's registration.json: import the task's runtime now, serve the version it names once it appears (one task, no version)")
     k = sub.add_parser('keys', help='API keys for the service'); ksub = k.add_subparsers(dest='keys_cmd', required=True)
     kc = ksub.add_parser('create', help='create a key (shown once)'); kc.add_argument('name')
@@ -351,27 +382,30 @@ def _dispatch(args)->int:
         params = dict(args.param)
         if args.verbose: os.environ['MEDMAAS_VERBOSE'] = '1'  # the step kernels inherit it
         say = dict(progress=None if args.quiet else print, live=not args.quiet and sys.stderr.isatty())
-        if args.all == bool(args.task): raise ValueError('give a TASK or --all, not both')
-        if args.task:  # `run_task` checks the task and the parameters before any notebook runs
-            res = run_task(args.task, args.quick, params, args.run_id, track=not args.no_track, **say)
-            _print_table([_summary_row(args.task, res, None)])
+        if args.all == bool(args.task): raise ValueError('give TASK(s) or --all, not both')
+        if len(args.task) == 1 and not args.ray:  # `run_task` checks the task and the parameters before any notebook runs
+            res = run_task(args.task[0], args.quick, params, args.run_id, track=not args.no_track, **say)
+            _print_table([_summary_row(args.task[0], res, None)])
             print(f'reports: {res.run_dir}'); return 0
-        from medmaas_nb.data import availability
-        from medmaas_nb.tasks import all_tasks
-        tasks = [t for t in all_tasks().values() if availability(t.dataset) != 'missing']
-        for t in tasks: t.parse_params({**params, 'quick': args.quick})
-        rows, failed, t_all = [], 0, time.perf_counter()
-        for k, t in enumerate(tasks, 1):
-            t0 = time.perf_counter()
-            try: rows.append(_summary_row(t.name, run_task(t.name, args.quick, params, track=not args.no_track, **say), None))
-            except StepFailed as e:
-                failed += 1; print(f'error: {t.name}: {e}', file=sys.stderr); rows.append(_summary_row(t.name, None, str(e.notebook)))
-            if not args.quiet:
-                print(tasks_progress_line(k, len(tasks), t.name, rows[-1]['status'], time.perf_counter() - t0, time.perf_counter() - t_all,
-                                          *time_left([u.name for u in tasks[k:]], args.quick)), flush=True)
+        if args.run_id: raise ValueError('--run-id names the run of one task; with several tasks each run gets its own id')
+        from medmaas_nb.tasks import get_task
+        if args.all:
+            from medmaas_nb.data import availability
+            from medmaas_nb.tasks import all_tasks
+            names = [t.name for t in all_tasks().values() if availability(t.dataset) != 'missing']
+        else: names = list(dict.fromkeys(args.task))
+        for n in names: get_task(n).parse_params({**params, 'quick': args.quick})  # every task and parameter checked first
+        if args.ray:
+            from medmaas_nb.ray_runs import run_tasks_on_ray
+            rows = run_tasks_on_ray(names, args.quick, params, track=not args.no_track, address=args.ray, quiet=args.quiet)
+        else: rows = run_tasks(names, args.quick, params, track=not args.no_track, quiet=args.quiet, live=say['live'])
         print(); _print_table(rows)
         print(f'\nreports under {get_settings().runs_dir}')
-        return 1 if failed else 0
+        return 1 if any(r['status'] != 'ok' for r in rows) else 0
+    if args.cmd == 'sweep':
+        from medmaas_nb.sweep import sweep
+        res = sweep(args.task, dict(args.param), quick=args.quick, random=args.random, seed=args.seed, address=args.ray, register=not args.no_register)
+        print(f'report: {res.report}'); return 0
     if args.cmd == 'keys':
         from medmaas_nb.security import KeyStore
         ks = KeyStore()
@@ -381,6 +415,11 @@ def _dispatch(args)->int:
         else: ks.revoke(args.name); print(f'key {args.name!r} revoked')
         return 0
     if args.cmd == 'serve':
+        if not args.ray and (args.replicas or args.autoscale): raise ValueError('--replicas and --autoscale need --ray')
+        if args.ray:
+            if args.wait_for: raise ValueError('--wait-for is for the service of one pipeline run, not for --ray')
+            from medmaas_nb.ray_serve import serve_on_ray
+            serve_on_ray(args.host, args.port, args.models, address=args.ray, replicas=args.replicas, autoscale=args.autoscale); return 0
         from medmaas_nb.serving import serve
         serve(args.host, args.port, args.models, wait_for=args.wait_for); return 0
     return 2
