@@ -10,7 +10,7 @@ from pathlib import Path
 __all__ = ['MedmaasError', 'DatasetError', 'UnknownDataset', 'DatasetUnavailable', 'ChecksumMismatch', 'MedMNISTFormatError',
            'InvalidInput', 'UnknownTask', 'RegistryError', 'ModelNotFound', 'TamperedModel', 'UntrustedModel',
            'Unauthorized', 'Forbidden', 'RateLimited', 'KeysFileError', 'NotSupported', 'BodyTooLarge', 'ModelNotReady',
-           'Busy', 'caller_errors', 'StepFailed', 'ServiceError']
+           'Busy', 'caller_errors', 'StepFailed', 'ServiceError', 'ClusterUnavailable']
 
 # %% ../nbs/00a_errors.ipynb #4cfea167
 class MedmaasError(Exception):
@@ -132,3 +132,7 @@ class ServiceError(MedmaasError):
     "An error answer from the service: `status` (HTTP code), the message, and the request id."
     def __init__(self, status:int, message:str, request_id:str|None=None, field:str|None=None):
         super().__init__(f'{status}: {message}'); self.status, self.message, self.request_id, self.field = status, message, request_id, field
+
+# %% ../nbs/00a_errors.ipynb #e215868c
+class ClusterUnavailable(MedmaasError, ConnectionError):
+    "Ray could not be started here or the cluster at the given address could not be joined."

@@ -328,6 +328,7 @@ class Task:
     sections:list=field(default_factory=list) # the family's own report `Section`s, shown by the pipeline steps in order
     intended_use:str='Research and teaching. Not a medical device; not for diagnosis or treatment decisions.'
     limitations:str='' # what the model does not do, who it may serve worse
+    cpus:int|None=None # CPUs one run keeps busy (what Ray reserves for it); None: 2 for a Keras task, else 1
 
     def __post_init__(self):
         if self.kind not in KINDS: raise ValueError(f'Task {self.name!r}: kind {self.kind!r} is not one of {KINDS}.')
@@ -347,6 +348,15 @@ def parse_params(self:Task, overrides:dict # {name: value}, values may be string
 def task_params(self:Task, params:dict)->dict:
     "Only the task-specific parameters out of a full parameter dict."
     return {k: v for k, v in params.items() if k in self.params}
+
+# %% ../nbs/03_tasks.ipynb #d4820b86
+@patch
+def cpu_need(self:Task, params:dict|None=None # the run's parameters (`n_jobs` counts)
+            )->int:
+    "CPUs one run of this task keeps busy."
+    if self.cpus: return self.cpus
+    if self.runtime == 'keras': return 2
+    return max(1, int((params or {}).get('n_jobs', 1)))
 
 # %% ../nbs/03_tasks.ipynb #2455af19
 @patch
