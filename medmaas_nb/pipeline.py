@@ -19,7 +19,7 @@ def pipelines_dir()->Path:
 
 # %% auto #0
 __all__ = ['log', 'STEPS', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'earlier_step_seconds',
-           'StepTicker', 'time_left', 'tasks_progress_line', 'run_task', 'run_tasks', 'main']
+           'StepTicker', 'time_left', 'tasks_progress_line', 'run_task', 'register_run', 'run_tasks', 'main']
 
 # %% ../nbs/05_pipeline.ipynb #21d13325
 def new_run_id()->str:
@@ -207,11 +207,13 @@ def run_task(task_name:str, # task to run
              steps:tuple=STEPS, # which steps to run
              progress=print, # called with one line per finished step (None: silent)
              track:bool=True, # log the run to MLflow
-             live:bool=False # show the running step's time on stderr (for a terminal)
+             live:bool=False, # show the running step's time on stderr (for a terminal)
+             register:bool=True # register the model; False: no registration and no serve step (a sweep's trial)
             )->RunResult:
     "Execute the step notebooks of a task with papermill into `runs/<task>/<run_id>/`."
     import re
     run_id = run_id or new_run_id()
+    if not register: steps = tuple(s for s in steps if s != '40_serve')  # the serve step serves the registered version
     if not re.fullmatch(r'[A-Za-z0-9][\w.-]*', run_id):
         raise ValueError(f"Run id {run_id!r}: use letters, digits, '.', '_' and '-' (it names a folder).")
     if not re.fullmatch(r'[a-z0-9][a-z0-9-]*', task_name):  # not a task name: the clear error, before any folder
@@ -243,6 +245,7 @@ def run_task(task_name:str, # task to run
     res = RunResult(task.name, run_id, run_dir, p)
     earlier = earlier_step_seconds(task.name, p['quick']) if live else {}
     nb_params = {'task': task.name, 'run_dir': str(run_dir), 'quick': p['quick'], 'seed': p['seed'], 'params': task.task_params(p)}
+    if not register: nb_params['register'] = False  # the evaluate step's parameter (the other steps ignore it)
     from concurrent.futures import ThreadPoolExecutor
     service = None
     try:
@@ -252,7 +255,8 @@ def run_task(task_name:str, # task to run
         with ThreadPoolExecutor(1) as renders:  # the HTML reports; waited for on the way out
             for i, step in enumerate(steps, 1):
                 if i < len(steps): kernels[steps[i]] = WarmKernel(pipelines_dir()/f'{steps[i]}.ipynb', task.name, run_dir, runtime=True)
-                _run_step(task.name, step, i, len(steps), nb_params, run_dir, kernels.pop(step), res, progress, renders, live, earlier)
+                step_params = {k: v for k, v in nb_params.items() if k != 'register' or step == '30_evaluate'}  # papermill warns of others
+                _run_step(task.name, step, i, len(steps), step_params, run_dir, kernels.pop(step), res, progress, renders, live, earlier)
     finally:
         for k in kernels.values(): k.shutdown()
         if service is not None: service.stop()  # normally the serve step has stopped it already
@@ -266,6 +270,21 @@ def run_task(task_name:str, # task to run
         except Exception as e: log.warning('attaching the reports to MLflow failed (the run and the registered version are intact): %s', e)
     write_json(run_dir/'timings.json', res.timings)
     return res
+
+# %% ../nbs/05_pipeline.ipynb #e0809549
+def register_run(run_dir:Path, # a run folder whose evaluate step wrote `card.json` beside the saved `model/`
+                 production:bool=True # point the `production` alias at the new version (never for quick runs)
+                )->dict:
+    "Register the model a run saved as a new version; writes and returns the run's `registration.json`."
+    from medmaas_nb.registry import Registry
+    from medmaas_nb.tasks import get_task
+    run_dir = Path(run_dir); card = json.loads((run_dir/'card.json').read_text()); T = get_task(card['task'])
+    try: example = T.input_spec.validate([T.input_spec.example()])  # from the spec's ranges, not from a patient's record
+    except ValueError: example = None  # a spec without an example: the MLflow Model goes without one
+    quick = bool(card.get('params', {}).get('quick'))
+    mv = Registry().register(T.name, run_dir/'model', card, aliases=['production'] if production and not quick else [], input_example=example)
+    reg = {'task': T.name, 'version': mv.version, 'uri': mv.uri, 'mlflow_run_id': mv.run_id, 'path': str(mv.path)}
+    write_json(run_dir/'registration.json', reg); return reg
 
 # %% ../nbs/05_pipeline.ipynb #e69905d4
 def _summary_row(task:str, res:RunResult|None, err:str|None)->dict:

@@ -1,7 +1,8 @@
 """The package's layering, read from its source: which module imports which (at the top or inside a function).
 
-Families -> tasks, data, evaluate, core; the service, the registry and the runtimes never name a family; nothing imports
-the pipeline or the widgets; no two modules import each other at import time."""
+Families -> tasks, data, evaluate, core; the service, the registry and the runtimes never name a family; nothing below
+the top (the pipeline and its command line, runs on Ray, sweeps, the widgets) imports the top; no two modules import each
+other at import time."""
 import ast
 from pathlib import Path
 import pytest
@@ -9,7 +10,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1]/'medmaas_nb'
 FAMILIES = {'clinical', 'clinical_survival', 'clinical_trajectory', 'imaging', 'imaging_networks', 'gradcam', 'imaging_tasks', 'genomics',
             'expression', 'text', 'retrieval'}
-ON_TOP = {'pipeline', 'widgets'}
+ON_TOP = {'pipeline', 'ray_runs', 'sweep', 'widgets'}
 # a family module may build on its own family's base module
 SAME_FAMILY = {('clinical_survival', 'clinical'), ('clinical_trajectory', 'clinical'), ('retrieval', 'text'),
                ('imaging_networks', 'imaging'), ('gradcam', 'imaging_networks'),
@@ -38,8 +39,8 @@ def test_the_module_list_is_complete():
     assert FAMILIES | ON_TOP | {'core', 'errors', 'data', 'evaluate', 'tasks', 'runtimes', 'registry', 'serving', 'protocol',
                                 'security', 'client', 'deid', 'editors', 'survival'} == set(MODULES)
 
-@pytest.mark.parametrize('mod', MODULES)
-def test_nothing_imports_the_pipeline_or_the_widgets(mod):
+@pytest.mark.parametrize('mod', sorted(set(MODULES) - ON_TOP))
+def test_nothing_below_imports_the_pipeline_or_the_widgets(mod):
     assert not imports(mod) & ON_TOP, f'{mod} imports {imports(mod) & ON_TOP}'
 
 @pytest.mark.parametrize('mod', sorted(set(MODULES) - FAMILIES - ON_TOP))
