@@ -11,7 +11,7 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'REPLICA_ENV', 'parse_autoscale', 'replica_env', 'deployment_options', 'ReplicaHeader', 'replica_class',
-           'start_ray', 'deploy', 'serve_on_ray']
+           'start_ray', 'fetch_models', 'deploy', 'serve_on_ray']
 
 # %% ../nbs/07a_ray_serve.ipynb #c6bc0b80
 def parse_autoscale(spec:str # the value of `--autoscale`: 'MIN,MAX'
@@ -107,7 +107,23 @@ def start_ray(address:str='auto', # 'auto': a new local Ray; else a cluster addr
     else: ray.init(address=address, **kw)
     return True
 
-# %% ../nbs/07a_ray_serve.ipynb #54b8b127
+# %% ../nbs/07a_ray_serve.ipynb #49bfc173
+def fetch_models(models:list|None # model references (`medmaas_nb.serving.model_ref`); None: every registered task
+                )->None:
+    "Check that the registry holds each model asked for, and fetch its files into the local copy."
+    from medmaas_nb.registry import Registry
+    from medmaas_nb.serving import model_ref
+    from medmaas_nb.tasks import get_task, UnknownTask
+    reg = Registry()
+    for m in (models if models else reg.tasks()):
+        name, pin = model_ref(m)
+        try: get_task(name)
+        except UnknownTask:
+            if models: raise
+            continue  # not served (`ModelSet` skips it too)
+        reg.get(name, pin)
+
+# %% ../nbs/07a_ray_serve.ipynb #1398b593
 def deploy(models:list|None=None, # model references (`medmaas_nb.serving.model_ref`); None: every registered task
            replicas:int|None=None, # a fixed number of replicas (default 1)
            autoscale:str|None=None, # 'MIN,MAX' replicas
@@ -120,6 +136,7 @@ def deploy(models:list|None=None, # model references (`medmaas_nb.serving.model_
     from ray import serve
     from medmaas_nb.errors import MedmaasError
     opts = deployment_options(replicas, autoscale, replica_cpus)
+    fetch_models(models)
     quiet = {'log_level': 'WARNING', 'enable_access_log': False}
     serve.start(http_options={'host': host, 'port': port}, logging_config=quiet)
     app = serve.deployment(replica_class()).options(**opts, logging_config=quiet).bind(list(models) if models else None)
@@ -131,7 +148,7 @@ def deploy(models:list|None=None, # model references (`medmaas_nb.serving.model_
         raise MedmaasError(f'The replicas did not start: {last[-1][:300]}') from None
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
 
-# %% ../nbs/07a_ray_serve.ipynb #95e6d45e
+# %% ../nbs/07a_ray_serve.ipynb #cf715f26
 def serve_on_ray(host:str='127.0.0.1', # the interface of Ray Serve's HTTP proxy
                  port:int=8080, # its port
                  models:list|None=None, # model references; None: every registered task
@@ -142,14 +159,8 @@ def serve_on_ray(host:str='127.0.0.1', # the interface of Ray Serve's HTTP proxy
                  num_cpus:int|None=None # CPUs of a local Ray (default: all)
                 )->None:
     "Serve the models as a Ray Serve deployment until interrupted."
-    from medmaas_nb.serving import model_ref
-    from medmaas_nb.tasks import get_task
     opts = deployment_options(replicas, autoscale, replica_cpus)  # bad options stop here, before Ray starts
-    for m in models or []: get_task(model_ref(m)[0])  # so does an unknown task
-    if models:  # ... and a model the registry does not hold or refuses, with the registry's one-line message
-        from medmaas_nb.registry import Registry
-        reg = Registry()
-        for m in models: reg.get(*model_ref(m))
+    fetch_models(models)  # so do an unknown task and a model the registry does not hold
     started = start_ray(address, num_cpus)
     from ray import serve
     try:
