@@ -4,58 +4,12 @@
 
 # %% ../nbs/05a_ray_runs.ipynb #5adfcca5
 from __future__ import annotations
-import logging, os, sys, time
-from .core import get_settings
-from .errors import ClusterUnavailable
+import os, sys, time
+from .cluster import start_ray
 from .pipeline import StepFailed, _summary_row, earlier_step_seconds, run_task, tasks_progress_line, time_left
 
 # %% auto #0
-__all__ = ['PASSED_ON', 'worker_env', 'check_reachable', 'start_ray', 'run_in_worker', 'longest_first', 'run_tasks_on_ray']
-
-# %% ../nbs/05a_ray_runs.ipynb #332cc62e
-PASSED_ON = ('MEDMAAS_DATA_DIR', 'MEDMAAS_CACHE_DIR', 'MEDMAAS_SIGNING_KEY_FILE', 'MEDMAAS_VERBOSE', 'MLFLOW_HTTP_REQUEST_TIMEOUT',
-             'MLFLOW_HTTP_REQUEST_MAX_RETRIES', 'PYTHONPATH')
-
-def worker_env(env:dict|None=None # the environment to read instead of `os.environ`
-              )->dict[str, str]:
-    "The environment variables a Ray worker needs to find the data, the runs folder and the registry."
-    env = os.environ if env is None else env
-    s = get_settings() if env is os.environ else type(get_settings()).from_env(env)
-    out = {k: env[k] for k in PASSED_ON if env.get(k)}
-    return {**out, 'MEDMAAS_RUNS_DIR': str(s.runs_dir), 'MEDMAAS_REGISTRY_DIR': str(s.registry_dir), 'MLFLOW_TRACKING_URI': s.tracking_uri}
-
-# %% ../nbs/05a_ray_runs.ipynb #9c2d2bdc
-def check_reachable(address:str, # a Ray address: 'HOST:PORT' or 'ray://HOST:PORT'
-                    timeout:float=5.0 # seconds to wait for the connection
-                   )->None:
-    "Fail at once with `ClusterUnavailable` if nothing answers at a Ray address (Ray itself would retry for minutes)."
-    import socket
-    hostport = address.split('://', 1)[-1].rstrip('/')
-    host, _, port = hostport.rpartition(':')
-    if not host or not port.isdigit(): raise ClusterUnavailable(f"--ray {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT.")
-    try: socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as e: raise ClusterUnavailable(f'Nothing answers at the Ray address {address} ({e.strerror or e}).') from None
-
-# %% ../nbs/05a_ray_runs.ipynb #498d415d
-def start_ray(address:str='auto', # 'auto': RAY_ADDRESS if set, else a new local Ray; or a cluster's address
-              num_cpus:int|None=None # CPUs of a local Ray (default: all of this machine's)
-             )->bool:
-    "Start or join Ray with the workbench's settings passed to every task; True if a local Ray was started (stop it after)."
-    import ray
-    if ray.is_initialized(): return False
-    local = address == 'auto' and not os.environ.get('RAY_ADDRESS')
-    target = 'local' if local else (os.environ['RAY_ADDRESS'] if address == 'auto' else address)
-    if not local: check_reachable(target)
-    for attempt in (1, 2) if local else (1,):
-        try:
-            ray.init(address=target, num_cpus=num_cpus if local else None, include_dashboard=False if local else None,
-                     log_to_driver=False, logging_level=logging.ERROR, runtime_env={'env_vars': worker_env()})
-            return local
-        except Exception as e:  # Ray's own errors: a start that timed out, an address nobody answers at
-            ray.shutdown()
-            if attempt == 1 and local: continue  # a raylet waits 15 s for its agents: on a busy machine once more, now warm
-            what = 'start Ray on this machine' if local else f'join the Ray cluster at {target}'
-            raise ClusterUnavailable(f"Could not {what}: {(str(e).strip().splitlines() or [type(e).__name__])[0][:300]}") from None
+__all__ = ['run_in_worker', 'longest_first', 'run_tasks_on_ray']
 
 # %% ../nbs/05a_ray_runs.ipynb #80433f70
 def run_in_worker(name:str, # the task

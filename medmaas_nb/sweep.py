@@ -4,7 +4,7 @@
 
 # %% ../nbs/05b_sweep.ipynb #1935b01f
 from __future__ import annotations
-import itertools, json, logging, os, sys, time
+import itertools, json, logging, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np

@@ -37,7 +37,7 @@ MODULES = sorted(p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_'))
 
 def test_the_module_list_is_complete():
     assert FAMILIES | ON_TOP | {'core', 'errors', 'data', 'evaluate', 'tasks', 'runtimes', 'registry', 'serving', 'protocol',
-                                'security', 'client', 'deid', 'editors', 'survival'} == set(MODULES)
+                                'security', 'client', 'deid', 'editors', 'survival', 'ray_serve', 'cluster'} == set(MODULES)
 
 @pytest.mark.parametrize('mod', sorted(set(MODULES) - ON_TOP))
 def test_nothing_below_imports_the_pipeline_or_the_widgets(mod):
