@@ -290,13 +290,16 @@ ALIASES_TAG = 'medmaas.aliases'  # a version's tag: the aliases its registration
 @patch
 def _settle_alias(self:Registry, task:str, alias:str, tries:int=50)->int|None:
     "Move `alias` forward to the newest version whose registration asked for it, re-reading after each write until it stays."
+    import mlflow
     c = self._client()
     for _ in range(tries):
         asked = [int(v.version) for v in _all(c.search_model_versions, filter_string=f"name = '{task}'")
                  if alias in v.tags.get(ALIASES_TAG, '').split(',')]
         now = self.aliases(task).get(alias)
         if not asked or (now is not None and now >= max(asked)): return now
-        c.set_registered_model_alias(task, alias, str(max(asked)))
+        try: c.set_registered_model_alias(task, alias, str(max(asked)))
+        except mlflow.exceptions.MlflowException:  # two first writes of an alias: one insert loses (a unique constraint)
+            if alias not in self.aliases(task): raise  # any other failure
     raise RegistryError(f'{task}: the alias {alias!r} was still moving after {tries} writes; set it with Registry().set_alias.')
 
 # %% ../nbs/04_registry.ipynb #9cefd7bd
@@ -343,11 +346,16 @@ def register(self:Registry, task:str, # task name (the registered model's name)
 @patch
 def _log(self:Registry, task:str, tmp:Path, card:dict, aliases:list)->tuple[int, str]:
     "Log the MLflow Model as a run, create the model version, sign it, keep the local copy; the caller holds the lock."
+    import mlflow
     from mlflow.entities import Metric, Param
     c = self._client(); name = f'medmaas/{task}'
-    exp = c.get_experiment_by_name(name)
     db = _sqlite_path(self.tracking_uri)  # an embedded store keeps its artifacts beside it, not in ./mlruns
-    exp_id = exp.experiment_id if exp else c.create_experiment(name, artifact_location=(db.parent/'artifacts').resolve().as_uri() if db else None)
+    if exp := c.get_experiment_by_name(name): exp_id = exp.experiment_id
+    else:
+        try: exp_id = c.create_experiment(name, artifact_location=(db.parent/'artifacts').resolve().as_uri() if db else None)
+        except mlflow.exceptions.MlflowException as e:  # created meanwhile by a registrant on another machine
+            if e.error_code != 'RESOURCE_ALREADY_EXISTS': raise
+            exp_id = c.get_experiment_by_name(name).experiment_id
     run = c.create_run(exp_id, run_name=card.get('run_id'), tags={'task': task, 'code_version': str(card.get('code_version')),
                        'dataset_sha256': str(card.get('dataset', {}).get('checksum_sha256', ''))})
     rid, now = run.info.run_id, int(time.time() * 1000)
@@ -358,7 +366,6 @@ def _log(self:Registry, task:str, tmp:Path, card:dict, aliases:list)->tuple[int,
         c.log_artifacts(rid, str(tmp/'model'), 'model')
         c.set_terminated(rid)
     except BaseException: c.set_terminated(rid, 'FAILED'); raise
-    import mlflow
     with contextlib.suppress(mlflow.exceptions.MlflowException): c.create_registered_model(task)
     version = int(c.create_model_version(task, f'{run.info.artifact_uri}/model', rid).version)
     try:
