@@ -84,6 +84,7 @@ def test_a_run_registered_from_one_folder_is_listed_and_served_from_an_empty_one
     for line in (copy_b/'SHA256SUMS').read_text().splitlines():
         digest, rel = line.split(maxsplit=1)
         assert file_digest(on_server/Path(rel).relative_to('model')) == digest == file_digest(copy_b/rel), rel
+    assert sorted(q.suffix for q in (on_server.parent/'reports').iterdir()), 'the run\'s reports were not attached'  # log_reports, through the server
     mv = Registry(B/'registry', key_file=server['key'], tracking_uri=server['uri'])._client().get_model_version(TASK, str(version))
     assert mv.source.startswith('mlflow-artifacts:/'), mv.source  # the server proxies the artifacts
 
@@ -140,6 +141,24 @@ def test_b_concurrent_registrations_from_two_machines_end_with_production_on_the
     for r in map(str, range(rounds)):
         assert sorted([a[r], b[r]]) == [1, 2] == reg.versions(f'race-{r}'), (r, a[r], b[r])
         assert reg.aliases(f'race-{r}') == {'production': 2}, (r, a[r], b[r], reg.aliases(f'race-{r}'))
+
+def test_d_registry_reads_through_the_server(server, tmp_path):
+    "With a server URI every read goes through MLflow's client: tasks, versions, aliases, `get` by alias, paged searches."
+    from sklearn.linear_model import RidgeCV
+    from medmaas_nb.registry import ModelNotFound, _all
+    X = np.random.default_rng(1).normal(size=(30, 3)); save_model(RidgeCV().fit(X, X @ [3, 2, 1]), tmp_path/'model')
+    writer = Registry(tmp_path/'w', key_file=server['key'], tracking_uri=server['uri']); card = {'task': 'reads', 'model': {'runtime': 'sklearn'}}
+    writer.register('reads', tmp_path/'model', card, aliases=['production']); writer.register('reads', tmp_path/'model', card, aliases=['staging'])
+    reg = Registry(tmp_path/'r', key_file=server['key'], tracking_uri=server['uri'])
+    assert reg._query('SELECT 1') is None  # no SQLite shortcut: the client answers
+    assert 'reads' in reg.tasks() and reg.versions('reads') == [1, 2] and reg.aliases('reads') == {'production': 1, 'staging': 2}
+    assert reg.versions('no-such-task') == [] and reg.aliases('no-such-task') == {}
+    assert reg.get('reads').version == 1 and reg.get('reads', 'staging').version == 2  # production wins over newest
+    with pytest.raises(ModelNotFound, match='has no version 7'): reg.get('reads', 7)
+    assert np.allclose(reg.load('reads', 2)[0].predict(X), X @ [3, 2, 1], atol=0.5)  # fetched through the server, verified
+    c = reg._client()  # one result per page still gives every result
+    assert sorted(int(v.version) for v in _all(c.search_model_versions, filter_string="name = 'reads'", max_results=1)) == [1, 2]
+    assert sorted(m.name for m in _all(c.search_registered_models, max_results=1)) == reg.tasks()
 
 def test_c_an_unreachable_server_is_one_line_and_exit_2(tmp_path):
     "`medmaas models` and `medmaas serve` (run side by side) name the server in one line, after seconds, not minutes."
