@@ -16,8 +16,9 @@ log = get_logger(__name__)
 
 
 # %% auto #0
-__all__ = ['log', 'SIGNATURE', 'SUMS_TAG', 'SIGNATURE_TAG', 'code_version', 'signing_key_file', 'signing_key', 'key_id', 'sign',
-           'ModelVersion', 'Registry', 'served_format', 'make_card', 'log_reports']
+__all__ = ['log', 'SIGNATURE', 'SUMS_TAG', 'SIGNATURE_TAG', 'HTTP_DEFAULTS', 'ALIASES_TAG', 'code_version', 'signing_key_file',
+           'signing_key', 'key_id', 'sign', 'ModelVersion', 'Registry', 'server_errors', 'served_format', 'make_card',
+           'log_reports']
 
 # %% ../nbs/04_registry.ipynb #4679494d
 def code_version()->str:
@@ -180,13 +181,57 @@ class Registry:
             try: yield
             finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+# %% ../nbs/04_registry.ipynb #d4b955ee
+HTTP_DEFAULTS = {'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '3', 'MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR': '1',  # about 6 s of retries
+                 'MLFLOW_HTTP_REQUEST_TIMEOUT': '20',  # seconds without a byte from the server
+                 'MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR': 'false', 'MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT': 'true'}  # quiet CLI
+
+def _is_server(uri:str)->bool: return uri.split(':', 1)[0].lower() in ('http', 'https')
+
+def _all(search, **kwargs)->list:
+    "Every result of an MLflow search, page after page."
+    out, token = [], None
+    while True:
+        page = search(**kwargs, page_token=token); out += list(page); token = page.token
+        if not token: return out
+
+# %% ../nbs/04_registry.ipynb #77588aed
+@contextlib.contextmanager
+def server_errors(uri:str # the tracking URI, named in the message
+                 ):
+    "Re-raise a failure to reach the tracking server (refused, timed out, unknown host) as a one-line `RegistryError`."
+    try: yield
+    except Exception as e:
+        import requests
+        chain, x = [], e
+        while x is not None and len(chain) < 20: chain.append(x); x = x.__cause__ or x.__context__
+        if not any(isinstance(x, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)) for x in chain): raise
+        m = re.search(r'\[Errno -?\d+\] ([^\'")\n]+)', ' '.join(map(str, chain)))
+        why = m.group(1).strip() if m else 'timed out' if any(isinstance(x, requests.exceptions.Timeout) for x in chain) else type(chain[-1]).__name__
+        raise RegistryError(f"Cannot reach the MLflow tracking server {re.sub(r'//[^/@]*@', '//', uri)} ({why}). "
+                            'Start it, or set MLFLOW_TRACKING_URI to the server your lab shares.') from e
+
+# %% ../nbs/04_registry.ipynb #fe3373b0
+class _Guarded:
+    "An `MlflowClient` whose every call goes through `server_errors`."
+    def __init__(self, client, uri:str): self.client, self.uri = client, uri
+    def __getattr__(self, name:str):
+        f = getattr(self.client, name)
+        if not callable(f): return f
+        def call(*args, **kwargs):
+            with server_errors(self.uri): return f(*args, **kwargs)
+        return call
+
 # %% ../nbs/04_registry.ipynb #19335f9f
 @patch
 def _client(self:Registry):
+    "The MLflow client of the tracking URI (a server that cannot be reached raises a one-line `RegistryError`)."
     if self._client_ is None:
         from mlflow.tracking import MlflowClient
         if db := _sqlite_path(self.tracking_uri): db.parent.mkdir(parents=True, exist_ok=True)
-        self._client_ = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
+        if _is_server(self.tracking_uri):
+            for k, v in HTTP_DEFAULTS.items(): os.environ.setdefault(k, v)  # MLflow reads them at each request
+        self._client_ = _Guarded(MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri), self.tracking_uri)
     return self._client_
 
 @patch
@@ -207,7 +252,7 @@ def _query(self:Registry, sql:str, args:tuple=())->list|None:
 def tasks(self:Registry)->list[str]:
     "Registered model names that have at least one version."
     rows = self._query("SELECT DISTINCT name FROM model_versions WHERE current_stage != 'Deleted_Internal'")
-    if rows is None: rows = [(m.name,) for m in self._client().search_registered_models() if m.latest_versions]
+    if rows is None: rows = [(m.name,) for m in _all(self._client().search_registered_models) if m.latest_versions]
     return sorted(r[0] for r in rows)
 
 # %% ../nbs/04_registry.ipynb #8ba44e38
@@ -215,7 +260,7 @@ def tasks(self:Registry)->list[str]:
 def versions(self:Registry, task:str)->list[int]:
     "Registered version numbers of a task, ascending."
     rows = self._query("SELECT version FROM model_versions WHERE name = ? AND current_stage != 'Deleted_Internal'", (_check_name(task),))
-    if rows is None: rows = [(v.version,) for v in self._client().search_model_versions(f"name = '{task}'")]
+    if rows is None: rows = [(v.version,) for v in _all(self._client().search_model_versions, filter_string=f"name = '{task}'")]
     return sorted(int(r[0]) for r in rows)
 
 # %% ../nbs/04_registry.ipynb #d39eaafe
@@ -226,7 +271,9 @@ def aliases(self:Registry, task:str)->dict[str, int]:
     if rows is None:
         import mlflow
         try: rows = list(self._client().get_registered_model(task).aliases.items())
-        except mlflow.exceptions.MlflowException: rows = []
+        except mlflow.exceptions.MlflowException as e:
+            if e.error_code != 'RESOURCE_DOES_NOT_EXIST': raise
+            rows = []
     return {a: int(v) for a, v in sorted(rows)}
 
 # %% ../nbs/04_registry.ipynb #d92b86c1
@@ -236,6 +283,24 @@ def set_alias(self:Registry, task:str, alias:str, version:int)->None:
     with self._lock(task):
         if int(version) not in self.versions(task): raise ModelNotFound(f'{task} has no version {version}; versions: {self.versions(task)}.')
         self._client().set_registered_model_alias(task, alias, str(int(version)))
+
+# %% ../nbs/04_registry.ipynb #5b280112
+ALIASES_TAG = 'medmaas.aliases'  # a version's tag: the aliases its registration asked for, comma-separated
+
+@patch
+def _settle_alias(self:Registry, task:str, alias:str, tries:int=50)->int|None:
+    "Move `alias` forward to the newest version whose registration asked for it, re-reading after each write until it stays."
+    import mlflow
+    c = self._client()
+    for _ in range(tries):
+        asked = [int(v.version) for v in _all(c.search_model_versions, filter_string=f"name = '{task}'")
+                 if alias in v.tags.get(ALIASES_TAG, '').split(',')]
+        now = self.aliases(task).get(alias)
+        if not asked or (now is not None and now >= max(asked)): return now
+        try: c.set_registered_model_alias(task, alias, str(max(asked)))
+        except mlflow.exceptions.MlflowException:  # two first writes of an alias: one insert loses (a unique constraint)
+            if alias not in self.aliases(task): raise  # any other failure
+    raise RegistryError(f'{task}: the alias {alias!r} was still moving after {tries} writes; set it with Registry().set_alias.')
 
 # %% ../nbs/04_registry.ipynb #9cefd7bd
 @patch
@@ -255,7 +320,7 @@ def _copy_dir(self:Registry, task:str, version:int, run_id:str)->Path: return se
 def register(self:Registry, task:str, # task name (the registered model's name)
              model_dir:Path, # folder written by `save_model`
              card:dict, # the model card (name, model types and registration time are filled in)
-             aliases:list|None=None, # aliases to point at the new version (under the same lock)
+             aliases:list|None=None, # aliases to move to the new version (forward only: `_settle_alias`)
              input_example=None # a few model inputs, kept with the MLflow Model (its signature is inferred from them)
             )->ModelVersion:
     "Register a saved model as a new MLflow model version: an MLflow Model with its card, digests signed and kept as tags."
@@ -281,11 +346,16 @@ def register(self:Registry, task:str, # task name (the registered model's name)
 @patch
 def _log(self:Registry, task:str, tmp:Path, card:dict, aliases:list)->tuple[int, str]:
     "Log the MLflow Model as a run, create the model version, sign it, keep the local copy; the caller holds the lock."
+    import mlflow
     from mlflow.entities import Metric, Param
     c = self._client(); name = f'medmaas/{task}'
-    exp = c.get_experiment_by_name(name)
     db = _sqlite_path(self.tracking_uri)  # an embedded store keeps its artifacts beside it, not in ./mlruns
-    exp_id = exp.experiment_id if exp else c.create_experiment(name, artifact_location=(db.parent/'artifacts').resolve().as_uri() if db else None)
+    if exp := c.get_experiment_by_name(name): exp_id = exp.experiment_id
+    else:
+        try: exp_id = c.create_experiment(name, artifact_location=(db.parent/'artifacts').resolve().as_uri() if db else None)
+        except mlflow.exceptions.MlflowException as e:  # created meanwhile by a registrant on another machine
+            if e.error_code != 'RESOURCE_ALREADY_EXISTS': raise
+            exp_id = c.get_experiment_by_name(name).experiment_id
     run = c.create_run(exp_id, run_name=card.get('run_id'), tags={'task': task, 'code_version': str(card.get('code_version')),
                        'dataset_sha256': str(card.get('dataset', {}).get('checksum_sha256', ''))})
     rid, now = run.info.run_id, int(time.time() * 1000)
@@ -296,7 +366,6 @@ def _log(self:Registry, task:str, tmp:Path, card:dict, aliases:list)->tuple[int,
         c.log_artifacts(rid, str(tmp/'model'), 'model')
         c.set_terminated(rid)
     except BaseException: c.set_terminated(rid, 'FAILED'); raise
-    import mlflow
     with contextlib.suppress(mlflow.exceptions.MlflowException): c.create_registered_model(task)
     version = int(c.create_model_version(task, f'{run.info.artifact_uri}/model', rid).version)
     try:
@@ -306,7 +375,9 @@ def _log(self:Registry, task:str, tmp:Path, card:dict, aliases:list)->tuple[int,
         dest = self._copy_dir(task, version, rid); dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists(): shutil.rmtree(dest)
         os.replace(tmp, dest)
-        for a in aliases: c.set_registered_model_alias(task, a, str(version))
+        if aliases:  # asked for in a tag before any alias moves, so that a registrant elsewhere sees it (`_settle_alias`)
+            c.set_model_version_tag(task, str(version), ALIASES_TAG, ','.join(aliases))
+            for a in aliases: self._settle_alias(task, a)
     except BaseException:
         with contextlib.suppress(Exception): c.delete_model_version(task, str(version))
         raise
@@ -342,7 +413,8 @@ def _fetch(self:Registry, task:str, version:int, dest:Path)->None:
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix='.incoming-'))
     try:
         import mlflow
-        got = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp/'download'), tracking_uri=self.tracking_uri)
+        with server_errors(self.tracking_uri):  # through the server when it proxies the artifacts (`mlflow-artifacts:/`)
+            got = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp/'download'), tracking_uri=self.tracking_uri)
         Path(got).rename(tmp/'model'); shutil.rmtree(tmp/'download', ignore_errors=True)
         (tmp/'model'/'registered_model_meta').unlink(missing_ok=True)  # MLflow's own note of name and version, not a model file
         if SUMS_TAG in mv.tags: (tmp/'SHA256SUMS').write_text(mv.tags[SUMS_TAG])
