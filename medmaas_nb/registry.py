@@ -401,7 +401,9 @@ def get(self:Registry, task:str, # task name
     rows = self._query('SELECT run_id FROM model_versions WHERE name = ? AND version = ?', (task, version))
     run_id = rows[0][0] if rows else self._client().get_model_version(task, str(version)).run_id
     p = self._copy_dir(task, version, run_id or 'none')
-    if not p.exists(): self._fetch(task, version, p)
+    if not p.exists():
+        with self._lock(task):  # replicas of a service on one machine fetch the same version at once: one downloads
+            if not p.exists(): self._fetch(task, version, p)
     return ModelVersion(task, version, p, {**_read_card(p), 'version': version}, self.key_file, run_id)
 
 # %% ../nbs/04_registry.ipynb #235a92d4

@@ -111,3 +111,15 @@ def test_mlflow_models_serve_serves_a_registered_version(env, tmp_path):
         assert r.status_code == 200, r.text
         assert np.allclose(np.asarray(r.json()['predictions']).ravel(), env[REG]['model'].predict(X))
     finally: p.terminate(); p.wait(20)
+
+def test_processes_fetching_one_version_into_an_empty_copy_at_once_all_load_it(env, tmp_path):
+    "The replicas of a service on one machine start together and fetch the same version: one downloads, all load it."
+    import shutil
+    shutil.rmtree(env['reg'].root/'cache', ignore_errors=True)
+    at = time.time() + 4
+    code = (f"import time; time.sleep(max(0, {at} - time.time())); from medmaas_nb.registry import Registry; "
+            f"Registry({str(env['reg'].root)!r}).get({REG!r}, 1).load(); print('loaded')")
+    ps = [subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [(p.wait(timeout=120), *p.communicate()) for p in ps]
+    assert all(rc == 0 and out.strip() == 'loaded' for rc, out, _ in outs), outs
+    assert len(list((env['reg'].root/'cache'/REG).iterdir())) == 1  # one copy, no leftover temporary folder
