@@ -228,10 +228,21 @@ def _client(self:Registry):
     "The MLflow client of the tracking URI (a server that cannot be reached raises a one-line `RegistryError`)."
     if self._client_ is None:
         from mlflow.tracking import MlflowClient
-        if db := _sqlite_path(self.tracking_uri): db.parent.mkdir(parents=True, exist_ok=True)
         if _is_server(self.tracking_uri):
             for k, v in HTTP_DEFAULTS.items(): os.environ.setdefault(k, v)  # MLflow reads them at each request
-        self._client_ = _Guarded(MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri), self.tracking_uri)
+        if not (db := _sqlite_path(self.tracking_uri)): client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
+        else:
+            # a new embedded store creates its tables and runs its migrations in whichever process touches it first, and
+            # MLflow does not serialize that: processes starting together (runs on Ray) broke each other's migrations.
+            # The first one sets the store up under a lock beside it; the others wait and find it complete.
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with open(db.parent/f'.{db.name}.lock', 'w') as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
+                    client.search_experiments(max_results=1); client.search_registered_models(max_results=1)
+                finally: fcntl.flock(f, fcntl.LOCK_UN)
+        self._client_ = _Guarded(client, self.tracking_uri)
     return self._client_
 
 @patch

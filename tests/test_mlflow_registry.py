@@ -123,3 +123,13 @@ def test_processes_fetching_one_version_into_an_empty_copy_at_once_all_load_it(e
     outs = [(p.wait(timeout=120), *p.communicate()) for p in ps]
     assert all(rc == 0 and out.strip() == 'loaded' for rc, out, _ in outs), outs
     assert len(list((env['reg'].root/'cache'/REG).iterdir())) == 1  # one copy, no leftover temporary folder
+
+def test_processes_opening_a_new_embedded_store_at_once_all_find_it_set_up(tmp_path):
+    "Runs on Ray start together and each opens the new store: MLflow's table set-up and migrations must run once, not interleave."
+    for round_ in range(2):  # unserialized, 4 rounds of 3 processes out of 4 broke a migration
+        root, at = tmp_path/f'registry{round_}', time.time() + 4
+        code = (f"import time; from medmaas_nb.registry import Registry; r = Registry({str(root)!r}); "
+                f"time.sleep(max(0, {at} - time.time())); r._client().search_experiments(max_results=1); print('ok')")
+        ps = [subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        outs = [(p.wait(timeout=120), *p.communicate()) for p in ps]
+        assert all(rc == 0 and out.strip() == 'ok' for rc, out, _ in outs), [(rc, err.strip().splitlines()[-1:]) for rc, _, err in outs]
