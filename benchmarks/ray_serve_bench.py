@@ -99,8 +99,8 @@ def main():
              "the cost. On two cores shared by the proxy, the replicas, the load generator and other jobs, a second replica adds "
              "no core, only contention. Replicas pay off when they bring cores (more nodes, or a larger machine) or when a "
              "prediction costs far more than the hop, and for the replacement of a failed replica (tests/test_ray_serve.py).",
-             '', f"Load average at the end: {load_avg[0]:.1f} / {load_avg[1]:.1f} / {load_avg[2]:.1f} (1 / 5 / 15 min); the machine is shared "
-             "with other developers, so absolute figures are noisy; the three servers ran one after the other in one run."]
+             '', f"Load average at the end: {load_avg[0]:.1f} / {load_avg[1]:.1f} / {load_avg[2]:.1f} (1 / 5 / 15 min): a high load means other "
+             "jobs ran beside the benchmark and the absolute figures are noisy; the three servers ran one after the other in one run."]
     intro = (f'Machine: {machine()} `medmaas serve` against `medmaas serve --ray --replicas N` on a local Ray (replicas of half a CPU each). '
              f'Reproduce: `PYTHONPATH=$PWD .venv/bin/python benchmarks/ray_serve_bench.py --seconds {a.seconds:g} --write`.')
     publish(__file__, 'Serving on Ray: `medmaas serve --ray` against `medmaas serve`', intro, '\n'.join(rows + notes), a.write, stem='ray_serve')
