@@ -70,3 +70,14 @@ def require_data(dataset:str):
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def wait_ready(url:str, proc, timeout:float=180)->bool:
+    "Poll `url` until it answers 200 (True), `proc` exits or `timeout` seconds pass (False)."
+    import time, httpx
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout and proc.poll() is None:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200: return True
+        except httpx.TransportError: pass
+        time.sleep(0.2)
+    return False

@@ -5,7 +5,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port
+from conftest import free_port, wait_ready
 from medmaas_nb.tasks import get_task
 from medmaas_nb.registry import Registry, save_model, make_card
 from medmaas_nb.security import KeyStore
@@ -32,14 +32,6 @@ def env(tmp_path_factory):
     out['key'] = out['keys'].create('tester', 'predict')
     return out
 
-def _wait(url:str, proc:subprocess.Popen, timeout:float=180)->bool:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout and proc.poll() is None:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200: return True
-        except httpx.TransportError: pass
-        time.sleep(0.2)
-    return False
 
 def _medmaas_serve(env, models:list, cache:Path):
     "`medmaas serve` with the tracking URI as its registry setting and an empty folder for its verified copies."
@@ -71,7 +63,7 @@ def test_pyfunc_and_medmaas_serve_from_a_models_uri_agree(env, tmp_path, monkeyp
     mlflow.set_tracking_uri(env['reg'].tracking_uri); mlflow.set_registry_uri(env['reg'].tracking_uri)
     p, url = _medmaas_serve(env, [f'models:/{REG}@production', f'models:/{CLS}@production'], tmp_path/'fresh')
     try:
-        assert _wait(f'{url}/v2/health/ready', p), _output(p)[-2000:]
+        assert wait_ready(f'{url}/v2/health/ready', p), _output(p)[-2000:]
         reg_served, cls_served = _predict(url, env, REG), _predict(url, env, CLS)
     finally: p.terminate(); p.wait(20)
     reg_mlflow = mlflow.pyfunc.load_model(f'models:/{REG}@production').predict(env[REG]['X'])
@@ -105,7 +97,7 @@ def test_mlflow_models_serve_serves_a_registered_version(env, tmp_path):
                           '--host', '127.0.0.1', '--port', str(port)], env={**os.environ, 'MLFLOW_TRACKING_URI': env['reg'].tracking_uri, 'PATH': f"{BIN}:{os.environ.get('PATH', '')}"},
                          stdout=subprocess.DEVNULL, stderr=open(tmp_path/'mlflow.log', 'wb'))
     try:
-        assert _wait(f'http://127.0.0.1:{port}/ping', p), (tmp_path/'mlflow.log').read_text(errors='replace')[-2000:]
+        assert wait_ready(f'http://127.0.0.1:{port}/ping', p), (tmp_path/'mlflow.log').read_text(errors='replace')[-2000:]
         X = env[REG]['X']
         r = httpx.post(f'http://127.0.0.1:{port}/invocations', json={'dataframe_split': json.loads(X.to_json(orient='split', index=False))}, timeout=60)
         assert r.status_code == 200, r.text

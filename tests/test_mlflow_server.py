@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port, require_data
+from conftest import free_port, wait_ready, require_data
 from medmaas_nb.core import file_digest
 from medmaas_nb.registry import Registry, save_model
 from medmaas_nb.security import KeyStore
@@ -20,14 +20,6 @@ def _env(**kw)->dict:
     "This checkout's package and console scripts first, plus `kw`."
     return {**os.environ, 'PATH': f"{BIN}:{os.environ.get('PATH', '')}", 'PYTHONPATH': str(ROOT), **kw}
 
-def _wait(url:str, proc:subprocess.Popen, timeout:float=120)->bool:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout and proc.poll() is None:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200: return True
-        except httpx.TransportError: pass
-        time.sleep(0.2)
-    return False
 
 def _stop(p:subprocess.Popen):
     "End a process started in its own session, and whatever it started (the MLflow server runs uvicorn beneath it)."
@@ -49,7 +41,7 @@ def server(tmp_path_factory):
                          env=_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION='false'), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         uri = f'http://127.0.0.1:{port}'
-        if not _wait(f'{uri}/health', p): log.seek(0); pytest.fail(f'mlflow server did not start:\n{log.read().decode(errors="replace")[-3000:]}')
+        if not wait_ready(f'{uri}/health', p): log.seek(0); pytest.fail(f'mlflow server did not start:\n{log.read().decode(errors="replace")[-3000:]}')
         # the signing key is a shared secret (each machine that registers or serves has a copy), not registry state
         yield {'uri': uri, 'dir': d, 'artifacts': d/'artifacts', 'key': d/'secrets'/'signing.key'}
     finally: _stop(p); log.close()
@@ -95,7 +87,7 @@ def test_a_run_registered_from_one_folder_is_listed_and_served_from_an_empty_one
                          env=_machine(server, B), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
         url = f'http://127.0.0.1:{port}'
-        if not _wait(f'{url}/v2/health/ready', p): err.seek(0); pytest.fail(err.read().decode(errors='replace')[-3000:])
+        if not wait_ready(f'{url}/v2/health/ready', p): err.seek(0); pytest.fail(err.read().decode(errors='replace')[-3000:])
         t = get_task(TASK); X = t.input_spec.validate(t.input_spec.to_records(t.load(quick=True)['test'][0].iloc[:20]))
         res = httpx.post(f'{url}/api/v1/models/{TASK}/predict', json={'instances': t.input_spec.to_records(X)},
                          headers={'Authorization': f'Bearer {key}'}, timeout=60)
