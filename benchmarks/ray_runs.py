@@ -58,6 +58,17 @@ def main():
         shown = '; '.join(f'{k} {x} vs {y}' for k, x, y in diff[:3]) + (f' and {len(diff) - 3} more' if len(diff) > 3 else '')
         rows.append(f'| {t} | {need} | {s1:.0f} | {s2:.0f} | {same + len(diff)} | {same} | {shown or "-"} |')
     rows.append(f'| **whole command (wall)** | | **{w_seq:.0f}** | **{w_ray:.0f}** (x{w_ray / w_seq:.2f}) | | {n_same}/{len(tasks)} tasks identical | |')
+    need = {t: get_task(t).cpu_need(get_task(t).parse_params({'quick': a.quick})) for t in tasks}
+    one = [t for t in tasks if need[t] == 1]; s1, s2 = (sum(d[t][1] for t in one) for d in (seq, on_ray))
+    cpu_s = sum(need[t] * on_ray[t][1] for t in tasks)
+    rows += ['', f'The tasks that declare one CPU took {s2 / s1:.2f}x their time on Ray ({s1:.0f} s in all without Ray, {s2:.0f} s on Ray): '
+             'two of them ran at once on the same cores. A run without Ray already keeps both cores busy much of the time '
+             "(TensorFlow's and BLAS's thread pools, the next step's kernel warming up while a step runs, reports rendered in the "
+             'background; inferred from these times, CPU use was not recorded), so on two cores Ray has little to give. It pays off '
+             'when it brings cores: the runs spread over the nodes of a cluster, and with enough of them the wall time approaches '
+             f'the longest run. Declared CPUs x seconds on Ray: {cpu_s:.0f} CPU-seconds for the {len(tasks)} runs '
+             f'({cpu_s / len(tasks):.0f} per run), the figure `docs/scaling.md` extrapolates from. A fresh runs folder holds no '
+             'earlier times, so the tasks were started in the order of the list.']
     kind = 'quick runs (small slices, few folds)' if a.quick else 'full runs'
     publish(__file__, f'`medmaas run --all` with and without Ray ({kind})',
             f'{machine()} Seed 0, {kind}, {len(tasks)} tasks, one after the other without Ray, then as Ray tasks on a local Ray '

@@ -69,7 +69,7 @@ def test_docs_site_pages_load_offline_without_errors(browser, docs_site):
     pages = sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html') if p.name != '404.html')
     tutorials = sorted((ROOT/'nbs'/'tutorials').glob('[0-9]*.ipynb'))
     assert len(tutorials) >= 4, tutorials  # one per family: clinical, imaging, genomics, text
-    for must in ['index.html', 'results.html', '09_widgets.html', '03_tasks.html'] + [f'tutorials/{p.stem}.html' for p in tutorials]: assert must in pages, pages
+    for must in ['index.html', 'results.html', 'scaling.html', '09_widgets.html', '03_tasks.html'] + [f'tutorials/{p.stem}.html' for p in tutorials]: assert must in pages, pages
     SHOTS.mkdir(parents=True, exist_ok=True)
     ctx = browser.new_context(viewport={'width': 1280, 'height': 900}); page = ctx.new_page(); seen = _watch(page)
     page.set_default_navigation_timeout(120_000)  # executed pages carry ~1 MB of figures: slow to lay out on a busy 2-core machine
@@ -89,7 +89,7 @@ def test_docs_site_pages_load_offline_without_errors(browser, docs_site):
     # navigation: the home page links to the tutorials and the API reference
     page.goto(base + 'index.html')
     nav = page.locator('nav.md-nav--primary').inner_text()
-    for item in ('Results', 'Tutorials', 'API reference', 'Widgets'): assert item in nav, nav
+    for item in ('Results', 'Scaling out', 'Tutorials', 'API reference', 'Widgets'): assert item in nav, nav
     for p in tutorials:  # every tutorial is in the navigation, under its title
         title = json.loads(p.read_text())['cells'][0]['source']
         title = (''.join(title) if isinstance(title, list) else title).splitlines()[0].lstrip('# ').replace('Tutorial: ', '')

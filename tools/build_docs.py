@@ -127,6 +127,7 @@ def main(argv=None):
         d = PROC/'reports'; d.mkdir(parents=True, exist_ok=True); shutil.copy2(nb, d/f'{task}.ipynb')
     sys.path.insert(0, str(ROOT/'tools')); import results  # the Results page: the latest full runs' headline figures
     results.write_page(PROC/'results.md', runs_dir)
+    for page in sorted((ROOT/'docs').glob('*.md')): shutil.copy2(page, PROC/page.name)  # guides written as pages (scaling)
     write_mkdocs_yml(reports)
     subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--quiet', '--clean', '-f', str(CFG), '--site-dir', a.site_dir],
                    check=True, cwd=ROOT, env={**os.environ, 'NO_MKDOCS_2_WARNING': '1'})
@@ -159,7 +160,7 @@ def write_mkdocs_yml(reports:dict):
     lib = sorted(p for p in PROC.glob('[0-9]*.ipynb'))
     tuts = sorted((PROC/'tutorials').glob('*.ipynb'))
     title_of = lambda p: _title(ROOT/'nbs'/p.relative_to(PROC))
-    nav = [{'Home': 'index.ipynb'}, {'Results': 'results.md'},
+    nav = [{'Home': 'index.ipynb'}, {'Results': 'results.md'}, {'Scaling out': 'scaling.md'},
            {'Tutorials': [{title_of(p).replace('Tutorial: ', ''): rel(p)} for p in tuts]},
            {'API reference': [{title_of(p): rel(p)} for p in lib]}]
     if reports: nav.append({'Reports (latest run)': [{t: f'reports/{t}.ipynb'} for t in reports]})
