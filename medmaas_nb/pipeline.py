@@ -19,7 +19,8 @@ def pipelines_dir()->Path:
 
 # %% auto #0
 __all__ = ['log', 'STEPS', 'pipelines_dir', 'new_run_id', 'warm_up_code', 'WarmKernel', 'RunResult', 'earlier_step_seconds',
-           'StepTicker', 'time_left', 'tasks_progress_line', 'run_task', 'register_run', 'run_tasks', 'main']
+           'StepTicker', 'time_left', 'tasks_progress_line', 'run_task', 'register_run', 'run_or_report', 'run_tasks',
+           'main']
 
 # %% ../nbs/05_pipeline.ipynb #21d13325
 def new_run_id()->str:
@@ -272,17 +273,16 @@ def run_task(task_name:str, # task to run
     return res
 
 # %% ../nbs/05_pipeline.ipynb #e0809549
-def register_run(run_dir:Path, # a run folder whose evaluate step wrote `card.json` beside the saved `model/`
-                 production:bool=True # point the `production` alias at the new version (never for quick runs)
+def register_run(run_dir:Path # a run folder whose evaluate step wrote `card.json` beside the saved `model/`
                 )->dict:
-    "Register the model a run saved as a new version; writes and returns the run's `registration.json`."
+    "Register the model a run saved as a new version (`production` unless it was a quick run); writes `registration.json`."
     from medmaas_nb.registry import Registry
     from medmaas_nb.tasks import get_task
     run_dir = Path(run_dir); card = json.loads((run_dir/'card.json').read_text()); T = get_task(card['task'])
     try: example = T.input_spec.validate([T.input_spec.example()])  # from the spec's ranges, not from a patient's record
     except ValueError: example = None  # a spec without an example: the MLflow Model goes without one
     quick = bool(card.get('params', {}).get('quick'))
-    mv = Registry().register(T.name, run_dir/'model', card, aliases=['production'] if production and not quick else [], input_example=example)
+    mv = Registry().register(T.name, run_dir/'model', card, aliases=[] if quick else ['production'], input_example=example)
     reg = {'task': T.name, 'version': mv.version, 'uri': mv.uri, 'mlflow_run_id': mv.run_id, 'path': str(mv.path)}
     write_json(run_dir/'registration.json', reg); return reg
 
@@ -304,6 +304,15 @@ def _print_table(rows:list[dict], out=sys.stdout):
     print('  '.join(c.ljust(w[c]) for c in cols), file=out)
     for r in rows: print('  '.join(str(r[c]).ljust(w[c]) for c in cols), file=out)
 
+# %% ../nbs/05_pipeline.ipynb #e2a7bbc0
+def run_or_report(name:str, quick:bool=False, params:dict|None=None, track:bool=True, # as for `run_task`
+                  progress=None, live:bool=False # as for `run_task`
+                 )->tuple[dict, str|None]:
+    "Run one task: (its summary row, None), or for a failed run (a FAILED row naming its notebook or the error, the error)."
+    try: return _summary_row(name, run_task(name, quick, params, track=track, progress=progress, live=live), None), None
+    except Exception as e:
+        return _summary_row(name, None, str(e.notebook) if isinstance(e, StepFailed) else f'{type(e).__name__}: {e}'), str(e)
+
 # %% ../nbs/05_pipeline.ipynb #c8583b97
 def run_tasks(names:list[str], # tasks to run, in this order
               quick:bool=False, # quick runs
@@ -316,10 +325,9 @@ def run_tasks(names:list[str], # tasks to run, in this order
     rows, t_all = [], time.perf_counter()
     for k, name in enumerate(names, 1):
         t0 = time.perf_counter()
-        try: rows.append(_summary_row(name, run_task(name, quick, params, track=track, progress=None if quiet else print, live=live), None))
-        except Exception as e:
-            err = f'{e.notebook}' if isinstance(e, StepFailed) else f'{type(e).__name__}: {e}'
-            print(f'error: {name}: {e}', file=sys.stderr); rows.append(_summary_row(name, None, err))
+        row, err = run_or_report(name, quick, params, track, progress=None if quiet else print, live=live)
+        rows.append(row)
+        if err: print(f'error: {name}: {err}', file=sys.stderr)
         if not quiet:
             print(tasks_progress_line(k, len(names), name, rows[-1]['status'], time.perf_counter() - t0, time.perf_counter() - t_all,
                                       *time_left(names[k:], quick)), flush=True)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os, sys, time
 from .cluster import start_ray
-from .pipeline import StepFailed, _summary_row, earlier_step_seconds, run_task, tasks_progress_line, time_left
+from .pipeline import _summary_row, earlier_step_seconds, run_or_report, tasks_progress_line, time_left
 
 # %% auto #0
 __all__ = ['run_in_worker', 'longest_first', 'run_tasks_on_ray']
@@ -19,10 +19,7 @@ def run_in_worker(name:str, # the task
     "Run one task (in a Ray worker); returns {'row', 'error', 'seconds'} and never raises for a failed run."
     if not keep_omp: os.environ.pop('OMP_NUM_THREADS', None)
     t0 = time.perf_counter()
-    try: row, err = _summary_row(name, run_task(name, quick, params, track=track, progress=None), None), None
-    except Exception as e:
-        row = _summary_row(name, None, str(e.notebook) if isinstance(e, StepFailed) else f'{type(e).__name__}: {e}')
-        err = str(e)
+    row, err = run_or_report(name, quick, params, track)
     return {'row': row, 'error': err, 'seconds': time.perf_counter() - t0}
 
 # %% ../nbs/05a_ray_runs.ipynb #8c03920a

@@ -107,13 +107,14 @@ def deploy(models:list|None=None, # model references (`medmaas_nb.serving.model_
            host:str='127.0.0.1', # the proxy's interface
            port:int=8080, # the proxy's port
            replica_cpus:float=0.5, # CPUs Ray reserves for each replica
-           name:str='medmaas' # the Ray Serve application's name
+           name:str='medmaas', # the Ray Serve application's name
+           fetch:bool=True # look the models up and fetch them first (False: the caller has, with `fetch_models`)
           )->str:
     "Deploy the service on the connected Ray; returns its base URL once every replica is ready."
     from ray import serve
     from medmaas_nb.errors import MedmaasError
     opts = deployment_options(replicas, autoscale, replica_cpus)
-    fetch_models(models)
+    if fetch: fetch_models(models)
     quiet = {'log_level': 'WARNING', 'enable_access_log': False}
     serve.start(http_options={'host': host, 'port': port}, logging_config=quiet)
     app = serve.deployment(replica_class()).options(**opts, logging_config=quiet).bind(list(models) if models else None)
@@ -141,7 +142,7 @@ def serve_on_ray(host:str='127.0.0.1', # the interface of Ray Serve's HTTP proxy
     started = start_ray(address, num_cpus)
     from ray import serve
     try:
-        url = deploy(models, replicas, autoscale, host, port, replica_cpus)
+        url = deploy(models, replicas, autoscale, host, port, replica_cpus, fetch=False)  # fetched above
         a = opts.get('autoscaling_config')
         n = f"{a['min_replicas']} to {a['max_replicas']} replicas (autoscaling)" if a else f"{opts['num_replicas']} replica{'s' * (opts['num_replicas'] > 1)}"
         where = 'a local Ray' if address == 'auto' else f'the Ray cluster at {address}'

@@ -13,7 +13,8 @@ from .pipeline import _mmss, new_run_id, pipelines_dir, register_run, run_task
 from .tasks import get_task
 
 # %% auto #0
-__all__ = ['parse_grid', 'grid_points', 'choose_trial', 'trial_line', 'run_trial', 'SweepResult', 'sweep', 'sweep_report']
+__all__ = ['parse_grid', 'grid_points', 'choose_trial', 'trial_line', 'trial_run_id', 'run_trial', 'SweepResult', 'sweep',
+           'sweep_report']
 
 # %% ../nbs/05b_sweep.ipynb #16de6023
 def parse_grid(task:str, # the task
@@ -59,6 +60,11 @@ def trial_line(k:int, n:int, # trials finished, trials in all
     rest = '' if k == n else f', about {_mmss((n - k) * (mean_seconds or seconds) / max(1, at_once))} left'
     return f'[{k}/{n} trials] {what} {status}{fig} in {_mmss(seconds)}; {_mmss(elapsed)} so far{rest}'
 
+# %% ../nbs/05b_sweep.ipynb #99ea4a89
+def trial_run_id(sweep_id:str, i:int)->str:
+    "The run id of a sweep's trial `i`: its run folder sits beside the sweep's folder."
+    return f'{sweep_id}-t{i:02d}'
+
 # %% ../nbs/05b_sweep.ipynb #7a162bdc
 def run_trial(config:dict, # Ray Tune's config: {'trial': index into `points`}
               task:str, quick:bool, fixed:dict, points:list[dict], sweep_id:str, keep_omp:bool=False):
@@ -66,7 +72,7 @@ def run_trial(config:dict, # Ray Tune's config: {'trial': index into `points`}
     from ray import tune
     if not keep_omp: os.environ.pop('OMP_NUM_THREADS', None)
     i, t0 = config['trial'], time.perf_counter()
-    res = run_task(task, quick, {**fixed, **points[i]}, run_id=f'{sweep_id}-t{i:02d}', progress=None, track=False, register=False)
+    res = run_task(task, quick, {**fixed, **points[i]}, run_id=trial_run_id(sweep_id, i), progress=None, track=False, register=False)
     cv = res.metrics['cv'][get_task(task).primary_metric]
     tune.report({'cv': cv['value'], 'cv_low': cv.get('ci_low'), 'cv_high': cv.get('ci_high'), 'seconds': time.perf_counter() - t0,
                  'run_dir': str(res.run_dir)})
@@ -133,7 +139,7 @@ def sweep(task:str, # the task
         i = r.config['trial']; m = r.metrics or {}
         trials.append({'trial': i, 'params': points[i], 'status': 'FAILED' if r.error else 'ok',
                        'cv': None if r.error else m.get('cv'), 'cv_low': m.get('cv_low'), 'cv_high': m.get('cv_high'),
-                       'seconds': m.get('seconds'), 'run_dir': str(sweep_dir.parent/f'{sweep_id}-t{i:02d}'),
+                       'seconds': m.get('seconds'), 'run_dir': str(sweep_dir.parent/trial_run_id(sweep_id, i)),
                        'error': (str(r.error).strip().splitlines() or [''])[-1][:300] if r.error else None})
     trials.sort(key=lambda t: t['trial'])
     best = choose_trial(trials)

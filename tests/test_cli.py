@@ -104,3 +104,17 @@ def test_native_notices_of_a_step_kernel_stay_off_the_terminal_and_real_lines_do
     finally: k.shutdown()
     err = capsys.readouterr().err
     assert 'a native library failed to open its plugin' in err and 'DT_BOOL' not in err
+
+def test_several_tasks_run_one_after_the_other_and_a_failure_does_not_stop_the_rest(isolated):
+    bad = isolated/'data'/'uci-promoters'; bad.mkdir(parents=True)
+    (bad/'promoters.data').write_text('+,S10,\ttactagcaatacgcttgcgttcggtggttaagtatgtataatgcgcgggcttgtcgt\n')
+    r = medmaas('run', 'promoter', 'diabetes-progression', '--quick', '--no-track', env={'MEDMAAS_DATA_DIR': str(isolated/'data')})
+    assert r.returncode == 1 and 'error: promoter:' in r.stderr and 'does not match the manifest checksum' in r.stderr, r.stderr
+    assert 'Traceback' not in r.stderr
+    lines = r.stdout.splitlines()
+    assert any(l.startswith('[1/2 tasks] promoter FAILED') for l in lines) and any(l.startswith('[2/2 tasks] diabetes-progression ok') for l in lines), r.stdout
+    assert (isolated/'runs'/'diabetes-progression').exists()
+
+def test_a_run_id_names_the_run_of_one_task_only(isolated):
+    r = medmaas('run', 'promoter', 'diabetes-progression', '--run-id', 'x')
+    assert r.returncode == 2 and '--run-id names the run of one task' in r.stderr and not (isolated/'runs').exists()
