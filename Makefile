@@ -51,8 +51,10 @@ docs: install
 	$(BIN)/python tools/results.py --readme
 	$(BIN)/python tools/build_docs.py
 
-## JupyterLab on 127.0.0.1 with this project's environment as the kernel, opening the tutorials
+## JupyterLab on 127.0.0.1 with this project's environment as the kernel, opening the learner's copies of the tutorials
+## (solutions removed, in lab/tutorials/; the teacher's notebooks with solutions stay in nbs/tutorials/)
 LAB_PORT ?= 8888
 lab: install
+	$(BIN)/python tools/student_notebooks.py --dest lab/tutorials
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=$(CURDIR) \
-	  --LabApp.default_url=/lab/tree/nbs/tutorials --LabApp.extension_manager=readonly $(if $(filter 0,$(shell id -u)),--allow-root)
+	  --LabApp.default_url=/lab/tree/lab/tutorials --LabApp.extension_manager=readonly $(if $(filter 0,$(shell id -u)),--allow-root)

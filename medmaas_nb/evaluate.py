@@ -25,7 +25,7 @@ HIGHER_IS_BETTER = {'r2': True, 'mse': False, 'mae': False, 'roc_auc': True, 'ac
 __all__ = ['KINDS', 'HIGHER_IS_BETTER', 'METRIC_BOUNDS', 'survival_fields', 'compute_metrics', 'rank_auc', 'fast_metrics',
            'bootstrap_metrics', 'make_cv', 'default_scores', 'cross_validate', 't_interval', 'summarize_cv',
            'select_model', 'with_interval', 'summary_table', 'Anchor', 'anchor_table', 'sensitivity_threshold',
-           'plot_residuals', 'plot_importance', 'plot_roc', 'plot_calibration', 'plot_confusion',
+           'predictive_values', 'plot_residuals', 'plot_importance', 'plot_roc', 'plot_calibration', 'plot_confusion',
            'permutation_importance_table']
 
 # %% ../nbs/02_evaluate.ipynb #2fce8c26
@@ -300,6 +300,17 @@ def sensitivity_threshold(y, # 0/1 truth, 1 the disease
         if pred[y == 1].mean() >= target:
             return {'threshold': float(t), 'sensitivity': float(pred[y == 1].mean()), 'specificity': float((~pred[y == 0]).mean())}
     return {'threshold': float(cands[-1]), 'sensitivity': 1.0, 'specificity': float((p[y == 0] < cands[-1]).mean())}
+
+# %% ../nbs/02_evaluate.ipynb #cfbb520a
+def predictive_values(sensitivity:float, # share of diseased patients flagged
+                      specificity:float, # share of healthy patients not flagged
+                      prevalence:float # share of diseased patients where the model is used
+                     )->dict:
+    "PPV and NPV at a stated prevalence (Bayes' rule)."
+    if not 0 < prevalence < 1: raise ValueError(f'prevalence must be strictly between 0 and 1, not {prevalence}')
+    tp, fp = sensitivity * prevalence, (1 - specificity) * (1 - prevalence)
+    tn, fn = specificity * (1 - prevalence), (1 - sensitivity) * prevalence
+    return {'ppv': tp / (tp + fp) if tp + fp else float('nan'), 'npv': tn / (tn + fn) if tn + fn else float('nan')}
 
 # %% ../nbs/02_evaluate.ipynb #d57b7cfe
 def _fig(w=5, h=4):
