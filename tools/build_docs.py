@@ -128,6 +128,8 @@ def main(argv=None):
     sys.path.insert(0, str(ROOT/'tools')); import results  # the Results page: the latest full runs' headline figures
     results.write_page(PROC/'results.md', runs_dir)
     for page in sorted((ROOT/'docs').glob('*.md')): shutil.copy2(page, PROC/page.name)  # guides written as pages (scaling)
+    for page in sorted((ROOT/'nbs'/'tutorials').glob('*.md')):  # the tutorials' glossary
+        (PROC/'tutorials').mkdir(parents=True, exist_ok=True); shutil.copy2(page, PROC/'tutorials'/page.name)
     write_mkdocs_yml(reports)
     subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--quiet', '--clean', '-f', str(CFG), '--site-dir', a.site_dir],
                    check=True, cwd=ROOT, env={**os.environ, 'NO_MKDOCS_2_WARNING': '1'})
@@ -161,7 +163,8 @@ def write_mkdocs_yml(reports:dict):
     tuts = sorted((PROC/'tutorials').glob('*.ipynb'))
     title_of = lambda p: _title(ROOT/'nbs'/p.relative_to(PROC))
     nav = [{'Home': 'index.ipynb'}, {'Results': 'results.md'}, {'Scaling out': 'scaling.md'},
-           {'Tutorials': [{title_of(p).replace('Tutorial: ', ''): rel(p)} for p in tuts]},
+           {'Tutorials': [{title_of(p).replace('Tutorial: ', ''): rel(p)} for p in tuts]
+                         + ([{'Glossary': 'tutorials/glossary.md'}] if (PROC/'tutorials'/'glossary.md').exists() else [])},
            {'API reference': [{title_of(p): rel(p)} for p in lib]}]
     if reports: nav.append({'Reports (latest run)': [{t: f'reports/{t}.ipynb'} for t in reports]})
     cfg = {'site_name': 'medmaas_nb', 'site_description': 'A Jupyter-first research and teaching workbench for medical Model-as-a-Service',
@@ -176,6 +179,7 @@ def write_mkdocs_yml(reports:dict):
     import yaml
     CFG.parent.mkdir(exist_ok=True); CFG.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
+_MD_LINK = re.compile(r'href="(?!https?:|/|#)([^"#]+)\.md(#[^"]*)?"')  # notebooks link pages as `glossary.md#term`
 _EXT = re.compile(r'<(script|link)\b[^>]*\b(?:src|href)=["\']https?://[^"\']*["\'][^>]*>(?:\s*</script>)?', re.I)
 _MERMAID = re.compile(r'<script type="module">(?:(?!</script>).)*?https?://(?:(?!</script>).)*?</script>', re.S)
 
@@ -196,6 +200,7 @@ def strip_external(site:Path):
         s = p.read_text(encoding='utf-8'); up = '../' * (len(p.relative_to(site).parts) - 1)
         s2, k = _EXT.subn('', s); s2, k2 = _MERMAID.subn('', s2)
         s2 = links.sub(lambda m: up + pages.get(m.group(1), m.group(1)), s2)
+        s2 = _MD_LINK.sub(lambda m: f'href="{m.group(1)}.html{m.group(2) or ""}"', s2)  # mkdocs rewrites them in pages only
         if s2 != s: p.write_text(s2, encoding='utf-8'); n += k + k2
     if n: print(f'  removed {n} external script/style tag(s)')
 

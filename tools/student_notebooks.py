@@ -22,14 +22,19 @@ def run_copy(path:Path, timeout:int=900)->int:
     text = ''.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []))
     return text.count('not answered yet')
 
+def main_paths(paths:list, dest:Path)->list[Path]:
+    "Write the learner's copies of `paths` into `dest`, with the glossary beside them."
+    out = write_student_notebooks(paths, dest)
+    for extra in (ROOT/'nbs'/'tutorials').glob('*.md'): shutil.copy2(extra, Path(dest)/extra.name)  # the glossary
+    return out
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('paths', nargs='*'); ap.add_argument('--dest', default=str(ROOT/'lab'/'tutorials'))
     ap.add_argument('--run', action='store_true', help='execute each copy from top to bottom')
     a = ap.parse_args(argv)
     dest = Path(a.dest)
-    out = write_student_notebooks([Path(p) for p in a.paths] or tutorials(), dest)
-    for extra in (ROOT/'nbs'/'tutorials').glob('*.md'): shutil.copy2(extra, dest/extra.name)  # the glossary
+    out = main_paths([Path(p) for p in a.paths] or tutorials(), dest)
     print(f'{len(out)} learner copies in {dest}')
     if a.run:
         for p in out:
