@@ -49,18 +49,19 @@ class Exercise:
                  check:Callable, # check(answer): raises `WrongAnswer` via `expect`, or `NotAnswered` via `answer_of`
                  praise:str='' # said after a right answer: what it teaches
                 ):
-        self.title, self.check, self.praise = title, check, praise
-    def __call__(self, answer)->bool:
+        self.title, self.check, self.praise, self.passed = title, check, praise, None
+    def __call__(self, answer):
+        self.passed = None
         if is_stub(answer): return self._not_yet()
         try: self.check(answer)
         except NotAnswered: return self._not_yet()
         except WrongAnswer as e: raise WrongAnswer(f'{self.title}: not yet right. {e}') from None
         except Exception as e: raise WrongAnswer(f'{self.title}: your answer raised {type(e).__name__}: {e}') from None
         print(f'{self.title}: correct.' + (f' {self.praise}' if self.praise else ''))
-        return True
-    def _not_yet(self)->bool:
+        self.passed = True
+    def _not_yet(self):
         print(f'{self.title}: not answered yet. Replace the `...` in the cell above, run it, then run this cell again.')
-        return False
+        self.passed = False
     __repr__ = lambda self: f'Exercise({self.title!r})'
 
 # %% ../nbs/09a_teaching.ipynb #23f1a356
