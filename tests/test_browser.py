@@ -102,6 +102,29 @@ def test_docs_site_pages_load_offline_without_errors(browser, docs_site):
     assert not seen['external'], seen['external']
     ctx.close()
 
+def test_glossary_links_of_the_tutorials_land_on_their_terms(browser, docs_site):
+    "Every tutorial links its terms as glossary.md#term; on the site each link must open the glossary at that term."
+    import re
+    base, site = docs_site
+    assert (site/'tutorials'/'glossary.html').exists()
+    ctx = browser.new_context(); page = ctx.new_page(); seen = _watch(page)
+    page.goto(base + 'tutorials/glossary.html', wait_until='networkidle')
+    ids = set(page.eval_on_selector_all('[id]', 'els => els.map(e => e.id)'))
+    assert {'censoring', 'auc', 'calibration', 'leakage'} <= ids, sorted(ids)[:20]
+    assert 'Glossary' in page.locator('nav.md-nav--primary').inner_text()
+    linked = {}
+    for nb in sorted((ROOT/'nbs'/'tutorials').glob('[0-9]*.ipynb')):
+        page.goto(base + f'tutorials/{nb.stem}.html', wait_until='networkidle')
+        hrefs = page.eval_on_selector_all('a[href*="glossary"]', 'els => els.map(e => e.getAttribute("href"))')
+        assert all(h.startswith('glossary.html#') for h in hrefs), hrefs  # the .md link was made a page link
+        linked[nb.stem] = {h.split('#', 1)[1] for h in hrefs}
+        assert linked[nb.stem] <= ids, (nb.stem, linked[nb.stem] - ids)  # no link to a term the glossary lacks
+    assert all(len(v) >= 3 for k, v in linked.items() if k != '00_start_here'), linked  # the tutorials do link their terms
+    page.locator(f'a[href="glossary.html#{sorted(linked["01_clinical"])[0]}"]').first.click()
+    page.wait_for_url('**/glossary.html#*'); assert page.url.split('#')[1] in ids
+    assert not seen['external'] and not seen['console'], seen
+    ctx.close()
+
 def _start_lab(root:Path, env:dict)->tuple[subprocess.Popen, str, str]:
     port, token = free_port(), os.urandom(12).hex()
     log = open(root/'lab.log', 'w')
@@ -124,7 +147,8 @@ def _value(page, i=0)->str:
 
 def test_jupyterlab_runs_the_tutorial_and_the_playground_reacts(browser, tmp_path):
     root = tmp_path/'lab'; (root/'tutorials').mkdir(parents=True)
-    shutil.copy(ROOT/'nbs'/'tutorials'/'01_clinical.ipynb', root/'tutorials')  # a copy: Lab may autosave outputs
+    from medmaas_nb.teaching import write_student_notebooks  # the learner's copy, as `make lab` opens it
+    write_student_notebooks([ROOT/'nbs'/'tutorials'/'01_clinical.ipynb'], root/'tutorials')  # a copy: Lab may autosave outputs
     env = {**os.environ, 'PYTHONPATH': str(ROOT), 'MEDMAAS_RUNS_DIR': str(tmp_path/'runs'), 'MEDMAAS_REGISTRY_DIR': str(tmp_path/'registry'),
            'MLFLOW_TRACKING_URI': f"sqlite:///{tmp_path/'mlflow.db'}", 'JUPYTER_CONFIG_DIR': str(tmp_path/'jcfg'),
            'JUPYTERLAB_SETTINGS_DIR': str(tmp_path/'jset'), 'JUPYTER_RUNTIME_DIR': str(tmp_path/'jrun'), 'JUPYTERLAB_WORKSPACES_DIR': str(tmp_path/'jws')}
@@ -171,5 +195,8 @@ def _drive_lab(page, url, token, seen):
         # the explanation is shown too, and no cell failed
         assert 'bmi' in pg.locator('table.medmaas-explanation').inner_text()
         assert page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]', has_text='Error').count() == 0
+        # the learner's copy has no solutions: each exercise's checker says it is not answered yet, and nothing fails
+        assert page.locator('.jp-OutputArea-output', has_text='not answered yet').count() >= 2
+        assert page.locator('.jp-OutputArea-output', has_text='# Solution').count() == 0
         assert not seen['external'], seen['external']
         print(f'BMI {bmi_before} -> 20: predicted progression {before} -> {after}')
