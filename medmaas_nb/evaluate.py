@@ -16,7 +16,7 @@ from .core import progress_scope, report_progress
 from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold, GroupKFold, StratifiedGroupKFold
 
 KINDS = ('binary', 'multiclass', 'regression', 'survival', 'retrieval')
-HIGHER_IS_BETTER = {'r2': True, 'mse': False, 'mae': False, 'roc_auc': True, 'accuracy': True, 'average_precision': True,
+HIGHER_IS_BETTER = {'r2': True, 'mse': False, 'rmse': False, 'mae': False, 'roc_auc': True, 'accuracy': True, 'average_precision': True,
                     'brier': False, 'sensitivity': True, 'specificity': True, 'f1': True, 'f1_macro': True,
                     'roc_auc_ovr': True, 'c_index': True, 'balanced_accuracy': True,
                     'mrr': True, 'recall_at_1': True, 'recall_at_5': True, 'recall_at_10': True}
@@ -45,7 +45,8 @@ def compute_metrics(kind:str, # task kind: binary, multiclass, regression, survi
     scores = np.asarray(scores)
     if kind == 'regression':
         y = np.asarray(y_true, float)
-        return {'r2': skm.r2_score(y, scores), 'mse': skm.mean_squared_error(y, scores), 'mae': skm.mean_absolute_error(y, scores)}
+        mse = skm.mean_squared_error(y, scores)
+        return {'r2': skm.r2_score(y, scores), 'mse': mse, 'rmse': math.sqrt(mse), 'mae': skm.mean_absolute_error(y, scores)}
     if kind == 'binary':
         y = np.asarray(y_true).astype(int); pred = (scores >= threshold).astype(int)
         tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
@@ -96,7 +97,8 @@ def fast_metrics(kind:str, y_true, scores, threshold:float=0.5)->dict|None:
     y, S = np.asarray(y_true), np.asarray(scores, float); nan = float('nan')
     if kind == 'regression':
         y = y.astype(float); res = np.sum((y - S) ** 2); tot = np.sum((y - y.mean()) ** 2)
-        return {'r2': float(1 - res / tot) if tot else (1.0 if res == 0 else 0.0), 'mse': float(res / len(y)), 'mae': float(np.mean(np.abs(y - S)))}
+        return {'r2': float(1 - res / tot) if tot else (1.0 if res == 0 else 0.0), 'mse': float(res / len(y)),
+                'rmse': math.sqrt(res / len(y)), 'mae': float(np.mean(np.abs(y - S)))}
     if kind == 'binary':
         y = y.astype(int); p = (S >= threshold).astype(int)
         tp, fp = int(np.sum(p & y)), int(np.sum(p & (1 - y))); fn, tn = int(y.sum()) - tp, int((1 - y).sum()) - fp
@@ -185,7 +187,7 @@ def cross_validate(model, # an unfitted scikit-learn style estimator (cloned per
 METRIC_BOUNDS = {**{m: (0.0, 1.0) for m in ('roc_auc', 'accuracy', 'average_precision', 'brier', 'sensitivity', 'specificity', 'f1',
                                             'f1_macro', 'roc_auc_ovr', 'c_index', 'balanced_accuracy', 'mrr', 'recall_at_1',
                                             'recall_at_5', 'recall_at_10')},
-                 'mse': (0.0, math.inf), 'mae': (0.0, math.inf), 'r2': (-math.inf, 1.0)} # the range each metric lives in
+                 'mse': (0.0, math.inf), 'rmse': (0.0, math.inf), 'mae': (0.0, math.inf), 'r2': (-math.inf, 1.0)} # the range each metric lives in
 
 def t_interval(values, # one figure per fold (or seed)
                level:float=0.95, # coverage

@@ -26,7 +26,7 @@ def test_survival_fields_in_either_order():
 def test_regression_metrics():
     y, p = np.array([1.0, 2, 4, 7]), np.array([1.5, 2, 3, 8])
     m = compute_metrics('regression', list(y), p)
-    assert m == pytest.approx({'r2': 1 - np.sum((y - p) ** 2) / np.sum((y - y.mean()) ** 2), 'mse': np.mean((y - p) ** 2), 'mae': np.mean(np.abs(y - p))})
+    assert m == pytest.approx({'r2': 1 - np.sum((y - p) ** 2) / np.sum((y - y.mean()) ** 2), 'mse': np.mean((y - p) ** 2), 'rmse': np.sqrt(np.mean((y - p) ** 2)), 'mae': np.mean(np.abs(y - p))})
     same(fast_metrics('regression', y, p), m)
     assert fast_metrics('regression', [3, 3], [3, 3])['r2'] == 1.0 and fast_metrics('regression', [3, 3], [3, 4])['r2'] == 0.0
 
