@@ -448,3 +448,66 @@ def test_keras_runtime_counts_test_time_views_in_its_batch(tmp_path):
     X32 = np.asarray(T.input_spec.validate(recs), dtype='float32')
     want = np.array([T.scores(model, np.repeat(X32[i:i + 1], 3, axis=0))[0] for i in range(12)])
     assert np.allclose(got, want, atol=1e-6)
+
+# --- molecule-solubility: a SMILES string in; a prediction with its interval and applicability-domain flag out ---
+
+MOL = 'molecule-solubility'
+
+@pytest.fixture(scope='module')
+def molecule_server(tmp_path_factory):
+    "A quick molecule-solubility model trained here, registered in a temporary registry, served by a real uvicorn server."
+    from conftest import require_data
+    require_data('esol')
+    from medmaas_nb.tasks import fit_task
+    from medmaas_nb.serving import create_app
+    t = get_task(MOL); ds = t.load(quick=True); res = fit_task(t, ds, quick=True)
+    d = tmp_path_factory.mktemp('molecules')
+    save_model(res.model, d/'model')
+    reg = Registry(d/'registry'); reg.register(MOL, d/'model', make_card(t, ds, {'quick': True}, {}, res.chosen))
+    keys = KeyStore(d/'keys.json'); key = keys.create('chemist', 'predict')
+    app = create_app([MOL], registry=reg, keys=keys, audit=AuditLog(d/'audit.jsonl', secret=b'm' * 32))
+    with ThreadServer(app) as s: yield s, key, t, res.model, ds, d
+
+def _mol_post(s, key, body, path=f'/api/v1/models/{MOL}/predict'):
+    return httpx.post(s.url + path, json=body, headers=H(key), timeout=120)
+
+def test_molecule_prediction_has_an_interval_and_a_domain_flag(molecule_server):
+    s, key, t, model, ds, d = molecule_server
+    r = _mol_post(s, key, {'instances': [{'smiles': 'OC1=CC=CC=C1'}, {'smiles': 'O=C(O)[C@@H]1CCCN1C(=O)[C@@H](N)CCCCN'}]})
+    assert r.status_code == 200, r.text
+    p = r.json()['predictions']
+    want = t.predict(model, np.array(['Oc1ccccc1', 'O=C(O)[C@@H]1CCCN1C(=O)[C@@H](N)CCCCN'], dtype=object))
+    assert [q['prediction'] for q in p] == pytest.approx([w['prediction'] for w in want], rel=1e-9)
+    for q in p:
+        iv, ad = q['interval'], q['applicability_domain']
+        assert iv['low'] < q['prediction'] < iv['high'] and iv['level'] == pytest.approx(0.9)
+        assert iv['high'] - iv['low'] == pytest.approx(2 * model.q_)
+        assert 0 <= ad['nearest_similarity'] <= 1 and ad['in_domain'] == (ad['nearest_similarity'] >= ad['cutoff'])
+    assert p[0]['applicability_domain']['in_domain'] and not p[1]['applicability_domain']['in_domain']  # phenol vs a dipeptide (Lys-Pro)
+    # the v2 protocol: one BYTES tensor of SMILES, the point prediction back
+    v2 = {'inputs': [{'name': 'smiles', 'datatype': 'BYTES', 'shape': [1], 'data': ['c1ccccc1O']}]}
+    r = httpx.post(s.url + f'/v2/models/{MOL}/infer', json=v2, headers=H(key), timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()['outputs'][0]['data'][0] == pytest.approx(p[0]['prediction'], rel=1e-9)
+
+@pytest.mark.parametrize('smiles,fragment', [('C1CC(', 'syntax error'), ('C1CC', 'unclosed ring'), ('CN(C)(C)(C)C', 'valence'),
+                                             ('C' * 301, 'at most 300'), ('CC O', 'without spaces'), ('', 'empty'), (42, 'must be a string')])
+def test_molecule_bad_smiles_is_a_400_naming_the_field(molecule_server, smiles, fragment):
+    s, key, t, model, ds, d = molecule_server
+    r = _mol_post(s, key, {'instances': ['CCO', {'smiles': smiles}]})
+    assert r.status_code == 400, r.text
+    e = r.json()
+    assert e['field'] == 'instances[1].smiles' and fragment in e['error'] and 'Record 1' in e['error'], e
+    assert 'Traceback' not in r.text and (not isinstance(smiles, str) or len(smiles) < 4 or smiles not in e['error'])
+    assert _mol_post(s, key, {'instance': {'smiles': 'CCO'}}).status_code == 200  # and the service keeps serving
+    time.sleep(0.05)
+    if isinstance(smiles, str) and len(smiles) > 3: assert smiles not in (d/'audit.jsonl').read_text()  # the audit log never holds the input
+
+def test_molecule_explanation_is_atom_contributions_drawn_as_png(molecule_server):
+    import base64
+    s, key, t, model, ds, d = molecule_server
+    r = _mol_post(s, key, {'instance': {'smiles': 'Oc1ccccc1Cl'}}, f'/api/v1/models/{MOL}/explain')
+    assert r.status_code == 200, r.text
+    e = r.json()['explanations'][0]
+    assert e['method'] == 'leave-one-atom-out' and [a['symbol'] for a in e['atom_contributions']] == ['O', 'C', 'C', 'C', 'C', 'C', 'C', 'Cl']
+    assert base64.b64decode(e['image_png_base64'])[:4] == b'\x89PNG'
