@@ -78,3 +78,18 @@ def test_tampered_file_in_data_dir_is_refused(isolated):
     (d/'promoters.data').write_text('+,X,\t\taaaa\n')
     with pytest.raises(ChecksumMismatch, match='does not match the manifest checksum'):
         resolve('promoters', data_dir=isolated/'data', download=False)
+
+def test_esol_downloads_from_its_source_and_is_verified(isolated, http_server):
+    "The ESOL entry resolves from its official URL (played by a local server) into the cache, checked against its SHA-256."
+    src = SHARED_DATA/'esol'/'delaney-processed.csv'
+    require(src.exists(), f'the shared data mirror has no ESOL file at {src}')
+    base, www = http_server
+    shutil.copy(src, www/'delaney-processed.csv')
+    entry = get_entry('esol')
+    assert entry.files[0].url == 'https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/delaney-processed.csv'
+    entry.files[0].url = base + 'delaney-processed.csv'
+    p = resolve('esol', data_dir=isolated/'empty', entry=entry)['delaney-processed.csv']
+    assert p == isolated/'cache'/'esol'/'delaney-processed.csv' and hashlib.sha256(p.read_bytes()).hexdigest() == entry.files[0].sha256[0]
+    (www/'delaney-processed.csv').write_text('Compound ID,smiles\nx,CCO\n')  # a source that changed its bytes is refused
+    shutil.rmtree(isolated/'cache'/'esol')
+    with pytest.raises(ChecksumMismatch): resolve('esol', data_dir=isolated/'empty', entry=entry)
