@@ -9,7 +9,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1]/'medmaas_nb'
 FAMILIES = {'clinical', 'clinical_survival', 'clinical_trajectory', 'imaging', 'imaging_networks', 'gradcam', 'imaging_tasks', 'genomics',
-            'expression', 'text', 'retrieval', 'molecules'}
+            'expression', 'text', 'retrieval', 'molecules', 'detection'}
 ON_TOP = {'pipeline', 'ray_runs', 'sweep', 'widgets', 'teaching'}
 # a family module may build on its own family's base module
 SAME_FAMILY = {('clinical_survival', 'clinical'), ('clinical_trajectory', 'clinical'), ('retrieval', 'text'),

@@ -511,3 +511,89 @@ def test_molecule_explanation_is_atom_contributions_drawn_as_png(molecule_server
     e = r.json()['explanations'][0]
     assert e['method'] == 'leave-one-atom-out' and [a['symbol'] for a in e['atom_contributions']] == ['O', 'C', 'C', 'C', 'C', 'C', 'C', 'Cl']
     assert base64.b64decode(e['image_png_base64'])[:4] == b'\x89PNG'
+
+# --- blood-cell-detection: a JPEG or PNG blood-smear image in; boxes, scores and counts out ---
+
+DET = 'blood-cell-detection'
+
+@pytest.fixture(scope='module')
+def detection_server(tmp_path_factory):
+    "A quick blood-cell-detection model trained here, registered in a temporary registry, served by a real uvicorn server."
+    from conftest import require_data
+    require_data('bccd')
+    from medmaas_nb.tasks import fit_task
+    from medmaas_nb.serving import create_app
+    t = get_task(DET); ds = t.load(quick=True); res = fit_task(t, ds, quick=True)
+    d = tmp_path_factory.mktemp('detection')
+    save_model(res.model, d/'model', t.runtime)
+    reg = Registry(d/'registry'); reg.register(DET, d/'model', make_card(t, ds, {'quick': True}, {}, res.chosen))
+    keys = KeyStore(d/'keys.json'); key = keys.create('lab', 'predict')
+    app = create_app([DET], registry=reg, keys=keys, audit=AuditLog(d/'audit.jsonl', secret=b'd' * 32))
+    with ThreadServer(app) as s: yield s, key, t, reg.get(DET).load(), ds, d
+
+def _det_post(s, key, body, path=f'/api/v1/models/{DET}/predict'):
+    return httpx.post(s.url + path, json=body, headers=H(key), timeout=120)
+
+def test_detection_image_gets_boxes_and_counts(detection_server):
+    import base64
+    s, key, t, model, ds, d = detection_server
+    jpeg = ds['test'][0][0]
+    r = _det_post(s, key, {'instances': [{'image': {'b64': base64.b64encode(jpeg).decode()}}]})
+    assert r.status_code == 200, r.text
+    p = r.json()['predictions'][0]
+    want = t.predict(model, t.input_spec.validate([jpeg]))[0]
+    assert p['counts'] == want['counts'] and set(p['counts']) == {'RBC', 'WBC', 'Platelets'}
+    assert len(p['boxes']) == sum(p['counts'].values()) == len(want['boxes'])
+    for b in p['boxes']:
+        assert b['class'] in p['counts'] and b['score'] >= p['score_threshold']
+        assert 0 <= b['box']['x_min'] <= b['box']['x_max'] <= 640 and 0 <= b['box']['y_min'] <= b['box']['y_max'] <= 480
+    # v2: one BYTES tensor of base64 files in; the counts (the task's scores) out
+    v2 = {'inputs': [{'name': 'image', 'datatype': 'BYTES', 'shape': [1], 'data': [base64.b64encode(jpeg).decode()]}]}
+    r = httpx.post(s.url + f'/v2/models/{DET}/infer', json=v2, headers=H(key), timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()['outputs'][0]['data'] == [float(p['counts'][c]) for c in ('RBC', 'WBC', 'Platelets')]
+
+def _png(a):
+    from medmaas_nb.detection import encode_image
+    return encode_image(a)
+
+@pytest.mark.parametrize('make,fragment', [
+    (lambda: b'GIF89a' + b'\0' * 100, 'neither a JPEG nor a PNG'),
+    (lambda: _png(np.zeros((48, 64, 3), np.uint8)), 'expected 640 x 480'),
+    (lambda: _png(np.zeros((480, 640, 3), np.uint8))[:300], 'truncated or corrupt'),
+    (lambda: 'bm90IGFuIGltYWdl', 'neither a JPEG nor a PNG'),   # base64 of 'not an image'
+    (lambda: '***', 'base64'),
+    (lambda: 12, 'base64 text')])
+def test_detection_bad_image_is_a_400_naming_the_field(detection_server, make, fragment):
+    import base64
+    s, key, t, model, ds, d = detection_server
+    x = make(); x = base64.b64encode(x).decode() if isinstance(x, bytes) else x
+    r = _det_post(s, key, {'instances': [{'image': {'b64': base64.b64encode(ds['test'][0][0]).decode()}}, {'image': x}]})
+    assert r.status_code == 400, r.text
+    e = r.json()
+    assert e['field'] == 'instances[1].image' and fragment in e['error'], e
+    assert 'Traceback' not in r.text
+
+def test_detection_decompression_bomb_is_refused_from_its_header(detection_server):
+    "A PNG of a few kB whose header declares 30,000 x 30,000 pixels: a 400 at once, nothing decoded, the service still serving."
+    import base64, struct, zlib
+    s, key, t, model, ds, d = detection_server
+    chunk = lambda k, b: struct.pack('>I', len(b)) + k + b + struct.pack('>I', zlib.crc32(k + b) & 0xffffffff)
+    bomb = b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 30000, 30000, 8, 2, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(b'\0' * 90001 * 8)) + chunk(b'IEND', b'')
+    t0 = time.perf_counter()
+    r = _det_post(s, key, {'instance': {'image': {'b64': base64.b64encode(bomb).decode()}}})
+    assert r.status_code == 400 and r.json()['field'] == 'instances[0].image' and 'pixels' in r.json()['error'], r.text
+    assert time.perf_counter() - t0 < 5
+    assert _det_post(s, key, {'instance': {'image': {'b64': base64.b64encode(ds['test'][0][0]).decode()}}}).status_code == 200
+
+def test_detection_explanation_is_the_image_with_boxes(detection_server):
+    import base64, io
+    from PIL import Image
+    s, key, t, model, ds, d = detection_server
+    r = _det_post(s, key, {'instance': {'image': {'b64': base64.b64encode(ds['test'][0][0]).decode()}}}, f'/api/v1/models/{DET}/explain')
+    assert r.status_code == 200, r.text
+    e = r.json()['explanations'][0]
+    png = base64.b64decode(e['image_png_base64'])
+    assert png[:4] == b'\x89PNG' and Image.open(io.BytesIO(png)).size == (640, 480)
+    assert set(e['counts']) == {'RBC', 'WBC', 'Platelets'}
+    assert base64.b64encode(ds['test'][0][0]).decode()[:200] not in (d/'audit.jsonl').read_text()  # the audit log never holds the image
