@@ -14,13 +14,15 @@ from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, bootstrap_metrics, compute_metrics, t_interval
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
 from fastcore.basics import patch
+from .molecule_graphs import GraphNetRegressor
 
 # %% auto #0
 __all__ = ['MAX_SMILES', 'ESOL_TARGET', 'ESOL_EQUATION', 'molecule_solubility', 'parse_smiles', 'canonical_smiles',
            'descriptor_names', 'mol_descriptors', 'morgan_counts', 'MoleculeFeatures', 'morgan_bits', 'tanimoto',
-           'SolubilityModel', 'SmilesInputSpec', 'MoleculeTask', 'atom_contributions', 'draw_contributions',
-           'explain_molecules', 'esol_frame', 'murcko_scaffold', 'random_split', 'scaffold_split', 'load_esol_task',
-           'solubility_candidates', 'rmse_summary', 'solubility_train', 'solubility_evaluate', 'solubility_data']
+           'fit_regressor', 'AveragedRegressor', 'SolubilityModel', 'SmilesInputSpec', 'MoleculeTask',
+           'atom_contributions', 'draw_contributions', 'explain_molecules', 'esol_frame', 'murcko_scaffold',
+           'random_split', 'scaffold_split', 'load_esol_task', 'solubility_candidates', 'rmse_summary',
+           'solubility_train', 'solubility_evaluate', 'solubility_data']
 
 # %% ../nbs/14_molecules.ipynb #3b05f5d9
 MAX_SMILES = 300 # longest SMILES accepted (characters); ESOL's longest is 97
@@ -123,6 +125,30 @@ def tanimoto(A:np.ndarray, # packed fingerprints of the queries (n, bytes)
         out[i:i + 64] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     return out
 
+# %% ../nbs/14_molecules.ipynb #238fe1ee
+def fit_regressor(model, # an unfitted regressor on SMILES (cloned, not changed)
+                  X, y, # training molecules and values
+                  X_val=None, y_val=None # validation molecules, for a model that stops early on them (`uses_validation`)
+                 ):
+    "A fitted clone of `model`; a model that declares `uses_validation` gets the validation split for early stopping."
+    m = clone(model)
+    with one_thread():  # OpenMP threads only fight on a busy machine
+        return m.fit(X, y, X_val=X_val, y_val=y_val) if getattr(m, 'uses_validation', False) and X_val is not None else m.fit(X, y)
+
+class AveragedRegressor(RegressorMixin, BaseEstimator):
+    "The mean of several regressors' predictions (e.g. the graph network and gradient boosting)."
+    def __init__(self, estimators:list|None=None): # [(name, unfitted regressor)]
+        self.estimators = estimators
+    uses_validation = property(lambda self: any(getattr(m, 'uses_validation', False) for _, m in self.estimators or []))
+    def fit(self, X, y, X_val=None, y_val=None):
+        self.estimators_ = [(n, fit_regressor(m, X, y, X_val, y_val)) for n, m in self.estimators]; return self
+    @classmethod
+    def from_fitted(cls, fitted:list # [(name, fitted regressor)]
+                   )->AveragedRegressor:
+        "An average of regressors fitted already (nothing is refitted)."
+        a = cls([(n, clone(m)) for n, m in fitted]); a.estimators_ = list(fitted); return a
+    def predict(self, X): return np.mean([m.predict(X) for _, m in self.estimators_], axis=0)
+
 # %% ../nbs/14_molecules.ipynb #25259094
 class SolubilityModel(RegressorMixin, BaseEstimator):
     "A fitted regression pipeline on SMILES with a split-conformal interval and the training fingerprints for the domain check."
@@ -131,9 +157,9 @@ class SolubilityModel(RegressorMixin, BaseEstimator):
                  ad_cutoff:float=0.3): # nearest-training Tanimoto similarity below this is outside the domain
         self.regressor, self.alpha, self.ad_cutoff = regressor, alpha, ad_cutoff
 
-    def fit(self, X, y, X_cal=None, y_cal=None):
-        "Fit on (X, y); calibrate the interval on (X_cal, y_cal), which the fit never sees."
-        with one_thread(): self.regressor_ = clone(self.regressor).fit(X, y)  # OpenMP threads only fight on a busy machine
+    def fit(self, X, y, X_cal=None, y_cal=None, fitted=None):
+        "Fit on (X, y) (or take `fitted`, the regressor already fitted on them); calibrate the interval on (X_cal, y_cal)."
+        self.regressor_ = fitted if fitted is not None else fit_regressor(self.regressor, X, y, X_cal, y_cal)
         self.train_fps_ = morgan_bits(list(X)); self.train_smiles_ = np.asarray(X).astype(str)
         if X_cal is None or not len(X_cal): self.q_, self.n_cal_ = float('inf'), 0; return self
         r = np.sort(np.abs(np.asarray(y_cal, float) - self.predict(X_cal))); n = len(r)
@@ -345,17 +371,16 @@ def load_esol_task(quick:bool=False, # a 400-molecule slice, for tests
                          'esol_equation': {'train': df[ESOL_EQUATION].to_numpy(float)[tr].tolist(), 'test': df[ESOL_EQUATION].to_numpy(float)[te].tolist()}})
 
 # %% ../nbs/14_molecules.ipynb #1094b1bc
-def solubility_candidates(quick:bool=False, seed:int=0, n_estimators:int=500, n_jobs:int=2, **_)->dict:
-    "Random forest, extremely randomised trees and gradient boosting on RDKit descriptors + Morgan counts."
+def solubility_candidates(quick:bool=False, seed:int=0, n_jobs:int=2, gnn_epochs:int=150, **_)->dict:
+    "Gradient boosting on RDKit descriptors + Morgan counts, the graph network, and their average (quick: gradient boosting and a small random forest)."
     from sklearn.pipeline import make_pipeline
-    from sklearn.ensemble import RandomForestRegressor, ExtraTreesRegressor, HistGradientBoostingRegressor
-    n, j = (60 if quick else int(n_estimators)), int(n_jobs)
-    cands = {'random_forest': make_pipeline(MoleculeFeatures(), RandomForestRegressor(n, max_features=0.3, n_jobs=j, random_state=seed)),
-            'extra_trees': make_pipeline(MoleculeFeatures(), ExtraTreesRegressor(n, max_features=0.3, n_jobs=j, random_state=seed)),
-            'gradient_boosting': make_pipeline(MoleculeFeatures(), HistGradientBoostingRegressor(
-                max_iter=60 if quick else 600, learning_rate=0.1 if quick else 0.05, max_leaf_nodes=15, random_state=seed))}
-    if quick: del cands['extra_trees']
-    return cands
+    from sklearn.ensemble import RandomForestRegressor, HistGradientBoostingRegressor
+    gb = make_pipeline(MoleculeFeatures(), HistGradientBoostingRegressor(
+        max_iter=60 if quick else 600, learning_rate=0.1 if quick else 0.05, max_leaf_nodes=15, random_state=seed))
+    if quick: return {'random_forest': make_pipeline(MoleculeFeatures(), RandomForestRegressor(60, max_features=0.3, n_jobs=int(n_jobs), random_state=seed)),
+                      'gradient_boosting': gb}
+    gnn = GraphNetRegressor(epochs=int(gnn_epochs), random_state=seed)
+    return {'gradient_boosting': gb, 'graph_network': gnn, 'average': AveragedRegressor([('gradient_boosting', gb), ('graph_network', gnn)])}
 
 def rmse_summary(y, pred, n_boot:int=500, seed:int=0)->dict:
     "Regression figures with bootstrap intervals and RMSE, in the CV-summary shape (one 'fold')."
@@ -363,17 +388,20 @@ def rmse_summary(y, pred, n_boot:int=500, seed:int=0)->dict:
     return {k: {**v, 'sd': float('nan'), 'n_folds': 1} for k, v in b.items()}
 
 def solubility_train(task, ds, quick:bool=False, seed:int=0, alpha:float=0.1, ad_cutoff:float=0.3, **params)->TrainResult:
-    "Choose the candidate with the lowest validation RMSE; refit it in a `SolubilityModel` calibrated on the validation split."
+    "Fit every candidate on the training split, keep the one with the lowest validation RMSE in a `SolubilityModel` calibrated on the validation split."
     (Xtr, ytr), (Xva, yva) = ds['train'], ds['val']
     cands = solubility_candidates(quick=quick, seed=seed, **params); summ, rows = {}, []
+    fitted = {}
     for name, m in cands.items():
         t0 = time.perf_counter()
-        with one_thread(): p = clone(m).fit(Xtr, ytr).predict(Xva)
-        s = time.perf_counter() - t0
+        if isinstance(m, AveragedRegressor) and all(n in fitted for n, _ in m.estimators):  # members fitted above: no refit
+            fitted[name] = AveragedRegressor.from_fitted([(n, fitted[n]) for n, _ in m.estimators])
+        else: fitted[name] = fit_regressor(m, Xtr, ytr, Xva, yva)
+        p = fitted[name].predict(Xva); s = time.perf_counter() - t0
         summ[name] = rmse_summary(yva, p, 100 if quick else 500, seed)
         rows.append({'model': name, 'fold': 0, **{k: v['value'] for k, v in summ[name].items()}, 'fit_s': s, 'n_train': len(ytr), 'n_test': len(yva)})
     best = min(summ, key=lambda n: summ[n]['rmse']['value'])
-    model = SolubilityModel(cands[best], alpha=alpha, ad_cutoff=ad_cutoff).fit(Xtr, ytr, Xva, yva)
+    model = SolubilityModel(cands[best], alpha=alpha, ad_cutoff=ad_cutoff).fit(Xtr, ytr, Xva, yva, fitted=fitted[best])
     return TrainResult(model, best, pd.DataFrame(rows), summ,
                        {'cv_label': 'validation split', 'protocol': 'fit on train, RMSE on the 10 % validation split',
                         'conformal_q': model.q_, 'n_calibration': model.n_cal_})
@@ -391,22 +419,23 @@ def solubility_evaluate(run:Run, ds:Dataset, model):
     from medmaas_nb.core import write_json
     from IPython.display import display, Image
     P = run.params; quick, seed = run.quick, run.seed; n_seeds = 1 if quick else int(P.get('seeds', 3))
-    (Xte, yte) = ds['test']; recipe = model.regressor
+    (Xte, yte) = ds['test']; kw = {k: v for k, v in P.items() if k not in ('seeds', 'quick', 'seed')}
     pred = model.predict(Xte); served = _rmse(yte, pred)
+    try: chosen = {seed: run.read('train.json')['chosen']}
+    except FileNotFoundError: chosen = {seed: None}
     per_seed = {seed: served}
-    for s in range(seed + 1, seed + n_seeds):
-        d = load_esol_task(quick=quick, seed=s); r = clone(recipe)
-        r.steps[-1][1].set_params(random_state=s)
-        with one_thread(): per_seed[s] = _rmse(d['test'][1], r.fit(*d['train']).predict(d['test'][0]))
+    for s in range(seed + 1, seed + n_seeds):  # each seed chooses its own model on its own validation split
+        r = solubility_train(None, load_esol_task(quick=quick, seed=s), quick=quick, seed=s, **kw)
+        d = load_esol_task(quick=quick, seed=s); per_seed[s] = _rmse(d['test'][1], r.model.predict(d['test'][0])); chosen[s] = r.chosen
     v = np.array(list(per_seed.values())); mean, sd = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float('nan')
     lo_hi = t_interval(v) if len(v) > 1 else None
     boot = bootstrap_metrics('regression', yte, pred, n_boot=200 if quick else 1000, seed=seed)['rmse']
-    rmse = {'value': mean, 'sd': sd, 'n_seeds': len(v), 'per_seed': {str(k): x for k, x in per_seed.items()},
+    rmse = {'value': mean, 'sd': sd, 'n_seeds': len(v), 'per_seed': {str(k): x for k, x in per_seed.items()}, 'chosen': {str(k): c for k, c in chosen.items()},
             'ci_low': lo_hi[0] if lo_hi else boot['ci_low'], 'ci_high': lo_hi[1] if lo_hi else boot['ci_high'],
             'how': f'random 80/10/10, test RMSE, mean of {len(v)} seed(s); interval: ' + ('t over seeds' if lo_hi else 'bootstrap of the one seed')}
-    sc = load_esol_task(quick=quick, split='scaffold')
-    with one_thread(): ps = clone(recipe).fit(*sc['train']).predict(sc['test'][0])
-    scaffold = {**bootstrap_metrics('regression', sc['test'][1], ps, n_boot=200 if quick else 1000, seed=seed)['rmse'], 'n_test': len(ps)}
+    sc = load_esol_task(quick=quick, split='scaffold'); rs = solubility_train(None, sc, quick=quick, seed=seed, **kw)
+    ps = rs.model.predict(sc['test'][0])
+    scaffold = {**bootstrap_metrics('regression', sc['test'][1], ps, n_boot=200 if quick else 1000, seed=seed)['rmse'], 'n_test': len(ps), 'chosen': rs.chosen}
     lo, hi = model.predict_interval(Xte, pred); inside = (yte >= lo) & (yte <= hi)
     cov = {'value': float(inside.mean()), 'target': 1 - model.alpha, 'half_width': model.q_, 'n_calibration': model.n_cal_, 'n_test': len(yte)}
     sim, _ = model.nearest(Xte); ind = sim >= model.ad_cutoff
@@ -473,8 +502,8 @@ molecule_solubility = register_task(MoleculeTask(
              Anchor('Chemprop D-MPNN (secondary source)', 'rmse', 0.555, "MoleculeNet's random splits", _SRC),
              Anchor("Delaney's ESOL equation (no learning)", 'rmse', 0.91, 'all 1,128 molecules (measured here)', 'shared/data/esol/SOURCE.md')],
     params={'seeds': Param(3, 'random splits (seeds seed, seed+1, ...) whose test RMSE the report averages (quick: 1)'),
-            'n_estimators': Param(500, 'trees of the random forest (full runs)'),
-            'n_jobs': Param(2, 'processes for the random forest', low=1, high=64),
+            'gnn_epochs': Param(150, 'most training epochs of the graph network (it stops early on the validation split)', low=1, high=2000),
+            'n_jobs': Param(2, 'processes for the random forest (quick runs)', low=1, high=64),
             'alpha': Param(0.1, 'the interval aims to cover 1 - alpha of new molecules', low=0.01, high=0.5),
             'ad_cutoff': Param(0.3, 'nearest-training Tanimoto similarity below which a molecule is outside the domain', low=0.0, high=1.0)},
     sections=[Section('data', 'Molecules', solubility_data),
