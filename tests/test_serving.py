@@ -511,3 +511,30 @@ def test_molecule_explanation_is_atom_contributions_drawn_as_png(molecule_server
     e = r.json()['explanations'][0]
     assert e['method'] == 'leave-one-atom-out' and [a['symbol'] for a in e['atom_contributions']] == ['O', 'C', 'C', 'C', 'C', 'C', 'C', 'Cl']
     assert base64.b64decode(e['image_png_base64'])[:4] == b'\x89PNG'
+
+def test_molecule_graph_network_average_is_registered_and_served(tmp_path):
+    "The graph network (trained in Keras, saved in the scikit-learn model as NumPy weights) averaged with boosting: registered and served."
+    from conftest import require_data
+    require_data('esol'); require_module('tensorflow')
+    from medmaas_nb.molecules import SolubilityModel, AveragedRegressor, solubility_candidates, fit_regressor
+    from medmaas_nb.molecule_graphs import GraphNetRegressor
+    from medmaas_nb.serving import create_app
+    t = get_task(MOL); ds = t.load(quick=True); (X, y), (Xv, yv) = ds['train'], ds['val']
+    gnn = fit_regressor(GraphNetRegressor(width=16, rounds=2, epochs=2), X, y, Xv, yv)
+    gb = fit_regressor(solubility_candidates(quick=True)['gradient_boosting'], X, y)
+    model = SolubilityModel(AveragedRegressor([('gradient_boosting', gb), ('graph_network', gnn)])).fit(
+        X, y, Xv, yv, fitted=AveragedRegressor.from_fitted([('gradient_boosting', gb), ('graph_network', gnn)]))
+    save_model(model, tmp_path/'model')
+    reg = Registry(tmp_path/'registry'); reg.register(MOL, tmp_path/'model', make_card(t, ds, {'quick': True}, {}, 'average'))
+    keys = KeyStore(tmp_path/'keys.json'); key = keys.create('chemist', 'predict')
+    app = create_app([MOL], registry=reg, keys=keys, audit=AuditLog(tmp_path/'audit.jsonl', secret=b'm' * 32))
+    smiles = ['Oc1ccccc1Cl', 'CCCCCCCCO']
+    want = (gb.predict(np.array(smiles, dtype=object)) + gnn.predict(np.array(smiles, dtype=object))) / 2
+    with ThreadServer(app) as s:
+        r = _mol_post(s, key, {'instances': [{'smiles': m} for m in smiles]})
+        assert r.status_code == 200, r.text
+        p = r.json()['predictions']
+        assert [q['prediction'] for q in p] == pytest.approx(list(want), rel=1e-6)
+        assert all(q['interval']['high'] - q['interval']['low'] == pytest.approx(2 * model.q_) for q in p)
+        r = _mol_post(s, key, {'instance': {'smiles': 'Oc1ccccc1Cl'}}, f'/api/v1/models/{MOL}/explain')
+        assert r.status_code == 200 and len(r.json()['explanations'][0]['atom_contributions']) == 8, r.text
