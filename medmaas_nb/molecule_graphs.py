@@ -92,7 +92,6 @@ def _segment_sum(x:np.ndarray, idx:np.ndarray, n:int)->np.ndarray:
 
 class GraphNetRegressor(RegressorMixin, BaseEstimator):
     "A message-passing network on SMILES (trained in Keras, predicting in NumPy); `fit` stops early on the validation split."
-    uses_validation = True # `fit` takes `X_val`, `y_val` for early stopping
     def __init__(self, width:int=64, # atom vector size
                  rounds:int=3, # rounds of message passing
                  epochs:int=150, # most training epochs
@@ -101,9 +100,12 @@ class GraphNetRegressor(RegressorMixin, BaseEstimator):
                  batch_size:int=32, # molecules per step
                  dropout:float=0.1, # before the output layer
                  l2:float=1e-5, # weight penalty on the kernels
-                 random_state:int=0): # seeds the weights, the dropout and the batch order
+                 random_state:int=0, # seeds the weights, the dropout and the batch order
+                 stop_on:str='holdout'): # early stopping on 'holdout' (a tenth of the training molecules) or 'validation' (`X_val`)
         self.width, self.rounds, self.epochs, self.patience, self.learning_rate = width, rounds, epochs, patience, learning_rate
-        self.batch_size, self.dropout, self.l2, self.random_state = batch_size, dropout, l2, random_state
+        self.batch_size, self.dropout, self.l2, self.random_state, self.stop_on = batch_size, dropout, l2, random_state, stop_on
+
+    uses_validation = property(lambda self: self.stop_on == 'validation', doc='Whether `fit` wants the validation split (`X_val`, `y_val`).')
 
     def _inputs(self, X)->tuple:
         A, src, dst, E, mol, D = graph_batch(list(np.asarray(X, dtype=object).reshape(-1)))
@@ -127,10 +129,10 @@ class GraphNetRegressor(RegressorMixin, BaseEstimator):
 # %% ../nbs/14a_molecule_graphs.ipynb #b9d94dd4
 @patch
 def fit(self:GraphNetRegressor, X, y, X_val=None, y_val=None):
-    "Train on (X, y), keeping the epoch with the lowest RMSE on (X_val, y_val) (default: a tenth of X held out)."
+    "Train on (X, y), keeping the epoch with the lowest RMSE on a tenth of X held out, or on (X_val, y_val) with `stop_on='validation'`."
     import tensorflow as tf
     X = np.asarray(X, dtype=object).reshape(-1); y = np.asarray(y, float); rng = np.random.RandomState(self.random_state)
-    if X_val is None:
+    if self.stop_on != 'validation' or X_val is None:
         o = rng.permutation(len(X)); k = max(1, len(X) // 10); X_val, y_val, X, y = X[o[:k]], y[o[:k]], X[o[k:]], y[o[k:]]
     X_val, y_val = np.asarray(X_val, dtype=object).reshape(-1), np.asarray(y_val, float)
     D = graph_batch(list(X))[5]; self.desc_mean_, self.desc_sd_ = D.mean(0), D.std(0) + 1e-6

@@ -484,11 +484,23 @@ def test_molecule_prediction_has_an_interval_and_a_domain_flag(molecule_server):
         assert iv['high'] - iv['low'] == pytest.approx(2 * model.q_)
         assert 0 <= ad['nearest_similarity'] <= 1 and ad['in_domain'] == (ad['nearest_similarity'] >= ad['cutoff'])
     assert p[0]['applicability_domain']['in_domain'] and not p[1]['applicability_domain']['in_domain']  # phenol vs a dipeptide (Lys-Pro)
-    # the v2 protocol: one BYTES tensor of SMILES, the point prediction back
+    # the v2 protocol: one BYTES tensor of SMILES in; the prediction, the interval's ends, the similarity and the domain flag back
     v2 = {'inputs': [{'name': 'smiles', 'datatype': 'BYTES', 'shape': [1], 'data': ['c1ccccc1O']}]}
     r = httpx.post(s.url + f'/v2/models/{MOL}/infer', json=v2, headers=H(key), timeout=60)
     assert r.status_code == 200, r.text
-    assert r.json()['outputs'][0]['data'][0] == pytest.approx(p[0]['prediction'], rel=1e-9)
+    outs = {o['name']: o for o in r.json()['outputs']}
+    assert list(outs) == ['prediction', 'interval_low', 'interval_high', 'nearest_similarity', 'in_domain']
+    assert outs['prediction']['data'][0] == pytest.approx(p[0]['prediction'], rel=1e-9)
+    assert outs['interval_low']['data'][0] == pytest.approx(p[0]['interval']['low'], rel=1e-9)
+    assert outs['interval_high']['data'][0] == pytest.approx(p[0]['interval']['high'], rel=1e-9)
+    assert outs['nearest_similarity']['data'][0] == pytest.approx(p[0]['applicability_domain']['nearest_similarity'], abs=1e-4)
+    assert outs['in_domain']['datatype'] == 'BOOL' and outs['in_domain']['data'] == [True]
+    v2['outputs'] = [{'name': 'in_domain'}]  # a client may ask for one output
+    r = httpx.post(s.url + f'/v2/models/{MOL}/infer', json=v2, headers=H(key), timeout=60)
+    assert [o['name'] for o in r.json()['outputs']] == ['in_domain'], r.text
+    meta = httpx.get(s.url + f'/v2/models/{MOL}', headers=H(key), timeout=60).json()
+    assert [(o['name'], o['datatype']) for o in meta['outputs']] == [('prediction', 'FP64'), ('interval_low', 'FP64'), ('interval_high', 'FP64'),
+                                                                    ('nearest_similarity', 'FP64'), ('in_domain', 'BOOL')]
 
 @pytest.mark.parametrize('smiles,fragment', [('C1CC(', 'syntax error'), ('C1CC', 'unclosed ring'), ('CN(C)(C)(C)C', 'valence'),
                                              ('C' * 301, 'at most 300'), ('CC O', 'without spaces'), ('', 'empty'), (42, 'must be a string')])
