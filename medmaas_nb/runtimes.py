@@ -23,7 +23,8 @@ MODEL_TYPES = frozenset({
     'builtins.dict', 'builtins.float', 'builtins.int', 'builtins.list', 'builtins.slice', 'builtins.str',
     'builtins.tuple', 'medmaas_nb.survival.RankAverage', 'medmaas_nb.clinical_survival.gbsg_fp_terms',
     'medmaas_nb.genomics.KmerCounts', 'medmaas_nb.genomics.MarginSVC', 'medmaas_nb.genomics.PositionalKmers',
-    'medmaas_nb.expression.SurvivalSelectKBest', 'medmaas_nb.genomics.WeightedDegree', 'medmaas_nb.molecules.MoleculeFeatures',
+    'medmaas_nb.expression.SurvivalSelectKBest', 'medmaas_nb.genomics.WeightedDegree', 'medmaas_nb.molecule_graphs.GraphNetRegressor', 'medmaas_nb.molecules.MoleculeFeatures',
+    'medmaas_nb.molecules.AveragedRegressor',
     'medmaas_nb.molecules.SolubilityModel', 'sklearn.ensemble._forest.ExtraTreesRegressor',
     'sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor',
     'sklearn.tree._classes.ExtraTreeRegressor', 'medmaas_nb.retrieval.BM25Retriever',
@@ -268,12 +269,16 @@ def loaded(self:ServedModel):
 # %% ../nbs/03a_runtimes.ipynb #4e51ac06
 @patch
 def warm_up(self:ServedModel):
-    "Run the spec's example through the model once; records the output tensor's shape."
+    "Run the spec's example through the model once; records the output tensors' shapes and types."
     spec = self.task.input_spec
     try: X = spec.validate([spec.example()])
     except Exception as e: log.warning('%s: no warm-up example (%s)', self.name, e); return
     s = np.asarray(self._scores(X)); self._predict(X)
     self.output_meta[0]['shape'] = [-1, *s.shape[1:]]
+    if getattr(self.task, 'v2_extra', None) is not None:
+        from medmaas_nb.protocol import v2_datatype
+        self.output_meta[1:] = [{'name': k, 'datatype': v2_datatype(np.asarray(v)), 'shape': [-1, *np.shape(v)[1:]]}
+                                for k, v in list(self.v2_outputs(s, X).items())[1:]]
 
 # %% ../nbs/03a_runtimes.ipynb #8fd4c3eb
 @patch
@@ -302,7 +307,12 @@ def _check(self:ServedModel):
     if not self.ready: raise ModelNotReady(f'{self.name} v{self.version} is still loading; retry shortly.')
 
 @patch
-def v2_outputs(self:ServedModel, scores:np.ndarray)->dict: return {self.output_meta[0]['name']: scores}
+def v2_outputs(self:ServedModel, scores:np.ndarray, X=None)->dict:
+    "The v2 output tensors: the scores, then any the task adds for the inputs `X` (a task's optional `v2_extra(model, X, scores)`)."
+    out = {self.output_meta[0]['name']: scores}
+    extra = getattr(self.task, 'v2_extra', None)
+    if extra is not None and X is not None: out.update(extra(self.model, X, scores))
+    return out
 
 # %% ../nbs/03a_runtimes.ipynb #d040f551
 @patch

@@ -484,11 +484,23 @@ def test_molecule_prediction_has_an_interval_and_a_domain_flag(molecule_server):
         assert iv['high'] - iv['low'] == pytest.approx(2 * model.q_)
         assert 0 <= ad['nearest_similarity'] <= 1 and ad['in_domain'] == (ad['nearest_similarity'] >= ad['cutoff'])
     assert p[0]['applicability_domain']['in_domain'] and not p[1]['applicability_domain']['in_domain']  # phenol vs a dipeptide (Lys-Pro)
-    # the v2 protocol: one BYTES tensor of SMILES, the point prediction back
+    # the v2 protocol: one BYTES tensor of SMILES in; the prediction, the interval's ends, the similarity and the domain flag back
     v2 = {'inputs': [{'name': 'smiles', 'datatype': 'BYTES', 'shape': [1], 'data': ['c1ccccc1O']}]}
     r = httpx.post(s.url + f'/v2/models/{MOL}/infer', json=v2, headers=H(key), timeout=60)
     assert r.status_code == 200, r.text
-    assert r.json()['outputs'][0]['data'][0] == pytest.approx(p[0]['prediction'], rel=1e-9)
+    outs = {o['name']: o for o in r.json()['outputs']}
+    assert list(outs) == ['prediction', 'interval_low', 'interval_high', 'nearest_similarity', 'in_domain']
+    assert outs['prediction']['data'][0] == pytest.approx(p[0]['prediction'], rel=1e-9)
+    assert outs['interval_low']['data'][0] == pytest.approx(p[0]['interval']['low'], rel=1e-9)
+    assert outs['interval_high']['data'][0] == pytest.approx(p[0]['interval']['high'], rel=1e-9)
+    assert outs['nearest_similarity']['data'][0] == pytest.approx(p[0]['applicability_domain']['nearest_similarity'], abs=1e-4)
+    assert outs['in_domain']['datatype'] == 'BOOL' and outs['in_domain']['data'] == [True]
+    v2['outputs'] = [{'name': 'in_domain'}]  # a client may ask for one output
+    r = httpx.post(s.url + f'/v2/models/{MOL}/infer', json=v2, headers=H(key), timeout=60)
+    assert [o['name'] for o in r.json()['outputs']] == ['in_domain'], r.text
+    meta = httpx.get(s.url + f'/v2/models/{MOL}', headers=H(key), timeout=60).json()
+    assert [(o['name'], o['datatype']) for o in meta['outputs']] == [('prediction', 'FP64'), ('interval_low', 'FP64'), ('interval_high', 'FP64'),
+                                                                    ('nearest_similarity', 'FP64'), ('in_domain', 'BOOL')]
 
 @pytest.mark.parametrize('smiles,fragment', [('C1CC(', 'syntax error'), ('C1CC', 'unclosed ring'), ('CN(C)(C)(C)C', 'valence'),
                                              ('C' * 301, 'at most 300'), ('CC O', 'without spaces'), ('', 'empty'), (42, 'must be a string')])
@@ -597,3 +609,30 @@ def test_detection_explanation_is_the_image_with_boxes(detection_server):
     assert png[:4] == b'\x89PNG' and Image.open(io.BytesIO(png)).size == (640, 480)
     assert set(e['counts']) == {'RBC', 'WBC', 'Platelets'}
     assert base64.b64encode(ds['test'][0][0]).decode()[:200] not in (d/'audit.jsonl').read_text()  # the audit log never holds the image
+
+def test_molecule_graph_network_average_is_registered_and_served(tmp_path):
+    "The graph network (trained in Keras, saved in the scikit-learn model as NumPy weights) averaged with boosting: registered and served."
+    from conftest import require_data
+    require_data('esol'); require_module('tensorflow')
+    from medmaas_nb.molecules import SolubilityModel, AveragedRegressor, solubility_candidates, fit_regressor
+    from medmaas_nb.molecule_graphs import GraphNetRegressor
+    from medmaas_nb.serving import create_app
+    t = get_task(MOL); ds = t.load(quick=True); (X, y), (Xv, yv) = ds['train'], ds['val']
+    gnn = fit_regressor(GraphNetRegressor(width=16, rounds=2, epochs=2), X, y, Xv, yv)
+    gb = fit_regressor(solubility_candidates(quick=True)['gradient_boosting'], X, y)
+    model = SolubilityModel(AveragedRegressor([('gradient_boosting', gb), ('graph_network', gnn)])).fit(
+        X, y, Xv, yv, fitted=AveragedRegressor.from_fitted([('gradient_boosting', gb), ('graph_network', gnn)]))
+    save_model(model, tmp_path/'model')
+    reg = Registry(tmp_path/'registry'); reg.register(MOL, tmp_path/'model', make_card(t, ds, {'quick': True}, {}, 'average'))
+    keys = KeyStore(tmp_path/'keys.json'); key = keys.create('chemist', 'predict')
+    app = create_app([MOL], registry=reg, keys=keys, audit=AuditLog(tmp_path/'audit.jsonl', secret=b'm' * 32))
+    smiles = ['Oc1ccccc1Cl', 'CCCCCCCCO']
+    want = (gb.predict(np.array(smiles, dtype=object)) + gnn.predict(np.array(smiles, dtype=object))) / 2
+    with ThreadServer(app) as s:
+        r = _mol_post(s, key, {'instances': [{'smiles': m} for m in smiles]})
+        assert r.status_code == 200, r.text
+        p = r.json()['predictions']
+        assert [q['prediction'] for q in p] == pytest.approx(list(want), rel=1e-6)
+        assert all(q['interval']['high'] - q['interval']['low'] == pytest.approx(2 * model.q_) for q in p)
+        r = _mol_post(s, key, {'instance': {'smiles': 'Oc1ccccc1Cl'}}, f'/api/v1/models/{MOL}/explain')
+        assert r.status_code == 200 and len(r.json()['explanations'][0]['atom_contributions']) == 8, r.text
