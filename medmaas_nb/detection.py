@@ -21,9 +21,9 @@ log = get_logger(__name__)
 # %% auto #0
 __all__ = ['log', 'CLASSES', 'IMAGE_SIZE', 'STRIDE', 'MAX_IMAGE_BYTES', 'COUNT_GRID', 'SERVED_THRESHOLD', 'blood_cell_detection',
            'read_voc', 'load_bccd_task', 'decode_image', 'encode_image', 'SmearImageInputSpec', 'build_detector',
-           'encode_targets', 'detection_loss', 'decode_detections', 'predict_raw', 'coco_scores', 'count_boxes',
-           'choose_count_thresholds', 'fold_thresholds', 'detection_train', 'DetectionTask', 'draw_boxes',
-           'explain_detection', 'detection_data', 'detection_evaluate']
+           'logit_view', 'encode_targets', 'detection_loss', 'decode_detections', 'predict_raw', 'coco_scores',
+           'count_boxes', 'choose_count_thresholds', 'fold_thresholds', 'detection_train', 'DetectionTask',
+           'draw_boxes', 'explain_detection', 'detection_data', 'detection_evaluate']
 
 # %% ../nbs/15_detection.ipynb #5a91aa10
 CLASSES = ['RBC', 'WBC', 'Platelets'] # class index = position
@@ -204,12 +204,16 @@ def build_detector(width:int=32, # channels of the 1/8 feature map (the backbone
     x = cbr(x, width // 4, 2); x = cbr(x, width // 2, 2); x = cbr(x, width // 2); x = cbr(x, width, 2)
     for d in dilations: x = L.Add()([x, cbr(x, width, 1, d)])
     h = L.Conv2D(width, 3, padding='same', activation='relu')(x)
-    heat = L.Conv2D(n_classes, 1, activation='sigmoid', name='heatmap')(h)
+    heat = L.Conv2D(n_classes, 1, name='heatmap')(h)  # logits: the loss reads these (`logit_view`)
     r = L.Conv2D(width, 3, padding='same', activation='relu')(x)
     box = L.Conv2D(4, 1, name='box')(r)
-    m = K.Model(inp, L.Concatenate(name='detections')([heat, box]), name='centernet')
+    m = K.Model(inp, L.Concatenate(name='detections')([L.Activation('sigmoid', name='heatmap_prob')(heat), box]), name='centernet')
     hb = m.get_layer('heatmap'); w, b = hb.get_weights(); hb.set_weights([w, np.full_like(b, -2.19)])  # start at p = 0.1 (CenterNet)
     return m
+
+def logit_view(model):
+    "The same network (shared weights) with the heatmap logits in place of the sigmoid: what `detection_loss` is trained on."
+    K = keras(); return K.Model(model.inputs, K.layers.Concatenate()([model.get_layer('heatmap').output, model.get_layer('box').output]))
 
 # %% ../nbs/15_detection.ipynb #343cce23
 def encode_targets(boxes:np.ndarray, # (n, 5): x_min, y_min, x_max, y_max, class, in the crop's pixels
@@ -229,11 +233,12 @@ def encode_targets(boxes:np.ndarray, # (n, 5): x_min, y_min, x_max, y_max, class
     return t
 
 def detection_loss(y_true, y_pred, n_classes:int=len(CLASSES)):
-    "CenterNet's focal loss on the heatmaps plus L1 on log size and offset at the centres."
+    "CenterNet's focal loss on the heatmap logits (`logit_view`'s output) plus L1 on log size and offset at the centres."
     ops = keras().ops
-    gt, p = y_true[..., :n_classes], ops.clip(y_pred[..., :n_classes], 1e-4, 1 - 1e-4)
+    gt, z = y_true[..., :n_classes], y_pred[..., :n_classes]
+    p, log_p, log_q = ops.sigmoid(z), ops.log_sigmoid(z), ops.log_sigmoid(-z)  # no clipping: its flat ends had zero gradient
     pos = ops.cast(ops.equal(gt, 1.0), 'float32'); n_pos = ops.maximum(ops.sum(pos), 1.0)
-    focal = -(ops.sum(pos * (1 - p) ** 2 * ops.log(p)) + ops.sum((1 - pos) * (1 - gt) ** 4 * p ** 2 * ops.log(1 - p))) / n_pos
+    focal = -(ops.sum(pos * (1 - p) ** 2 * log_p) + ops.sum((1 - pos) * (1 - gt) ** 4 * p ** 2 * log_q)) / n_pos
     mask = y_true[..., -1:]
     l1 = ops.sum(ops.abs(y_pred[..., n_classes:] - y_true[..., n_classes:-1]) * mask) / ops.maximum(ops.sum(mask), 1.0)
     return focal + l1
@@ -336,13 +341,14 @@ def detection_train(task, ds, quick:bool=False, seed:int=0, epochs:int=60, width
     if quick: epochs, width, crop, eval_every = 2, 16, 256, 1
     (Xtr, _), (Xva, yva) = ds['train'], ds['val']
     imgs = [decode_image(bytes(b)) for b in Xtr]; boxes = _boxes_of(ds, 'train'); Xv = np.stack([decode_image(bytes(b)) for b in Xva])
-    model = build_detector(width); opt = K.optimizers.Adam(lr); model.compile(optimizer=opt, loss=detection_loss)
+    model = build_detector(width); opt = K.optimizers.Adam(lr)
+    net = logit_view(model); net.compile(optimizer=opt, loss=detection_loss)  # trains `model`'s weights through the logits
     rng = np.random.default_rng(seed); hist, best, best_w, t0 = [], -1.0, None, time.perf_counter()
     for e in range(epochs):
         opt.learning_rate.assign(lr * 0.5 * (1 + math.cos(math.pi * e / epochs)))
         pairs = [_augment(im, b, crop, rng) for im, b in zip(imgs, boxes)]
         Xc = np.stack([p[0] for p in pairs]); Yc = np.stack([encode_targets(p[1], crop, crop) for p in pairs])
-        loss = model.fit(Xc, Yc, batch_size=batch_size, epochs=1, shuffle=True, verbose=0).history['loss'][-1]
+        loss = net.fit(Xc, Yc, batch_size=batch_size, epochs=1, shuffle=True, verbose=0).history['loss'][-1]
         row = {'epoch': e + 1, 'loss': float(loss), 'seconds': time.perf_counter() - t0}
         if (e + 1) % eval_every == 0 or e + 1 == epochs:
             row['val_map50'] = coco_scores(_boxes_of(ds, 'val'), decode_detections(predict_raw(model, Xv)))['map50']
