@@ -363,7 +363,9 @@ def test_keras_runtime_batches_concurrent_requests(keras_server):
     want = np.concatenate([task.scores(model, X[i:i + 1]) for i in range(24)])  # one at a time, in process
     assert np.allclose(got, want, atol=1e-6)
     calls, inputs, _ = batch_metrics(s.url, key)
-    assert 1 <= held.first < 24 and (calls - calls0, inputs - inputs0) == (2, 24)  # the first call, then one for all the others
+    # the first call, then one for all the others; on a busy machine all 24 may already be queued when the first call
+    # starts, and then one call takes them all: either way 24 requests cost at most 2 model calls
+    assert 1 <= held.first <= 24 and (calls - calls0, inputs - inputs0) == (1 if held.first == 24 else 2, 24)
     with Client(s.url, key) as c:
         out = c.v2_infer(task.name, task.input_spec.to_v2(__import__('pandas').DataFrame(X[:5], columns=names)))
         assert np.allclose(out['probability'], want[:5], atol=1e-6)
