@@ -266,6 +266,16 @@ def explanation_html(self:SmilesInputSpec, X, record:dict, explanation:dict)->st
     return (f"<p>{html.escape(explanation.get('method', ''))}: green atoms raise the predicted solubility, red atoms lower it</p>"
             f"<img alt='atom contributions' src='data:image/png;base64,{explanation['image_png_base64']}'>")
 
+# %% ../nbs/14_molecules.ipynb #a96ebf0d
+from .editors import ExampleEditor
+
+@patch
+def editor(self:SmilesInputSpec, ds, # the task's `Dataset` (the examples come from its test split)
+           examples:list # [(label, index in the test split)]
+          )->ExampleEditor:
+    "Held-out molecules to pick and a text box for any SMILES string."
+    return ExampleEditor(self, ds, examples, label='SMILES', from_text=lambda v: self.to_records([v]))
+
 # %% ../nbs/14_molecules.ipynb #04d996bb
 @dataclass
 class MoleculeTask(Task):
