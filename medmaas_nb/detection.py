@@ -13,7 +13,7 @@ import pandas as pd
 from .core import keras, get_logger
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor
-from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
+from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task, one_per_record
 from fastcore.basics import patch
 
 log = get_logger(__name__)
@@ -149,11 +149,7 @@ def v2_inputs(self:SmearImageInputSpec)->list[dict]:
 @patch
 def from_v2(self:SmearImageInputSpec, tensors:dict)->np.ndarray:
     "Model input from v2 request tensors (base64 text, or raw bytes from the binary extension), validated like `validate`."
-    if set(tensors) != {'image'}: raise InvalidInput(f"Expected one input tensor named 'image', got {sorted(tensors)}.", 'inputs')
-    a = np.asarray(tensors['image'], dtype=object)
-    if a.ndim == 2 and a.shape[1] == 1: a = a[:, 0]
-    if a.ndim != 1: raise InvalidInput(f"Tensor 'image' must have shape [N] (one file per image), got {list(a.shape)}.", 'image')
-    return self.validate(list(a))
+    return self.validate(one_per_record(tensors, 'image', 'file per image'))
 
 def _as_files(X)->list[bytes]:
     "Image files of model inputs: JPEG/PNG bytes as they are, decoded arrays as PNG."

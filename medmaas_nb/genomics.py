@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from .core import keras_progress, one_thread
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, compute_metrics, bootstrap_metrics
-from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
+from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task, one_per_record
 from .editors import ExampleEditor, sequence_html
 from fastcore.basics import patch
 
@@ -260,11 +260,7 @@ def v2_inputs(self:SequenceInputSpec)->list[dict]:
 def from_v2(self:SequenceInputSpec, tensors:dict # {tensor name: array of strings or bytes}
            )->np.ndarray:
     "Model input from v2 request tensors, validated like `validate`."
-    if set(tensors) != {'sequence'}: raise InvalidInput(f"Expected one input tensor named 'sequence', got {sorted(tensors)}.", 'inputs')
-    a = np.asarray(tensors['sequence'], dtype=object)
-    if a.ndim == 2 and a.shape[1] == 1: a = a[:, 0]
-    if a.ndim != 1: raise InvalidInput(f"Tensor 'sequence' must have shape [N] (one string per sequence), got {list(a.shape)}.", 'sequence')
-    return self.validate(list(a))
+    return self.validate(one_per_record(tensors, 'sequence', 'string per sequence'))
 
 # %% ../nbs/12_genomics.ipynb #8e3c68c2
 @patch

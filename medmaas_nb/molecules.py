@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
 from .core import one_thread
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, bootstrap_metrics, compute_metrics, t_interval
-from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task
+from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task, one_per_record
 from fastcore.basics import patch
 from .molecule_graphs import GraphNetRegressor
 
@@ -230,11 +230,7 @@ def v2_inputs(self:SmilesInputSpec)->list[dict]:
 def from_v2(self:SmilesInputSpec, tensors:dict # {tensor name: array of strings or bytes}
            )->np.ndarray:
     "Model input from v2 request tensors, validated like `validate`."
-    if set(tensors) != {'smiles'}: raise InvalidInput(f"Expected one input tensor named 'smiles', got {sorted(tensors)}.", 'inputs')
-    a = np.asarray(tensors['smiles'], dtype=object)
-    if a.ndim == 2 and a.shape[1] == 1: a = a[:, 0]
-    if a.ndim != 1: raise InvalidInput(f"Tensor 'smiles' must have shape [N] (one string per molecule), got {list(a.shape)}.", 'smiles')
-    return self.validate(list(a))
+    return self.validate(one_per_record(tensors, 'smiles', 'string per molecule'))
 
 @patch
 def to_records(self:SmilesInputSpec, X)->list:

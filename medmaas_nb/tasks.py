@@ -16,8 +16,8 @@ from .editors import FeatureEditor, attributions_html
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['KNOWN_BOUNDS', 'COMMON_PARAMS', 'FAMILY_MODULES', 'Feature', 'InputSpec', 'Param', 'Task', 'TrainResult', 'fit_task',
-           'Section', 'Run', 'register_task', 'all_tasks', 'get_task', 'tasks_table']
+__all__ = ['KNOWN_BOUNDS', 'COMMON_PARAMS', 'FAMILY_MODULES', 'Feature', 'InputSpec', 'one_per_record', 'Param', 'Task',
+           'TrainResult', 'fit_task', 'Section', 'Run', 'register_task', 'all_tasks', 'get_task', 'tasks_table']
 
 # %% ../nbs/03_tasks.ipynb #6b3df06c
 def _short(value, n:int=60)->str:
@@ -189,6 +189,18 @@ def from_v2(self:InputSpec, tensors:dict, # {tensor name: numpy array already sh
     "Model input from v2 request tensors, validated like `validate`."
     if set(tensors) != {'input'}: raise InvalidInput(f"Expected one input tensor named 'input', got {sorted(tensors)}.", 'inputs')
     return self.validate_array(tensors['input'], as_array)
+
+# %% ../nbs/03_tasks.ipynb #3072c9df
+def one_per_record(tensors:dict, # {tensor name: array}, as the v2 request gave them
+                   name:str, # the one tensor expected
+                   per:str # what one element is, for the message, e.g. 'string per sequence'
+                  )->list:
+    "The values of the one tensor `name`, shaped [N] or [N, 1]; `InvalidInput` naming the tensor otherwise."
+    if set(tensors) != {name}: raise InvalidInput(f"Expected one input tensor named '{name}', got {sorted(tensors)}.", 'inputs')
+    a = np.asarray(tensors[name], dtype=object)
+    if a.ndim == 2 and a.shape[1] == 1: a = a[:, 0]
+    if a.ndim != 1: raise InvalidInput(f"Tensor '{name}' must have shape [N] (one {per}), got {list(a.shape)}.", name)
+    return list(a)
 
 # %% ../nbs/03_tasks.ipynb #df666b54
 @patch
