@@ -13,7 +13,8 @@ import pandas as pd
 from .core import keras, get_logger
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor
-from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task, one_per_record
+from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task, one_per_record, record_value
+from .editors import picture_html
 from fastcore.basics import patch
 
 log = get_logger(__name__)
@@ -111,10 +112,7 @@ def names(self:SmearImageInputSpec)->list[str]: return ['image']
 def _one(self:SmearImageInputSpec, r, i:int)->np.ndarray:
     f = f'instances[{i}].image'
     if isinstance(r, dict):
-        extra = sorted(set(r) - {'image'})
-        if extra: raise InvalidInput(f"Record {i} has unknown field(s) {extra}; expected only 'image'.", extra[0])
-        if 'image' not in r: raise InvalidInput(f"Record {i} has no 'image' field.", f)
-        r = r['image']
+        r = record_value(r, i, 'image')
         if isinstance(r, dict):  # {"b64": "..."}: the KServe convention for binary data in JSON
             if set(r) != {'b64'}: raise InvalidInput(f"Record {i}: an image object must be {{'b64': <base64 text>}}, got the keys {sorted(r)}.", f)
             r = r['b64']
@@ -410,10 +408,8 @@ def explain_detection(model, X, served:dict|None=None)->list[dict]:
 @patch
 def explanation_html(self:SmearImageInputSpec, X, record:dict, explanation:dict)->str:
     "The image with the detected boxes."
-    import html
     if not (isinstance(explanation, dict) and 'image_png_base64' in explanation): return InputSpec.explanation_html(self, X, record, explanation)
-    return (f"<p>{html.escape(explanation.get('method', ''))}: {html.escape(str(explanation.get('counts', '')))}</p>"
-            f"<img alt='detected cells' src='data:image/png;base64,{explanation['image_png_base64']}'>")
+    return picture_html(explanation, str(explanation.get('counts', '')), 'detected cells')
 
 # %% ../nbs/15_detection.ipynb #d78b1acd
 def _md(text:str):

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['bars_html', 'attributions_html', 'gradcam_html', 'sequence_html', 'FeatureEditor', 'read_image_file', 'ExampleEditor',
-           'json_record']
+__all__ = ['bars_html', 'attributions_html', 'picture_html', 'gradcam_html', 'sequence_html', 'FeatureEditor', 'read_image_file',
+           'ExampleEditor', 'json_record']
 
 # %% ../nbs/02a_editors.ipynb #c448ceaf
 def bars_html(effects:pd.DataFrame, # columns 'feature', 'value' (NaN: not shown) and 'effect', in the order to show
@@ -44,6 +44,15 @@ def attributions_html(explanation:dict, # {'attributions': {feature: number}, 'v
     df = df.reindex(df['effect'].abs().sort_values(ascending=False).index).head(15)
     head = f"<p>{html.escape(str(e.get('method', 'attributions')))}: contribution of each feature to this prediction</p>" if a is not e else ''
     return head + bars_html(df, units)
+
+# %% ../nbs/02a_editors.ipynb #fcde9e7a
+def picture_html(explanation:dict, # {'image_png_base64': base64 PNG, 'method': what drew it}
+                 caption:str, # what the picture shows, after the method's name
+                 alt:str # the image's text alternative
+                )->str:
+    "An explanation that is a picture, as HTML: the method and caption, then the inline image."
+    return (f"<p>{html.escape(str(explanation.get('method', '')))}: {html.escape(caption)}</p>"
+            f"<img alt='{html.escape(alt, quote=True)}' src='data:image/png;base64,{explanation['image_png_base64']}'>")
 
 # %% ../nbs/02a_editors.ipynb #9a87cbaf
 def _png(rgb:np.ndarray)->str:

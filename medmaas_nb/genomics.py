@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from .core import keras_progress, one_thread
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, compute_metrics, bootstrap_metrics
-from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task, one_per_record
+from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task, one_per_record, record_value
 from .editors import ExampleEditor, sequence_html
 from fastcore.basics import patch
 
@@ -241,12 +241,7 @@ def validate(self:SequenceInputSpec, records # {'sequence': str}, a plain string
         raise InvalidInput(f'Expected a non-empty list of records {{"sequence": "<{self.length} nt>"}} or DNA strings.', 'instances')
     out = []
     for i, r in enumerate(records):
-        if isinstance(r, dict):
-            extra = sorted(set(r) - {'sequence'})
-            if extra: raise InvalidInput(f"Record {i} has unknown field(s) {extra}; expected only 'sequence'.", extra[0])
-            if 'sequence' not in r: raise InvalidInput(f"Record {i} has no 'sequence' field.", f'instances[{i}].sequence')
-            r = r['sequence']
-        out.append(self._check(r, i))
+        out.append(self._check(record_value(r, i, 'sequence'), i))
     return np.array(out)
 
 # %% ../nbs/12_genomics.ipynb #7e0ae241

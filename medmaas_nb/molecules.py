@@ -12,7 +12,8 @@ from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
 from .core import one_thread
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor, bootstrap_metrics, compute_metrics, t_interval
-from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task, one_per_record
+from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task, one_per_record, record_value
+from .editors import picture_html
 from fastcore.basics import patch
 from .molecule_graphs import GraphNetRegressor
 
@@ -212,12 +213,7 @@ def validate(self:SmilesInputSpec, records # {'smiles': str}, a plain string, or
         raise InvalidInput('Expected a non-empty list of records {"smiles": "<SMILES>"} or SMILES strings.', 'instances')
     out = []
     for i, r in enumerate(records):
-        if isinstance(r, dict):
-            extra = sorted(set(r) - {'smiles'})
-            if extra: raise InvalidInput(f"Record {i} has unknown field(s) {extra}; expected only 'smiles'.", extra[0])
-            if 'smiles' not in r: raise InvalidInput(f"Record {i} has no 'smiles' field.", f'instances[{i}].smiles')
-            r = r['smiles']
-        out.append(self._check(r, i))
+        out.append(self._check(record_value(r, i, 'smiles'), i))
     return np.array(out, dtype=object)
 
 # %% ../nbs/14_molecules.ipynb #19f772dc
@@ -257,10 +253,8 @@ def example(self:SmilesInputSpec, X=None # data to take a real example from
 @patch
 def explanation_html(self:SmilesInputSpec, X, record:dict, explanation:dict)->str:
     "The atom contributions drawn on the molecule."
-    import html
     if not (isinstance(explanation, dict) and 'image_png_base64' in explanation): return InputSpec.explanation_html(self, X, record, explanation)
-    return (f"<p>{html.escape(explanation.get('method', ''))}: green atoms raise the predicted solubility, red atoms lower it</p>"
-            f"<img alt='atom contributions' src='data:image/png;base64,{explanation['image_png_base64']}'>")
+    return picture_html(explanation, 'green atoms raise the predicted solubility, red atoms lower it', 'atom contributions')
 
 # %% ../nbs/14_molecules.ipynb #a96ebf0d
 from .editors import ExampleEditor

@@ -16,8 +16,8 @@ from .editors import FeatureEditor, attributions_html
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['KNOWN_BOUNDS', 'COMMON_PARAMS', 'FAMILY_MODULES', 'Feature', 'InputSpec', 'one_per_record', 'Param', 'Task',
-           'TrainResult', 'fit_task', 'Section', 'Run', 'register_task', 'all_tasks', 'get_task', 'tasks_table']
+__all__ = ['KNOWN_BOUNDS', 'COMMON_PARAMS', 'FAMILY_MODULES', 'Feature', 'InputSpec', 'one_per_record', 'record_value', 'Param',
+           'Task', 'TrainResult', 'fit_task', 'Section', 'Run', 'register_task', 'all_tasks', 'get_task', 'tasks_table']
 
 # %% ../nbs/03_tasks.ipynb #6b3df06c
 def _short(value, n:int=60)->str:
@@ -201,6 +201,18 @@ def one_per_record(tensors:dict, # {tensor name: array}, as the v2 request gave 
     if a.ndim == 2 and a.shape[1] == 1: a = a[:, 0]
     if a.ndim != 1: raise InvalidInput(f"Tensor '{name}' must have shape [N] (one {per}), got {list(a.shape)}.", name)
     return list(a)
+
+# %% ../nbs/03_tasks.ipynb #4383a0cb
+def record_value(record, # one element of the request's list: {name: value}, or the bare value
+                 i:int, # its position in the list, for messages
+                 name:str # the record's one field, e.g. 'smiles'
+                ):
+    "The value of a one-field record: `record[name]` of a dict (other or missing fields raise `InvalidInput`), else the record itself."
+    if not isinstance(record, dict): return record
+    extra = sorted(set(record) - {name})
+    if extra: raise InvalidInput(f"Record {i} has unknown field(s) {extra}; expected only '{name}'.", extra[0])
+    if name not in record: raise InvalidInput(f"Record {i} has no '{name}' field.", f'instances[{i}].{name}')
+    return record[name]
 
 # %% ../nbs/03_tasks.ipynb #df666b54
 @patch
