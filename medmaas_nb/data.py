@@ -52,7 +52,8 @@ class DatasetEntry:
     loader:str='' # 'module:function' ('package' datasets)
     loader_args:list=field(default_factory=list) # positional arguments for the loader
     package_files:list=field(default_factory=list) # data files inside the package, with digests
-    base_url:str='' # prefix for files named in a `lists_files` list
+    base_url:str='' # prefix for files named in a `lists_files` list or in `file_list`
+    file_list:str='' # a JSON file beside the manifest, {file name: sha256}: files fetched one by one from `base_url`
     counts:dict=field(default_factory=dict) # documented counts, for checks
     note:str='' # caveats a user should know
 
@@ -143,6 +144,13 @@ def _listed_files(path:Path, entry:DatasetEntry)->list[DataFile]:
         out.append(DataFile(name=name, url=entry.base_url + name if entry.base_url else '', sha256=[digest]))
     return out
 
+# %% ../nbs/01_data.ipynb #5cce85bd
+def _file_list(entry:DatasetEntry)->list[DataFile]:
+    "The `DataFile`s of the entry's `file_list` (none if it has none)."
+    if not entry.file_list: return []
+    listed = json.loads((manifest_path().parent/entry.file_list).read_text())
+    return [DataFile(name=n, url=entry.base_url + n if entry.base_url else '', sha256=[d]) for n, d in sorted(listed.items())]
+
 # %% ../nbs/01_data.ipynb #85a50dc0
 def resolve(name:str, # dataset name in the manifest
             data_dir:Path|None=None, # where to look first; defaults to MEDMAAS_DATA_DIR
@@ -157,7 +165,7 @@ def resolve(name:str, # dataset name in the manifest
     cache_dir = cache_dir if cache_dir is not None else s.cache_dir
     if entry.kind == 'package': return {pf['path']: _package_file(pf) for pf in entry.package_files}
     out = {}
-    for spec in entry.files:
+    for spec in entry.files + _file_list(entry):
         p = _resolve_file(entry, spec, data_dir, cache_dir, download)
         out[spec.name] = p
         if spec.lists_files:
@@ -194,7 +202,7 @@ def availability(name:str # dataset name
         try: resolve(name); return 'package'
         except DatasetError: return 'missing'
     s = get_settings()
-    spec = entry.files[0]
+    spec = (entry.files + _file_list(entry))[0]
     for p, where in zip(_candidates(entry, spec.name, s.data_dir, s.cache_dir), (['data dir'] if s.data_dir else []) + ['cache']):
         if p.exists(): return where
     return 'missing'

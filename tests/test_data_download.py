@@ -93,3 +93,18 @@ def test_esol_downloads_from_its_source_and_is_verified(isolated, http_server):
     (www/'delaney-processed.csv').write_text('Compound ID,smiles\nx,CCO\n')  # a source that changed its bytes is refused
     shutil.rmtree(isolated/'cache'/'esol')
     with pytest.raises(ChecksumMismatch): resolve('esol', data_dir=isolated/'empty', entry=entry)
+
+@pytest.mark.usefixtures('needs_mirror')
+def test_bccd_downloads_file_by_file_from_its_listed_checksums(isolated, http_server):
+    "BCCD's 732 files, listed with their digests in data/bccd.files.json, each fetched from base_url and verified."
+    base, www = http_server
+    shutil.copytree(SHARED_DATA/'bccd'/'BCCD', www/'BCCD')
+    entry = get_entry('bccd'); entry.base_url = base  # the pinned GitHub commit, played by a local server
+    paths = resolve('bccd', data_dir=isolated/'empty', entry=entry)
+    assert len(paths) == 732 and sum(n.endswith('.jpg') for n in paths) == 364
+    assert all(p.is_relative_to(isolated/'cache'/'bccd') for p in paths.values())
+    assert dataset_checksum('bccd', paths) == dataset_checksum('bccd', resolve('bccd', data_dir=SHARED_DATA, download=False))
+    shutil.rmtree(isolated/'cache'/'bccd')
+    (www/'BCCD'/'Annotations'/'BloodImage_00007.xml').write_text('<annotation/>')  # the source changed one file
+    with pytest.raises(ChecksumMismatch, match='BloodImage_00007.xml'):
+        resolve('bccd', data_dir=isolated/'empty', entry=entry)
