@@ -338,7 +338,7 @@ SERVED_THRESHOLD = 0.5 # a served box with a score at or above this is counted (
 def _boxes_of(ds, split)->list[np.ndarray]: return ds.meta['boxes'][split]
 
 def detection_train(task, ds, quick:bool=False, seed:int=0, epochs:int=60, width:int=32, crop:int=320, batch_size:int=8,
-                    lr:float=2e-3, eval_every:int=5, focus:float=0.0, **_)->TrainResult:
+                    lr:float=2e-3, eval_every:int=5, focus:float=0.5, **_)->TrainResult:
     "Train the detector on random crops, keep the epoch with the best validation mAP@0.5, fold the count thresholds in."
     K = keras(); K.utils.set_random_seed(seed)
     if quick: epochs, width, crop, eval_every = 2, 16, 256, 1
@@ -499,7 +499,7 @@ blood_cell_detection = register_task(DetectionTask(
             'crop': Param(320, 'side of the square training crops (pixels, a multiple of 8)', choices=[256, 320, 384, 448]),
             'lr': Param(2e-3, 'Adam learning rate at the start of the cosine schedule', low=1e-5, high=0.1),
             'eval_every': Param(5, 'epochs between validation scorings (the best one is kept)', low=1, high=1000),
-            'focus': Param(0.0, 'share of training crops placed around a WBC or platelet (the rarer cells); the rest anywhere', low=0.0, high=1.0)},
+            'focus': Param(0.5, 'share of training crops placed around a WBC or platelet (the rarer cells); the rest anywhere', low=0.0, high=1.0)},
     sections=[Section('data', 'Blood smears and their boxes', detection_data),
               Section('evaluate', 'Detection: COCO average precision, counts, boxes side by side', detection_evaluate,
                       ('test_metrics.json', 'detection.json'))],
