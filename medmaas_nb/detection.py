@@ -20,11 +20,11 @@ from fastcore.basics import patch
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'CLASSES', 'IMAGE_SIZE', 'STRIDE', 'MAX_IMAGE_BYTES', 'COUNT_GRID', 'SERVED_THRESHOLD', 'blood_cell_detection',
-           'read_voc', 'load_bccd_task', 'decode_image', 'encode_image', 'SmearImageInputSpec', 'build_detector',
-           'logit_view', 'encode_targets', 'detection_loss', 'decode_detections', 'predict_raw', 'coco_scores',
-           'count_boxes', 'choose_count_thresholds', 'fold_thresholds', 'detection_train', 'DetectionTask',
-           'draw_boxes', 'explain_detection', 'detection_data', 'detection_evaluate']
+__all__ = ['log', 'CLASSES', 'IMAGE_SIZE', 'STRIDE', 'MAX_IMAGE_BYTES', 'COUNT_GRID', 'SERVED_THRESHOLD', 'MAX_BOXES',
+           'blood_cell_detection', 'read_voc', 'load_bccd_task', 'decode_image', 'encode_image', 'SmearImageInputSpec',
+           'build_detector', 'logit_view', 'encode_targets', 'detection_loss', 'decode_detections', 'predict_raw',
+           'coco_scores', 'count_boxes', 'choose_count_thresholds', 'fold_thresholds', 'detection_train',
+           'DetectionTask', 'draw_boxes', 'explain_detection', 'detection_data', 'detection_evaluate']
 
 # %% ../nbs/15_detection.ipynb #5a91aa10
 CLASSES = ['RBC', 'WBC', 'Platelets'] # class index = position
@@ -334,6 +334,7 @@ def fold_thresholds(model, thresholds)->None:
 
 # %% ../nbs/15_detection.ipynb #e39e77b4
 SERVED_THRESHOLD = 0.5 # a served box with a score at or above this is counted (the per-class thresholds are folded in)
+MAX_BOXES = 100 # most boxes per image (the decoder's top_k): the second dimension of the v2 box tensors
 
 def _boxes_of(ds, split)->list[np.ndarray]: return ds.meta['boxes'][split]
 
@@ -389,6 +390,15 @@ class DetectionTask(Task):
             out.append({'boxes': boxes, 'counts': {n: int((d[:, 5] == k).sum()) for k, n in enumerate(CLASSES)},
                         'score_threshold': SERVED_THRESHOLD, 'box_units': 'pixels of the 640 x 480 image, origin top left'})
         return out
+
+    def v2_extra(self, model, X, scores)->dict:
+        "The boxes as v2 tensors, in the TensorFlow Object Detection API's layout: padded to `MAX_BOXES` per image (class -1, score 0)."
+        dets = self.detections(model, X); n = len(dets)
+        boxes, sc, cl = np.zeros((n, MAX_BOXES, 4), np.float32), np.zeros((n, MAX_BOXES), np.float32), np.full((n, MAX_BOXES), -1, np.int64)
+        for i, d in enumerate(dets):
+            k = min(len(d), MAX_BOXES); boxes[i, :k], sc[i, :k], cl[i, :k] = d[:k, :4], d[:k, 4], d[:k, 5]
+        return {'num_detections': np.array([min(len(d), MAX_BOXES) for d in dets], np.int64), 'detection_boxes': boxes,
+                'detection_scores': sc, 'detection_classes': cl}
 
 # %% ../nbs/15_detection.ipynb #60ee586a
 _COLOURS = {0: (220, 30, 30), 1: (30, 60, 230), 2: (20, 160, 40)}

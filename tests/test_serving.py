@@ -561,11 +561,24 @@ def test_detection_image_gets_boxes_and_counts(detection_server):
     for b in p['boxes']:
         assert b['class'] in p['counts'] and b['score'] >= p['score_threshold']
         assert 0 <= b['box']['x_min'] <= b['box']['x_max'] <= 640 and 0 <= b['box']['y_min'] <= b['box']['y_max'] <= 480
-    # v2: one BYTES tensor of base64 files in; the counts (the task's scores) out
+    # v2: one BYTES tensor of base64 files in; the counts (the task's scores) out, then the boxes in the layout of the
+    # TensorFlow Object Detection API: padded to 100 per image, class -1 and score 0 where there is none
     v2 = {'inputs': [{'name': 'image', 'datatype': 'BYTES', 'shape': [1], 'data': [base64.b64encode(jpeg).decode()]}]}
     r = httpx.post(s.url + f'/v2/models/{DET}/infer', json=v2, headers=H(key), timeout=120)
     assert r.status_code == 200, r.text
-    assert r.json()['outputs'][0]['data'] == [float(p['counts'][c]) for c in ('RBC', 'WBC', 'Platelets')]
+    outs = {o['name']: o for o in r.json()['outputs']}
+    assert list(outs) == [outs_name := r.json()['outputs'][0]['name'], 'num_detections', 'detection_boxes', 'detection_scores', 'detection_classes']
+    assert outs[outs_name]['data'] == [float(p['counts'][c]) for c in ('RBC', 'WBC', 'Platelets')]
+    n = len(p['boxes']); assert outs['num_detections']['data'] == [n] and outs['num_detections']['datatype'] == 'INT64'
+    assert outs['detection_boxes']['shape'] == [1, 100, 4] and outs['detection_scores']['shape'] == [1, 100]
+    boxes, scores, classes = (np.array(outs[k]['data']).reshape(outs[k]['shape'])[0] for k in ('detection_boxes', 'detection_scores', 'detection_classes'))
+    names = ['RBC', 'WBC', 'Platelets']
+    assert [names[c] for c in classes[:n]] == [b['class'] for b in p['boxes']] and (classes[n:] == -1).all() and (scores[n:] == 0).all()
+    assert np.allclose(scores[:n], [b['score'] for b in p['boxes']], atol=1e-4)
+    assert np.allclose(boxes[:n], [[b['box'][k] for k in ('x_min', 'y_min', 'x_max', 'y_max')] for b in p['boxes']], atol=0.06)
+    meta = httpx.get(s.url + f'/v2/models/{DET}', headers=H(key), timeout=60).json()
+    assert [(o['name'], o['datatype'], o['shape']) for o in meta['outputs'][1:]] == [
+        ('num_detections', 'INT64', [-1]), ('detection_boxes', 'FP32', [-1, 100, 4]), ('detection_scores', 'FP32', [-1, 100]), ('detection_classes', 'INT64', [-1, 100])]
 
 def _png(a):
     from medmaas_nb.detection import encode_image
