@@ -14,7 +14,7 @@ from .core import keras, get_logger
 from .data import Dataset, resolve, dataset_checksum
 from .evaluate import Anchor
 from .tasks import Task, InputSpec, InvalidInput, Param, TrainResult, Run, Section, register_task, one_per_record, record_value
-from .editors import picture_html
+from .editors import picture_html, ExampleEditor
 from fastcore.basics import patch
 
 log = get_logger(__name__)
@@ -24,7 +24,8 @@ __all__ = ['log', 'CLASSES', 'IMAGE_SIZE', 'STRIDE', 'MAX_IMAGE_BYTES', 'COUNT_G
            'blood_cell_detection', 'read_voc', 'load_bccd_task', 'decode_image', 'encode_image', 'SmearImageInputSpec',
            'build_detector', 'logit_view', 'encode_targets', 'detection_loss', 'decode_detections', 'predict_raw',
            'coco_scores', 'count_boxes', 'choose_count_thresholds', 'fold_thresholds', 'detection_train',
-           'DetectionTask', 'draw_boxes', 'explain_detection', 'detection_data', 'detection_evaluate']
+           'DetectionTask', 'draw_boxes', 'explain_detection', 'detection_data', 'detection_evaluate',
+           'read_smear_file']
 
 # %% ../nbs/15_detection.ipynb #5a91aa10
 CLASSES = ['RBC', 'WBC', 'Platelets'] # class index = position
@@ -517,3 +518,20 @@ blood_cell_detection = register_task(DetectionTask(
                 'outside what it saw. Some RBCs are unannotated in the data, so RBC figures are understated. It counts cells in one '
                 'field, not a full blood count. Research and teaching only.',
 ))
+
+# %% ../nbs/15_detection.ipynb #f6dfed29
+def read_smear_file(src, # a path to a JPEG or PNG file, or its bytes (an upload)
+                    like=None # unused: a smear is sent as its file; the input spec checks its format and size
+                   )->np.ndarray:
+    "One smear photograph's file as a batch of one (an object array of its bytes)."
+    b = bytes(src) if isinstance(src, (bytes, bytearray, memoryview)) else Path(src).expanduser().read_bytes()
+    return np.array([b], dtype=object)
+
+@patch
+def editor(self:SmearImageInputSpec, ds, # the task's `Dataset` (the examples come from its test split)
+           examples:list # [(label, index in the test split)]
+          )->ExampleEditor:
+    "Held-out smears to pick, labelled with their annotated counts, and a file (a path, or an upload) to read one from."
+    y = np.asarray(ds['test'][1])
+    labelled = [(f'#{i}: ' + ', '.join(f'{int(y[i, k])} {n}' for k, n in enumerate(CLASSES)), i) for _, i in examples]
+    return ExampleEditor(self, ds, labelled, label='file', read_file=read_smear_file, accept='.jpg,.jpeg,.png')

@@ -266,6 +266,8 @@ def _service_errors()->tuple:
 # %% ../nbs/09_widgets.ipynb #1174a3ca
 def _fmt_pred(pred:dict, task:Task)->str:
     if task.kind == 'regression':
+        if isinstance(pred.get('counts'), dict):  # a detection task: the cells counted, per class (the boxes are drawn below)
+            return 'counted: ' + ', '.join(f'{html.escape(str(k))} <b class="medmaas-value">{v}</b>' for k, v in pred['counts'].items())
         name = task.output_names[0] if task.output_names else 'prediction'
         return f'{name}: <b class="medmaas-value">{pred["prediction"]:.1f}</b>'
     if task.kind == 'survival': return f'risk score: <b class="medmaas-value">{pred["risk"]:.3f}</b>'

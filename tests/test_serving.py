@@ -651,3 +651,20 @@ def test_molecule_graph_network_average_is_registered_and_served(tmp_path):
         assert all(q['interval']['high'] - q['interval']['low'] == pytest.approx(2 * model.q_) for q in p)
         r = _mol_post(s, key, {'instance': {'smiles': 'Oc1ccccc1Cl'}}, f'/api/v1/models/{MOL}/explain')
         assert r.status_code == 200 and len(r.json()['explanations'][0]['atom_contributions']) == 8, r.text
+
+def test_detection_playground_picks_a_smear_or_reads_a_file(detection_server, tmp_path):
+    "The playground for detection: a held-out smear by its counts, or a JPEG/PNG path; the boxes drawn; a bad file named, not raised."
+    from medmaas_nb.widgets import Playground
+    from medmaas_nb.detection import encode_image
+    s, key, t, model, ds, d = detection_server
+    pg = Playground(t, model=model, ds=ds)
+    assert pg.editor.example_w.options[0][0].startswith('#0: ') and 'WBC' in pg.editor.example_w.options[0][0]
+    assert pg.last_prediction['counts'] == t.predict(model, t.input_spec.validate([ds['test'][0][0]]))[0]['counts']
+    assert "alt='detected cells'" in pg.explain_w.value
+    img = t.input_spec.validate([ds['test'][0][1]])[0]
+    (tmp_path/'smear.png').write_bytes(encode_image(img))
+    pg.editor.text_w.value = str(tmp_path/'smear.png')
+    assert pg.last_prediction['counts'] == t.predict(model, img[None])[0]['counts'] and pg.error_w.value == ''
+    (tmp_path/'small.png').write_bytes(encode_image(img[:100, :100]))
+    pg.editor.text_w.value = str(tmp_path/'small.png')
+    assert 'expected 640 x 480' in pg.error_w.value and pg.last_prediction is None
