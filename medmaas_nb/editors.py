@@ -97,7 +97,7 @@ class FeatureEditor:
                 ):
         import ipywidgets as W
         Xtr = ds['train'][0]; self.spec, self.on_change = spec, None
-        self.reference = {f.name: (float(Xtr[f.name].median()) if f.dtype != 'category' else Xtr[f.name].mode().iloc[0]) for f in spec.features}
+        self.reference = {f.name: (float(Xtr[f.name].quantile(0.5, interpolation='lower' if f.dtype == 'int' else 'linear')) if f.dtype != 'category' else Xtr[f.name].mode().iloc[0]) for f in spec.features}  # a whole-number feature's reference is one of its values
         start = spec.example(ds['test'][0])
         self.controls = {f.name: self._control(W, f, start[f.name]) for f in spec.features}
         self.widget = W.GridBox(list(self.controls.values()), layout=W.Layout(grid_template_columns='repeat(2, 380px)'))

@@ -26,6 +26,7 @@ MODEL_TYPES = frozenset({
     'medmaas_nb.expression.SurvivalSelectKBest', 'medmaas_nb.genomics.WeightedDegree', 'medmaas_nb.molecule_graphs.GraphNetRegressor', 'medmaas_nb.molecules.MoleculeFeatures',
     'medmaas_nb.molecules.AveragedRegressor',
     'medmaas_nb.molecules.SolubilityModel', 'sklearn.ensemble._forest.ExtraTreesRegressor',
+    'medmaas_nb.treatment_effects.TwoArmModel', 'medmaas_nb.treatment_effects.ExpLinearRegressor',
     'sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor',
     'sklearn.tree._classes.ExtraTreeRegressor', 'medmaas_nb.retrieval.BM25Retriever',
     'medmaas_nb.retrieval.DualEncoderRetriever', 'medmaas_nb.text.EvidenceCues', 'medmaas_nb.retrieval.FusionRetriever',

@@ -265,6 +265,12 @@ def _service_errors()->tuple:
 
 # %% ../nbs/09_widgets.ipynb #1174a3ca
 def _fmt_pred(pred:dict, task:Task)->str:
+    if isinstance(pred.get('outcomes'), dict) and isinstance(pred.get('effect'), dict):  # a treatment-effect task: both arms side by side
+        (a0, v0), (a1, v1) = list(pred['outcomes'].items())[:2]; e = pred['effect']; esc = lambda x: html.escape(str(x))
+        return (f'<table class="medmaas-arms"><tr><th>{esc(a0)}</th><th>{esc(a1)}</th><th>effect ({esc(e.get("meaning", ""))})</th></tr>'
+                f'<tr><td>{v0:.3g}</td><td>{v1:.3g}</td><td><b class="medmaas-value">{e["value"]:.3g}</b> '
+                f'[{e["low"]:.3g}, {e["high"]:.3g}] ({e.get("level", 0):.0%})</td></tr></table>'
+                f'<p>{esc(pred.get("outcome", ""))}; recommendation: <b>{esc(pred.get("recommendation", ""))}</b></p>')
     if task.kind == 'regression':
         if isinstance(pred.get('counts'), dict):  # a detection task: the cells counted, per class (the boxes are drawn below)
             return 'counted: ' + ', '.join(f'{html.escape(str(k))} <b class="medmaas-value">{v}</b>' for k, v in pred['counts'].items())

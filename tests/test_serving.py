@@ -668,3 +668,49 @@ def test_detection_playground_picks_a_smear_or_reads_a_file(detection_server, tm
     (tmp_path/'small.png').write_bytes(encode_image(img[:100, :100]))
     pg.editor.text_w.value = str(tmp_path/'small.png')
     assert 'expected 640 x 480' in pg.error_w.value and pg.last_prediction is None
+
+# --- colon-treatment-effect: covariates in; the outcome under each arm, the effect with its interval and a recommendation out ---
+
+TE = 'colon-treatment-effect'
+
+@pytest.fixture(scope='module')
+def effect_server(tmp_path_factory):
+    "A quick colon-treatment-effect model trained here, registered in a temporary registry, served by a real uvicorn server."
+    from conftest import require_data
+    require_data('colon')
+    from medmaas_nb.tasks import fit_task
+    from medmaas_nb.serving import create_app
+    t = get_task(TE); ds = t.load(quick=True); res = fit_task(t, ds, quick=True)
+    d = tmp_path_factory.mktemp('effects')
+    save_model(res.model, d/'model')
+    reg = Registry(d/'registry'); reg.register(TE, d/'model', make_card(t, ds, {'quick': True}, {}, res.chosen))
+    keys = KeyStore(d/'keys.json'); key = keys.create('oncologist', 'predict')
+    app = create_app([TE], registry=reg, keys=keys, audit=False)
+    with ThreadServer(app) as s: yield s, key, t, res.model, ds
+
+def test_effect_prediction_has_both_arms_an_interval_and_a_recommendation(effect_server):
+    s, key, t, model, ds = effect_server
+    recs = t.input_spec.to_records(ds['test'][0].iloc[:4])
+    r = httpx.post(s.url + f'/api/v1/models/{TE}/predict', json={'instances': recs}, headers=H(key), timeout=60)
+    assert r.status_code == 200, r.text
+    p = r.json()['predictions']; want = t.predict(model, t.input_spec.validate(recs))
+    for q, w in zip(p, want):
+        assert set(q['outcomes']) == {'Obs', 'Lev+5FU'} and all(0 <= v <= 1 for v in q['outcomes'].values())
+        assert q['effect']['value'] == pytest.approx(q['outcomes']['Lev+5FU'] - q['outcomes']['Obs'], abs=1e-12)
+        assert q['prediction'] == pytest.approx(w['prediction'], rel=1e-9) and q['effect']['low'] <= q['effect']['high']
+        assert q['recommendation'].startswith('Lev+5FU' if q['effect']['value'] < 0 else 'Obs')
+    v2 = {'inputs': [{'name': 'input', 'datatype': 'FP64', 'shape': [1, len(t.input_spec.names)], 'data': [float(recs[0][k]) for k in t.input_spec.names]}]}
+    r = httpx.post(s.url + f'/v2/models/{TE}/infer', json=v2, headers=H(key), timeout=60)
+    assert r.status_code == 200, r.text
+    outs = {o['name']: o['data'][0] for o in r.json()['outputs']}
+    assert list(outs)[1:] == ['outcome_control', 'outcome_treated', 'effect_low', 'effect_high']
+    assert outs['outcome_control'] == pytest.approx(p[0]['outcomes']['Obs'], rel=1e-9) and next(iter(outs.values())) == pytest.approx(p[0]['prediction'], rel=1e-9)
+
+@pytest.mark.parametrize('field,value,fragment', [('age', 150, 'out of range'), ('nodes', 'many', 'must be a number'), ('extent', 2.5, 'whole number'),
+                                                  ('differ', None, 'missing'), ('arm', 'Lev+5FU', 'unknown field')])
+def test_effect_bad_covariate_is_a_400_naming_it(effect_server, field, value, fragment):
+    s, key, t, model, ds = effect_server
+    rec = t.input_spec.to_records(ds['test'][0].iloc[:1])[0]; rec[field] = value
+    r = httpx.post(s.url + f'/api/v1/models/{TE}/predict', json={'instances': [rec]}, headers=H(key), timeout=60)
+    assert r.status_code == 400, r.text
+    e = r.json(); assert e['field'] == field and fragment in e['error'], e
