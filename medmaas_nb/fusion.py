@@ -288,7 +288,7 @@ def _late_fusion(C, M, time, event, ac:float, am:float, folds:int, seed:int)->tu
     b = cox_weights(oof / sd, time, event, 1e-3) / sd
     return [cox_weights(C, time, event, ac) * b[0], cox_weights(M, time, event, am) * b[1]], b.tolist()
 
-# %% ../nbs/17_fusion.ipynb #fe33127f
+# %% ../nbs/17_fusion.ipynb #e492a6f1
 @dataclass
 class FusionInputSpec(InputSpec):
     "One patient: the clinical features, whether the tumour was sequenced, and the list of its mutated genes (of the sequenced ones)."
@@ -325,7 +325,7 @@ def validate(self:FusionInputSpec, records # one record {feature: value, ..., 'm
     X = InputSpec.validate(self, rest); X['mutated_genes'] = genes
     return X
 
-# %% ../nbs/17_fusion.ipynb #38d64cff
+# %% ../nbs/17_fusion.ipynb #88a5b56a
 @patch
 def to_records(self:FusionInputSpec, X)->list:
     "JSON-able records, one per patient (the inverse of `validate`)."
@@ -354,7 +354,7 @@ def to_v2(self:FusionInputSpec, X)->dict:
     df = pd.DataFrame(X)[self.names + ['mutated_genes']]
     return {'input': np.array([[str(v) for v in row] for row in df.itertuples(index=False)], dtype=object)}
 
-# %% ../nbs/17_fusion.ipynb #0052774d
+# %% ../nbs/17_fusion.ipynb #61218a5a
 @patch
 def describe(self:FusionInputSpec)->dict:
     "The spec as plain JSON, with the accepted genes."
@@ -375,7 +375,7 @@ def editor(self:FusionInputSpec, ds, examples:list)->ExampleEditor:
     return ExampleEditor(self, ds, examples, label='patient', rows=8,
                          from_text=lambda t: json_record(t, 'one patient as JSON {feature: value, ..., "mutated_genes": [...]}', 'instances'))
 
-# %% ../nbs/17_fusion.ipynb #b3c52356
+# %% ../nbs/17_fusion.ipynb #f7621a3f
 def fusion_spec(categories:dict|None=None, # {feature: accepted categories}; default `CATEGORIES`
                 genes:tuple=GENES # the accepted gene symbols
                )->FusionInputSpec:
@@ -388,7 +388,7 @@ def fusion_spec(categories:dict|None=None, # {feature: accepted categories}; def
     feats.append(Feature('sequenced', 'whether the tumour was sequenced (173 genes); "no": mutated_genes must be empty', dtype='category', categories=['no', 'yes']))
     return FusionInputSpec('tabular', feats, 'One breast-cancer patient at diagnosis: clinical record and the mutated genes of the tumour.', genes=list(genes))
 
-# %% ../nbs/17_fusion.ipynb #ee9154e5
+# %% ../nbs/17_fusion.ipynb #3f90b3c6
 YEAR = 365.25 # days
 
 def harrell_c(event, time, risk)->float:
@@ -399,7 +399,7 @@ def harrell_c(event, time, risk)->float:
     n = comp.sum()
     return float((conc * comp).sum() / n) if n else float('nan')
 
-# %% ../nbs/17_fusion.ipynb #92b5108f
+# %% ../nbs/17_fusion.ipynb #5d008368
 def survival_figures(risk, # risk of each test patient
                      surv_at, # (days) -> survival probabilities (patients x days), or None
                      y_train, y_test, years:tuple=(5, 10))->dict:
@@ -419,7 +419,7 @@ def survival_figures(risk, # risk of each test patient
         out['ibs_km'] = float(integrated_brier_score(y_train, y_test, np.tile(np.interp(grid, kt, ks, left=1.0), (len(y_test), 1)), grid))
     return out
 
-# %% ../nbs/17_fusion.ipynb #b2730e91
+# %% ../nbs/17_fusion.ipynb #61810c02
 def paired_bootstrap(y, # test truth
                      risks:dict, # {model: risk of each test patient}
                      pairs:list, # [(model a, model b)]: a's C minus b's, on the same resamples
@@ -440,7 +440,7 @@ def paired_bootstrap(y, # test truth
                              'share_of_resamples_a_better': float(np.mean(d > 0)), 'n_boot': n_boot}
     return out
 
-# %% ../nbs/17_fusion.ipynb #def51243
+# %% ../nbs/17_fusion.ipynb #963f475a
 MODALITIES = {'clinical': CLINICAL_NAMES, 'mutations': list(MUTATION_NAMES)} # input columns of each modality
 
 def grouped_permutation_importance(model, X:pd.DataFrame, y, groups:dict|None=None, # {group: columns}; default `MODALITIES`
@@ -456,7 +456,7 @@ def grouped_permutation_importance(model, X:pd.DataFrame, y, groups:dict|None=No
         rows.append({'modality': g, 'c_index_drop': float(np.mean(drops)), 'sd': float(np.std(drops, ddof=1)), 'n_repeats': n_repeats})
     return pd.DataFrame(rows)
 
-# %% ../nbs/17_fusion.ipynb #e713a873
+# %% ../nbs/17_fusion.ipynb #b02b09fd
 def fusion_candidates(quick:bool=False, seed:int=0, alpha_clinical:float=10.0, alpha_mutations:float=1000.0, epochs:int=400, **_)->dict:
     "Every mode of `FusionSurvival` (quick: no network, so no TensorFlow; 3-fold stacking)."
     kw = dict(alpha_clinical=alpha_clinical, alpha_mutations=alpha_mutations, random_state=seed, folds=3 if quick else 5)
@@ -470,7 +470,7 @@ def fusion_train(task, ds:Dataset, quick:bool=False, seed:int=0, **params)->Trai
     return TrainResult(clone(cands[best]).fit(X, y), best, folds, summ,
                        {'protocol': f'{k}-fold CV on the training split ({len(y)} patients)', 'cv_label': f'{k}-fold CV, train split'})
 
-# %% ../nbs/17_fusion.ipynb #9d0b25d0
+# %% ../nbs/17_fusion.ipynb #4390ed2d
 DEEPSURV_COVARIATES = ['MKI67', 'EGFR', 'PGR', 'ERBB2', 'hormone_treatment', 'radiotherapy', 'chemotherapy', 'er_positive', 'age'] # the file's 9 columns, as SOURCE.md names them
 
 def deepsurv_split()->tuple:
@@ -482,7 +482,7 @@ def deepsurv_split()->tuple:
                           Surv.from_arrays(f[g]['e'][:] == 1, f[g]['t'][:].astype(float), 'death', 'months'))
         return part('train'), part('test')
 
-# %% ../nbs/17_fusion.ipynb #aa6a44c4
+# %% ../nbs/17_fusion.ipynb #a181d7b8
 def deepsurv_models(quick:bool=False, seed:int=0)->dict:
     "The same families on DeepSurv's 9 covariates: Cox, random survival forest, gradient-boosted trees, and the Cox network with one branch."
     from sklearn.pipeline import make_pipeline
@@ -497,7 +497,7 @@ def deepsurv_models(quick:bool=False, seed:int=0)->dict:
         out['network'] = CoxNetwork(random_state=seed)
     return out
 
-# %% ../nbs/17_fusion.ipynb #64b9fecd
+# %% ../nbs/17_fusion.ipynb #e9d57439
 def deepsurv_comparison(quick:bool=False, seed:int=0)->dict:
     "Each family fitted on DeepSurv's training split and scored once on its test split (Harrell's C with a bootstrap interval); 'chosen': the family a 5-fold CV on the training split prefers."
     from medmaas_nb.evaluate import bootstrap_metrics, cross_validate
@@ -510,7 +510,7 @@ def deepsurv_comparison(quick:bool=False, seed:int=0)->dict:
     chosen = max(cv, key=cv.get)
     return {'models': out, 'chosen': chosen, 'n_train': len(ytr), 'n_test': len(yte)}
 
-# %% ../nbs/17_fusion.ipynb #be798fb7
+# %% ../nbs/17_fusion.ipynb #08fa1e1d
 def _md(text:str):
     from IPython.display import display, Markdown
     display(Markdown(text))
@@ -534,7 +534,7 @@ def show_metabric_data(run:Run, ds:Dataset):
     ax[1].barh(top.index, top.values / len(Xtr)); ax[1].set(xlabel='share of training patients', title='Most often mutated genes')
     fig.tight_layout(); plt.show()
 
-# %% ../nbs/17_fusion.ipynb #9e6c08e6
+# %% ../nbs/17_fusion.ipynb #b69a37ef
 def _f(d:dict)->str: return f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
 
 def show_fusion(run:Run, ds:Dataset, model):
@@ -585,7 +585,7 @@ def show_fusion(run:Run, ds:Dataset, model):
     run.update_json('test_metrics.json', test)
     return test
 
-# %% ../nbs/17_fusion.ipynb #8cc20706
+# %% ../nbs/17_fusion.ipynb #70ba885e
 def show_deepsurv(run:Run, ds:Dataset, model):
     "Evaluation section: the same families on DeepSurv's own METABRIC split (9 covariates, overall survival), beside the published C-indices."
     from IPython.display import display
@@ -604,7 +604,7 @@ def show_deepsurv(run:Run, ds:Dataset, model):
     write_json(run.folder/'deepsurv.json', r); run.update_json('test_metrics.json', test)
     return test
 
-# %% ../nbs/17_fusion.ipynb #90cdd317
+# %% ../nbs/17_fusion.ipynb #f7c35b8c
 @dataclass
 class FusionTask(Task):
     "A survival task whose answer carries each modality's part of the risk and the probability of no death from breast cancer at 5 and 10 years."
@@ -622,7 +622,7 @@ def explain_fusion(model, X:pd.DataFrame, served:dict|None=None)->list[dict]:
              'values': {'mutated_genes': X.iloc[i]['mutated_genes'], 'sequenced': X.iloc[i]['sequenced']}}
             for i, (r, (_, p)) in enumerate(zip(risk, parts.iterrows()))]
 
-# %% ../nbs/17_fusion.ipynb #f067a2b5
+# %% ../nbs/17_fusion.ipynb #e4ce690a
 _SRC = "shared/docs/anchors.md (secondary copy of Katzman et al., BMC Med Res Methodol 2018;18:24, Table 1; not read in the paper itself)"
 _HOW = "DeepSurv's METABRIC test split (381 patients), 9 covariates, overall survival, Harrell's C"
 metabric_fusion = register_task(FusionTask(
