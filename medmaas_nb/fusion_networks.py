@@ -12,10 +12,10 @@ from .evaluate import survival_fields
 # %% auto #0
 __all__ = ['cox_loss', 'branch_forward', 'fit_branches', 'CoxNetwork']
 
-# %% ../nbs/17a_fusion_networks.ipynb #96b284fe
+# %% ../nbs/17a_fusion_networks.ipynb #caaf5bd3
 def cox_loss(lp, time, event):
     "Negative Cox partial log-likelihood (Breslow ties), per event, in TensorFlow."
-    import tensorflow as tf
+    keras(); import tensorflow as tf  # `keras()` first: TensorFlow imported quietly
     o = tf.argsort(time, direction='DESCENDING'); lp, ev = tf.gather(lp, o), tf.gather(event, o)
     return -tf.reduce_sum((lp - tf.math.cumulative_logsumexp(lp)) * ev) / tf.maximum(tf.reduce_sum(ev), 1.0)
 
@@ -27,14 +27,15 @@ def branch_forward(Z:np.ndarray, # one modality's block
     "One branch in NumPy: a ReLU layer, then one linear output (dropout is off at prediction)."
     return (_relu(Z @ w[0] + w[1]) @ w[2])[:, 0]
 
-# %% ../nbs/17a_fusion_networks.ipynb #0c79c0b1
+# %% ../nbs/17a_fusion_networks.ipynb #2bdae1b2
 def fit_branches(blocks:list, # one covariate matrix per modality (rows: patients)
                  time:np.ndarray, event:np.ndarray,
                  hidden:int=16, epochs:int=400, learning_rate:float=0.01, l2:float|list=1e-3, dropout:float=0.2,
                  seed:int=0, holdout:float=0.2, patience:int=60)->tuple:
     "A Keras network with one branch per modality whose outputs add up to the log hazard, trained on the Cox loss (full batch); keeps the epoch with the lowest loss on a held-out fifth. Returns (branch weights in NumPy, best epoch)."
+    K = keras()  # first: TensorFlow imported quietly
     import tensorflow as tf
-    K = keras(); tf.random.set_seed(seed)
+    tf.random.set_seed(seed)
     rng = np.random.default_rng(seed); n = len(time); idx = rng.permutation(n); k = max(2, int(n * holdout))
     va, tr = idx[:k], idx[k:]
     init = lambda i: K.initializers.GlorotUniform(seed=seed * 100 + i)
