@@ -12,10 +12,10 @@ from .evaluate import survival_fields
 # %% auto #0
 __all__ = ['cox_loss', 'branch_forward', 'fit_branches', 'CoxNetwork']
 
-# %% ../nbs/17a_fusion_networks.ipynb #caaf5bd3
+# %% ../nbs/17a_fusion_networks.ipynb #97c004d1
 def cox_loss(lp, time, event):
     "Negative Cox partial log-likelihood (Breslow ties), per event, in TensorFlow."
-    keras(); import tensorflow as tf  # `keras()` first: TensorFlow imported quietly
+    import tensorflow as tf  # already imported (quietly) by `keras()` in `fit_branches`; this runs inside a traced function
     o = tf.argsort(time, direction='DESCENDING'); lp, ev = tf.gather(lp, o), tf.gather(event, o)
     return -tf.reduce_sum((lp - tf.math.cumulative_logsumexp(lp)) * ev) / tf.maximum(tf.reduce_sum(ev), 1.0)
 
