@@ -27,7 +27,7 @@ def branch_forward(Z:np.ndarray, # one modality's block
     "One branch in NumPy: a ReLU layer, then one linear output (dropout is off at prediction)."
     return (_relu(Z @ w[0] + w[1]) @ w[2])[:, 0]
 
-# %% ../nbs/17a_fusion_networks.ipynb #2bdae1b2
+# %% ../nbs/17a_fusion_networks.ipynb #0656ef22
 def fit_branches(blocks:list, # one covariate matrix per modality (rows: patients)
                  time:np.ndarray, event:np.ndarray,
                  hidden:int=16, epochs:int=400, learning_rate:float=0.01, l2:float|list=1e-3, dropout:float=0.2,
@@ -52,11 +52,11 @@ def fit_branches(blocks:list, # one covariate matrix per modality (rows: patient
     T = lambda a: tf.constant(np.asarray(a, np.float32))
     Btr, Bva = [T(B[tr]) for B in blocks], [T(B[va]) for B in blocks]
     ttr, etr, tva, eva = T(time[tr]), T(event[tr]), T(time[va]), T(event[va])
-    @tf.function
+    @tf.function(autograph=False)  # plain Python at trace time: nothing for autograph to convert
     def step():
         with tf.GradientTape() as tape: loss = cox_loss(lp(Btr, True), ttr, etr) + penalty()
         opt.apply_gradients(zip(tape.gradient(loss, weights), weights))
-    @tf.function
+    @tf.function(autograph=False)  # plain Python at trace time: nothing for autograph to convert
     def val(): return cox_loss(lp(Bva, False), tva, eva)
     best, best_epoch, kept, wait = np.inf, 0, None, 0
     for e in range(epochs):
