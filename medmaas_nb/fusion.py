@@ -482,9 +482,11 @@ def deepsurv_split()->tuple:
                           Surv.from_arrays(f[g]['e'][:] == 1, f[g]['t'][:].astype(float), 'death', 'months'))
         return part('train'), part('test')
 
-# %% ../nbs/17_fusion.ipynb #a181d7b8
+# %% ../nbs/17_fusion.ipynb #7d7ff59b
 def deepsurv_models(quick:bool=False, seed:int=0)->dict:
-    "The same families on DeepSurv's 9 covariates: Cox, random survival forest, gradient-boosted trees, and the Cox network with one branch."
+    "The same families on DeepSurv's 9 covariates: Cox, random survival forest, gradient-boosted trees, the Cox network with one branch, and the rank average of the last three."
+    from sklearn.base import clone
+    from medmaas_nb.survival import RankAverage
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sksurv.linear_model import CoxPHSurvivalAnalysis
@@ -495,9 +497,10 @@ def deepsurv_models(quick:bool=False, seed:int=0)->dict:
     if not quick:
         out['random_survival_forest'] = RandomSurvivalForest(n, min_samples_leaf=15, max_features='sqrt', n_jobs=2, random_state=seed)
         out['network'] = CoxNetwork(random_state=seed)
+        out['average'] = RankAverage([clone(out[k]) for k in ('random_survival_forest', 'gradient_boosting', 'network')])  # rank average of the three
     return out
 
-# %% ../nbs/17_fusion.ipynb #e9d57439
+# %% ../nbs/17_fusion.ipynb #5564c656
 def deepsurv_comparison(quick:bool=False, seed:int=0)->dict:
     "Each family fitted on DeepSurv's training split and scored once on its test split (Harrell's C with a bootstrap interval); 'chosen': the family a 5-fold CV on the training split prefers."
     from medmaas_nb.evaluate import bootstrap_metrics, cross_validate
@@ -510,7 +513,7 @@ def deepsurv_comparison(quick:bool=False, seed:int=0)->dict:
     chosen = max(cv, key=cv.get)
     return {'models': out, 'chosen': chosen, 'n_train': len(ytr), 'n_test': len(yte)}
 
-# %% ../nbs/17_fusion.ipynb #08fa1e1d
+# %% ../nbs/17_fusion.ipynb #66651965
 def _md(text:str):
     from IPython.display import display, Markdown
     display(Markdown(text))
@@ -534,7 +537,7 @@ def show_metabric_data(run:Run, ds:Dataset):
     ax[1].barh(top.index, top.values / len(Xtr)); ax[1].set(xlabel='share of training patients', title='Most often mutated genes')
     fig.tight_layout(); plt.show()
 
-# %% ../nbs/17_fusion.ipynb #b69a37ef
+# %% ../nbs/17_fusion.ipynb #5d94fe63
 def _f(d:dict)->str: return f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
 
 def show_fusion(run:Run, ds:Dataset, model):
@@ -585,7 +588,7 @@ def show_fusion(run:Run, ds:Dataset, model):
     run.update_json('test_metrics.json', test)
     return test
 
-# %% ../nbs/17_fusion.ipynb #70ba885e
+# %% ../nbs/17_fusion.ipynb #7e7c1a17
 def show_deepsurv(run:Run, ds:Dataset, model):
     "Evaluation section: the same families on DeepSurv's own METABRIC split (9 covariates, overall survival), beside the published C-indices."
     from IPython.display import display
@@ -604,7 +607,7 @@ def show_deepsurv(run:Run, ds:Dataset, model):
     write_json(run.folder/'deepsurv.json', r); run.update_json('test_metrics.json', test)
     return test
 
-# %% ../nbs/17_fusion.ipynb #f7c35b8c
+# %% ../nbs/17_fusion.ipynb #34272b11
 @dataclass
 class FusionTask(Task):
     "A survival task whose answer carries each modality's part of the risk and the probability of no death from breast cancer at 5 and 10 years."
@@ -622,7 +625,7 @@ def explain_fusion(model, X:pd.DataFrame, served:dict|None=None)->list[dict]:
              'values': {'mutated_genes': X.iloc[i]['mutated_genes'], 'sequenced': X.iloc[i]['sequenced']}}
             for i, (r, (_, p)) in enumerate(zip(risk, parts.iterrows()))]
 
-# %% ../nbs/17_fusion.ipynb #e4ce690a
+# %% ../nbs/17_fusion.ipynb #56db8917
 _SRC = "shared/docs/anchors.md (secondary copy of Katzman et al., BMC Med Res Methodol 2018;18:24, Table 1; not read in the paper itself)"
 _HOW = "DeepSurv's METABRIC test split (381 patients), 9 covariates, overall survival, Harrell's C"
 metabric_fusion = register_task(FusionTask(
