@@ -19,12 +19,12 @@ from .fusion_networks import fit_branches, branch_forward, CoxNetwork
 
 # %% auto #0
 __all__ = ['CLINICAL', 'NOT_RECORDED', 'CATEGORIES', 'GENES', 'PATHWAYS', 'NUMERIC', 'CLINICAL_NAMES', 'MUTATION_NAMES', 'MODES',
-           'YEAR', 'MODALITIES', 'DEEPSURV_COVARIATES', 'metabric_fusion', 'metabric_tables', 'gene_list',
+           'YEAR', 'MODALITIES', 'DEEPSURV_COVARIATES', 'AVERAGED', 'metabric_fusion', 'metabric_tables', 'gene_list',
            'metabric_frame', 'survival_target', 'load_metabric', 'split_genes', 'clinical_matrix',
            'fit_clinical_encoding', 'mutation_features', 'cox_weights', 'breslow', 'FusionSurvival', 'FusionInputSpec',
            'fusion_spec', 'harrell_c', 'survival_figures', 'paired_bootstrap', 'grouped_permutation_importance',
-           'fusion_candidates', 'fusion_train', 'deepsurv_split', 'deepsurv_models', 'deepsurv_comparison',
-           'show_metabric_data', 'show_fusion', 'show_deepsurv', 'FusionTask', 'explain_fusion']
+           'fusion_candidates', 'fusion_train', 'deepsurv_split', 'deepsurv_models', 'rank_average_of',
+           'deepsurv_comparison', 'show_metabric_data', 'show_fusion', 'show_deepsurv', 'FusionTask', 'explain_fusion']
 
 # %% ../nbs/17_fusion.ipynb #e1fc49d2
 CLINICAL = {  # source column -> (feature name, description, unit, kind)
@@ -482,7 +482,9 @@ def deepsurv_split()->tuple:
                           Surv.from_arrays(f[g]['e'][:] == 1, f[g]['t'][:].astype(float), 'death', 'months'))
         return part('train'), part('test')
 
-# %% ../nbs/17_fusion.ipynb #7d7ff59b
+# %% ../nbs/17_fusion.ipynb #952793c3
+AVERAGED = ('random_survival_forest', 'gradient_boosting', 'network') # the members of the rank average (full runs)
+
 def deepsurv_models(quick:bool=False, seed:int=0)->dict:
     "The same families on DeepSurv's 9 covariates: Cox, random survival forest, gradient-boosted trees, the Cox network with one branch, and the rank average of the last three."
     from sklearn.base import clone
@@ -497,23 +499,40 @@ def deepsurv_models(quick:bool=False, seed:int=0)->dict:
     if not quick:
         out['random_survival_forest'] = RandomSurvivalForest(n, min_samples_leaf=15, max_features='sqrt', n_jobs=2, random_state=seed)
         out['network'] = CoxNetwork(random_state=seed)
-        out['average'] = RankAverage([clone(out[k]) for k in ('random_survival_forest', 'gradient_boosting', 'network')])  # rank average of the three
+        out['average'] = RankAverage([clone(out[k]) for k in AVERAGED])
     return out
 
-# %% ../nbs/17_fusion.ipynb #5564c656
-def deepsurv_comparison(quick:bool=False, seed:int=0)->dict:
-    "Each family fitted on DeepSurv's training split and scored once on its test split (Harrell's C with a bootstrap interval); 'chosen': the family a 5-fold CV on the training split prefers."
-    from medmaas_nb.evaluate import bootstrap_metrics, cross_validate
-    (Xtr, ytr), (Xte, yte) = deepsurv_split(); models = deepsurv_models(quick, seed); out = {}
-    cv = {n: float(cross_validate(m, Xtr, ytr, 'survival', 3 if quick else 5, 1, seed)['c_index'].mean()) for n, m in models.items()}
-    for n, m in models.items():
-        t0 = time.perf_counter(); m.fit(Xtr, ytr)
-        out[n] = {**bootstrap_metrics('survival', yte, m.predict(Xte), n_boot=100 if quick else 500, seed=seed)['c_index'],
-                  'cv_train': cv[n], 'fit_s': round(time.perf_counter() - t0, 2)}
-    chosen = max(cv, key=cv.get)
-    return {'models': out, 'chosen': chosen, 'n_train': len(ytr), 'n_test': len(yte)}
+# %% ../nbs/17_fusion.ipynb #16df0ede
+def rank_average_of(fitted:list, # members already fitted on `X`
+                    X # their training covariates (each member's risks there are its reference)
+                   ):
+    "The `RankAverage` of members fitted once already: the same model as fitting `RankAverage(members)` on `X`, without fitting again."
+    from medmaas_nb.survival import RankAverage
+    ra = RankAverage(list(fitted)); ra.fitted_ = list(fitted); ra.reference_ = [np.sort(m.predict(X)) for m in fitted]
+    return ra
 
-# %% ../nbs/17_fusion.ipynb #66651965
+def deepsurv_comparison(quick:bool=False, seed:int=0)->dict:
+    "Each family fitted on DeepSurv's training split and scored once on its test split (Harrell's C with a bootstrap interval); 'chosen': the family a 5-fold CV on the training split prefers (the rank average reuses its members' fits, per fold and at the end)."
+    from sklearn.base import clone
+    from medmaas_nb.evaluate import bootstrap_metrics, make_cv
+    (Xtr, ytr), (Xte, yte) = deepsurv_split(); models = deepsurv_models(quick, seed); singles = [n for n in models if n != 'average']
+    def fit_all(X, y):
+        fitted, secs = {}, {}
+        for n in singles: t0 = time.perf_counter(); fitted[n] = clone(models[n]).fit(X, y); secs[n] = time.perf_counter() - t0
+        if 'average' in models: fitted['average'] = rank_average_of([fitted[a] for a in AVERAGED], X); secs['average'] = sum(secs[a] for a in AVERAGED)
+        return fitted, secs
+    folds = {n: [] for n in models}
+    for tr, te in make_cv('survival', 3 if quick else 5, 1, seed).split(Xtr):
+        fitted, _ = fit_all(Xtr.iloc[tr], ytr[tr])
+        for n, f in fitted.items(): folds[n].append(float(compute_metrics('survival', ytr[te], f.predict(Xtr.iloc[te]))['c_index']))
+    cv = {n: float(np.mean(v)) for n, v in folds.items()}
+    fitted, secs = fit_all(Xtr, ytr); out = {}
+    for n, f in fitted.items():
+        out[n] = {**bootstrap_metrics('survival', yte, f.predict(Xte), n_boot=100 if quick else 500, seed=seed)['c_index'],
+                  'cv_train': cv[n], 'fit_s': round(secs[n], 2)}
+    return {'models': out, 'chosen': max(cv, key=cv.get), 'n_train': len(ytr), 'n_test': len(yte)}
+
+# %% ../nbs/17_fusion.ipynb #67ebb5dd
 def _md(text:str):
     from IPython.display import display, Markdown
     display(Markdown(text))
@@ -537,7 +556,7 @@ def show_metabric_data(run:Run, ds:Dataset):
     ax[1].barh(top.index, top.values / len(Xtr)); ax[1].set(xlabel='share of training patients', title='Most often mutated genes')
     fig.tight_layout(); plt.show()
 
-# %% ../nbs/17_fusion.ipynb #5d94fe63
+# %% ../nbs/17_fusion.ipynb #9875de2f
 def _f(d:dict)->str: return f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
 
 def show_fusion(run:Run, ds:Dataset, model):
@@ -588,7 +607,7 @@ def show_fusion(run:Run, ds:Dataset, model):
     run.update_json('test_metrics.json', test)
     return test
 
-# %% ../nbs/17_fusion.ipynb #7e7c1a17
+# %% ../nbs/17_fusion.ipynb #f7545658
 def show_deepsurv(run:Run, ds:Dataset, model):
     "Evaluation section: the same families on DeepSurv's own METABRIC split (9 covariates, overall survival), beside the published C-indices."
     from IPython.display import display
@@ -607,7 +626,7 @@ def show_deepsurv(run:Run, ds:Dataset, model):
     write_json(run.folder/'deepsurv.json', r); run.update_json('test_metrics.json', test)
     return test
 
-# %% ../nbs/17_fusion.ipynb #34272b11
+# %% ../nbs/17_fusion.ipynb #33de1200
 @dataclass
 class FusionTask(Task):
     "A survival task whose answer carries each modality's part of the risk and the probability of no death from breast cancer at 5 and 10 years."
@@ -625,7 +644,7 @@ def explain_fusion(model, X:pd.DataFrame, served:dict|None=None)->list[dict]:
              'values': {'mutated_genes': X.iloc[i]['mutated_genes'], 'sequenced': X.iloc[i]['sequenced']}}
             for i, (r, (_, p)) in enumerate(zip(risk, parts.iterrows()))]
 
-# %% ../nbs/17_fusion.ipynb #56db8917
+# %% ../nbs/17_fusion.ipynb #55624a7c
 _SRC = "shared/docs/anchors.md (secondary copy of Katzman et al., BMC Med Res Methodol 2018;18:24, Table 1; not read in the paper itself)"
 _HOW = "DeepSurv's METABRIC test split (381 patients), 9 covariates, overall survival, Harrell's C"
 metabric_fusion = register_task(FusionTask(
