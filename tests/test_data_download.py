@@ -93,3 +93,19 @@ def test_esol_downloads_from_its_source_and_is_verified(isolated, http_server):
     (www/'delaney-processed.csv').write_text('Compound ID,smiles\nx,CCO\n')  # a source that changed its bytes is refused
     shutil.rmtree(isolated/'cache'/'esol')
     with pytest.raises(ChecksumMismatch): resolve('esol', data_dir=isolated/'empty', entry=entry)
+
+def test_metabric_downloads_from_its_sources_and_is_verified(isolated, http_server):
+    "The METABRIC entry's four files resolve from their URLs (played by a local server) into the cache, each checked against its SHA-256."
+    src = SHARED_DATA/'metabric'
+    require(src.exists(), f'the shared data mirror has no METABRIC folder at {src}')
+    base, www = http_server
+    entry = get_entry('metabric')
+    assert [f.name for f in entry.files] == ['metabric_clinical.tsv', 'metabric_mutations.tsv', 'metabric_survival.tsv',
+                                            'metabric_IHC4_clinical_train_test.h5']
+    assert all(f.url.startswith('https://raw.githubusercontent.com/') for f in entry.files)
+    for f in entry.files: shutil.copy(src/f.name, www/f.name); f.url = base + f.name
+    paths = resolve('metabric', data_dir=isolated/'empty', entry=entry)
+    for f in entry.files: assert hashlib.sha256(paths[f.name].read_bytes()).hexdigest() == f.sha256[0]
+    (www/'metabric_mutations.tsv').write_text('patientId\thugoGeneSymbol\tproteinChange\nMB-0000\tTP53\tR175H\n')  # changed bytes are refused
+    shutil.rmtree(isolated/'cache'/'metabric')
+    with pytest.raises(ChecksumMismatch): resolve('metabric', data_dir=isolated/'empty', entry=entry)
