@@ -556,7 +556,7 @@ def show_metabric_data(run:Run, ds:Dataset):
     ax[1].barh(top.index, top.values / len(Xtr)); ax[1].set(xlabel='share of training patients', title='Most often mutated genes')
     fig.tight_layout(); plt.show()
 
-# %% ../nbs/17_fusion.ipynb #9875de2f
+# %% ../nbs/17_fusion.ipynb #a6adcaf6
 def _f(d:dict)->str: return f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
 
 def show_fusion(run:Run, ds:Dataset, model):
@@ -583,7 +583,7 @@ def show_fusion(run:Run, ds:Dataset, model):
         "Brier score (`ibs_km`: Kaplan-Meier's). The last two columns: grouped permutation importance, the drop in test C when one "
         "modality's inputs are shuffled together across patients.")
     from IPython.display import display
-    display(pd.DataFrame(rows).T.round(3))
+    display(pd.DataFrame(rows).T.infer_objects().round(3))
     _md(f"**Each fusion against the best single modality** (`{best_single}`, chosen by CV on the training split): difference in "
         f"Harrell's C on the same {boot[fusions[0] + ' - ' + best_single]['n_boot'] if fusions else 0} bootstrap resamples of the test patients.")
     display(pd.DataFrame({k: v for k, v in boot.items() if ' - ' in k}).T.round(3))
