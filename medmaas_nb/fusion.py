@@ -388,14 +388,15 @@ def fusion_spec(categories:dict|None=None, # {feature: accepted categories}; def
     feats.append(Feature('sequenced', 'whether the tumour was sequenced (173 genes); "no": mutated_genes must be empty', dtype='category', categories=['no', 'yes']))
     return FusionInputSpec('tabular', feats, 'One breast-cancer patient at diagnosis: clinical record and the mutated genes of the tumour.', genes=list(genes))
 
-# %% ../nbs/17_fusion.ipynb #3f90b3c6
+# %% ../nbs/17_fusion.ipynb #21a4ea9d
 YEAR = 365.25 # days
 
 def harrell_c(event, time, risk)->float:
-    "Harrell's C in NumPy (all pairs at once): of the pairs where the earlier time is an event, the share ranked right by risk (ties count half)."
+    "Harrell's C in NumPy (all pairs at once), as scikit-survival counts it: pairs where the earlier time is an event (or an event and a censoring at the same time), ranked right by risk; ties in risk (within 1e-8) count half."
     event, time, risk = np.asarray(event, bool), np.asarray(time, float), np.asarray(risk, float)
-    comp = (time[:, None] < time[None, :]) & event[:, None]
-    conc = (risk[:, None] > risk[None, :]) + 0.5 * (risk[:, None] == risk[None, :])
+    comp = event[:, None] & ((time[:, None] < time[None, :]) | ((time[:, None] == time[None, :]) & ~event[None, :]))
+    tie = np.abs(risk[:, None] - risk[None, :]) <= 1e-8
+    conc = ((risk[:, None] > risk[None, :]) & ~tie) + 0.5 * tie
     n = comp.sum()
     return float((conc * comp).sum() / n) if n else float('nan')
 
@@ -482,7 +483,7 @@ def deepsurv_split()->tuple:
                           Surv.from_arrays(f[g]['e'][:] == 1, f[g]['t'][:].astype(float), 'death', 'months'))
         return part('train'), part('test')
 
-# %% ../nbs/17_fusion.ipynb #952793c3
+# %% ../nbs/17_fusion.ipynb #c2e4ab44
 AVERAGED = ('random_survival_forest', 'gradient_boosting', 'network') # the members of the rank average (full runs)
 
 def deepsurv_models(quick:bool=False, seed:int=0)->dict:
@@ -493,7 +494,7 @@ def deepsurv_models(quick:bool=False, seed:int=0)->dict:
     from sklearn.preprocessing import StandardScaler
     from sksurv.linear_model import CoxPHSurvivalAnalysis
     from sksurv.ensemble import RandomSurvivalForest, GradientBoostingSurvivalAnalysis
-    n = 30 if quick else 300
+    n = 10 if quick else 300
     out = {'cox': make_pipeline(StandardScaler(), CoxPHSurvivalAnalysis(alpha=1e-4)),
            'gradient_boosting': GradientBoostingSurvivalAnalysis(n_estimators=n, learning_rate=0.05, max_depth=3, subsample=0.8, random_state=seed)}
     if not quick:
@@ -502,7 +503,7 @@ def deepsurv_models(quick:bool=False, seed:int=0)->dict:
         out['average'] = RankAverage([clone(out[k]) for k in AVERAGED])
     return out
 
-# %% ../nbs/17_fusion.ipynb #16df0ede
+# %% ../nbs/17_fusion.ipynb #c2f0e956
 def rank_average_of(fitted:list, # members already fitted on `X`
                     X # their training covariates (each member's risks there are its reference)
                    ):
@@ -514,7 +515,7 @@ def rank_average_of(fitted:list, # members already fitted on `X`
 def deepsurv_comparison(quick:bool=False, seed:int=0)->dict:
     "Each family fitted on DeepSurv's training split and scored once on its test split (Harrell's C with a bootstrap interval); 'chosen': the family a 5-fold CV on the training split prefers (the rank average reuses its members' fits, per fold and at the end)."
     from sklearn.base import clone
-    from medmaas_nb.evaluate import bootstrap_metrics, make_cv
+    from medmaas_nb.evaluate import make_cv
     (Xtr, ytr), (Xte, yte) = deepsurv_split(); models = deepsurv_models(quick, seed); singles = [n for n in models if n != 'average']
     def fit_all(X, y):
         fitted, secs = {}, {}
@@ -526,10 +527,9 @@ def deepsurv_comparison(quick:bool=False, seed:int=0)->dict:
         fitted, _ = fit_all(Xtr.iloc[tr], ytr[tr])
         for n, f in fitted.items(): folds[n].append(float(compute_metrics('survival', ytr[te], f.predict(Xtr.iloc[te]))['c_index']))
     cv = {n: float(np.mean(v)) for n, v in folds.items()}
-    fitted, secs = fit_all(Xtr, ytr); out = {}
-    for n, f in fitted.items():
-        out[n] = {**bootstrap_metrics('survival', yte, f.predict(Xte), n_boot=100 if quick else 500, seed=seed)['c_index'],
-                  'cv_train': cv[n], 'fit_s': round(secs[n], 2)}
+    fitted, secs = fit_all(Xtr, ytr)
+    boot = paired_bootstrap(yte, {n: f.predict(Xte) for n, f in fitted.items()}, [], n_boot=100 if quick else 500, seed=seed)  # NumPy C, all models on the same resamples
+    out = {n: {**boot[n], 'cv_train': cv[n], 'fit_s': round(secs[n], 2)} for n in fitted}
     return {'models': out, 'chosen': max(cv, key=cv.get), 'n_train': len(ytr), 'n_test': len(yte)}
 
 # %% ../nbs/17_fusion.ipynb #67ebb5dd
