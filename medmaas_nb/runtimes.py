@@ -25,6 +25,7 @@ MODEL_TYPES = frozenset({
     'medmaas_nb.genomics.KmerCounts', 'medmaas_nb.genomics.MarginSVC', 'medmaas_nb.genomics.PositionalKmers',
     'medmaas_nb.expression.SurvivalSelectKBest', 'medmaas_nb.genomics.WeightedDegree', 'medmaas_nb.molecule_graphs.GraphNetRegressor', 'medmaas_nb.molecules.MoleculeFeatures',
     'medmaas_nb.molecules.AveragedRegressor',
+    'medmaas_nb.fusion.FusionSurvival', 'medmaas_nb.fusion_networks.CoxNetwork',
     'medmaas_nb.molecules.SolubilityModel', 'sklearn.ensemble._forest.ExtraTreesRegressor',
     'medmaas_nb.treatment_effects.TwoArmModel', 'medmaas_nb.treatment_effects.ExpLinearRegressor',
     'sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor',

@@ -506,7 +506,8 @@ def update_json(self:Run, name:str, # a JSON file of the run folder, e.g. 'proto
 _TASKS:dict[str, Task] = {}
 FAMILY_MODULES = ['medmaas_nb.clinical', 'medmaas_nb.clinical_survival', 'medmaas_nb.clinical_trajectory', 'medmaas_nb.imaging_tasks',
                   'medmaas_nb.genomics', 'medmaas_nb.expression', 'medmaas_nb.text', 'medmaas_nb.retrieval',
-                  'medmaas_nb.molecules', 'medmaas_nb.detection', 'medmaas_nb.treatment_tasks']
+                  'medmaas_nb.molecules', 'medmaas_nb.detection', 'medmaas_nb.treatment_tasks',
+                  'medmaas_nb.fusion']
 
 def register_task(task:Task # the task to add
                  )->Task:

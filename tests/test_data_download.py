@@ -108,3 +108,19 @@ def test_bccd_downloads_file_by_file_from_its_listed_checksums(isolated, http_se
     (www/'BCCD'/'Annotations'/'BloodImage_00007.xml').write_text('<annotation/>')  # the source changed one file
     with pytest.raises(ChecksumMismatch, match='BloodImage_00007.xml'):
         resolve('bccd', data_dir=isolated/'empty', entry=entry)
+
+def test_metabric_downloads_from_its_sources_and_is_verified(isolated, http_server):
+    "The METABRIC entry's four files resolve from their URLs (played by a local server) into the cache, each checked against its SHA-256."
+    src = SHARED_DATA/'metabric'
+    require(src.exists(), f'the shared data mirror has no METABRIC folder at {src}')
+    base, www = http_server
+    entry = get_entry('metabric')
+    assert [f.name for f in entry.files] == ['metabric_clinical.tsv', 'metabric_mutations.tsv', 'metabric_survival.tsv',
+                                            'metabric_IHC4_clinical_train_test.h5']
+    assert all(f.url.startswith('https://raw.githubusercontent.com/') for f in entry.files)
+    for f in entry.files: shutil.copy(src/f.name, www/f.name); f.url = base + f.name
+    paths = resolve('metabric', data_dir=isolated/'empty', entry=entry)
+    for f in entry.files: assert hashlib.sha256(paths[f.name].read_bytes()).hexdigest() == f.sha256[0]
+    (www/'metabric_mutations.tsv').write_text('patientId\thugoGeneSymbol\tproteinChange\nMB-0000\tTP53\tR175H\n')  # changed bytes are refused
+    shutil.rmtree(isolated/'cache'/'metabric')
+    with pytest.raises(ChecksumMismatch): resolve('metabric', data_dir=isolated/'empty', entry=entry)

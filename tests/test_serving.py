@@ -714,3 +714,64 @@ def test_effect_bad_covariate_is_a_400_naming_it(effect_server, field, value, fr
     r = httpx.post(s.url + f'/api/v1/models/{TE}/predict', json={'instances': [rec]}, headers=H(key), timeout=60)
     assert r.status_code == 400, r.text
     e = r.json(); assert e['field'] == field and fragment in e['error'], e
+
+# --- metabric-fusion: a clinical record and a list of mutated genes in; the risk with each modality's part out ---
+
+FUS = 'metabric-fusion'
+
+@pytest.fixture(scope='module')
+def fusion_server(tmp_path_factory):
+    "A quick metabric-fusion model trained here, registered in a temporary registry, served by a real uvicorn server."
+    from conftest import require_data
+    require_data('metabric')
+    from medmaas_nb.tasks import fit_task
+    from medmaas_nb.serving import create_app
+    t = get_task(FUS); ds = t.load(quick=True); res = fit_task(t, ds, quick=True)
+    d = tmp_path_factory.mktemp('fusion')
+    save_model(res.model, d/'model')
+    reg = Registry(d/'registry'); reg.register(FUS, d/'model', make_card(t, ds, {'quick': True}, {}, res.chosen))
+    keys = KeyStore(d/'keys.json'); key = keys.create('oncologist', 'predict')
+    app = create_app([FUS], registry=reg, keys=keys, audit=AuditLog(d/'audit.jsonl', secret=b'f' * 32))
+    with ThreadServer(app) as s: yield s, key, t, res.model, ds, d
+
+def _fus_post(s, key, body, path=f'/api/v1/models/{FUS}/predict'):
+    return httpx.post(s.url + path, json=body, headers=H(key), timeout=120)
+
+def test_fusion_prediction_has_the_parts_of_each_modality(fusion_server):
+    s, key, t, model, ds, d = fusion_server
+    Xte = ds['test'][0]; recs = t.input_spec.to_records(Xte.iloc[:3])
+    r = _fus_post(s, key, {'instances': recs})
+    assert r.status_code == 200, r.text
+    p = r.json()['predictions']; want = model.predict(Xte.iloc[:3])
+    assert [q['risk'] for q in p] == pytest.approx(list(want), rel=1e-9, abs=1e-12)
+    for q in p:
+        assert sum(q['contributions'].values()) == pytest.approx(q['risk'], abs=1e-9) and set(q['contributions']) == {'clinical', 'mutations'}
+        assert 0 < q['disease_specific_survival']['10y'] <= q['disease_specific_survival']['5y'] <= 1
+    # more mutated genes on the same record changes only the mutation part (or nothing, if the chosen model ignores mutations)
+    more = {**recs[0], 'sequenced': 'yes', 'mutated_genes': ['TP53', 'pik3ca']}
+    q = _fus_post(s, key, {'instance': more}).json()['predictions'][0]
+    assert q['contributions']['clinical'] == pytest.approx(p[0]['contributions']['clinical'], abs=1e-12)
+    # the v2 protocol: one BYTES row per patient, the genes comma-joined in the last column
+    row = [str(recs[0][f.name]) for f in t.input_spec.features] + [','.join(recs[0]['mutated_genes'])]
+    v2 = {'inputs': [{'name': 'input', 'datatype': 'BYTES', 'shape': [1, len(row)], 'data': row}]}
+    r = httpx.post(s.url + f'/v2/models/{FUS}/infer', json=v2, headers=H(key), timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()['outputs'][0]['data'][0] == pytest.approx(p[0]['risk'], rel=1e-9, abs=1e-12)
+
+@pytest.mark.parametrize('genes,fragment', [(['TP53', 'BRCA3'], "unknown gene(s) ['BRCA3']"), (['NOTAGENE'], "unknown gene(s) ['NOTAGENE']"),
+                                            ('TP53,XYZ', "unknown gene(s) ['XYZ']"), (17, 'must be a list of gene symbols')])
+def test_fusion_unknown_gene_is_a_400_naming_it(fusion_server, genes, fragment):
+    s, key, t, model, ds, d = fusion_server
+    rec = t.input_spec.example()
+    r = _fus_post(s, key, {'instances': [rec, {**rec, 'mutated_genes': genes}]})
+    assert r.status_code == 400, r.text
+    e = r.json()
+    assert e['field'] == 'instances[1].mutated_genes' and fragment in e['error'] and 'Record 1' in e['error'], e
+    assert 'Traceback' not in r.text
+    assert _fus_post(s, key, {'instance': rec}).status_code == 200  # and the service keeps serving
+
+def test_fusion_missing_clinical_field_is_a_400(fusion_server):
+    s, key, t, model, ds, d = fusion_server
+    rec = {k: v for k, v in t.input_spec.example().items() if k != 'npi'}
+    r = _fus_post(s, key, {'instance': rec})
+    assert r.status_code == 400 and r.json()['field'] == 'npi', r.text
