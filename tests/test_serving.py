@@ -455,23 +455,30 @@ def test_keras_runtime_counts_test_time_views_in_its_batch(tmp_path):
 
 MOL = 'molecule-solubility'
 
+def _api_post(name:str):
+    "A function (server, key, body, route='predict') that posts to task `name`'s plain JSON API."
+    return lambda s, key, body, route='predict': httpx.post(s.url + f'/api/v1/models/{name}/{route}', json=body, headers=H(key), timeout=120)
+
+def _quick_service(tmp_path_factory, name:str, user:str, audit:bool=True):
+    "A quick model of `name` trained here, registered in a temporary registry, served by uvicorn: (server, key, task, model, ds, folder)."
+    from conftest import require_data
+    from medmaas_nb.tasks import fit_task
+    from medmaas_nb.serving import create_app
+    t = get_task(name); require_data(t.dataset)
+    ds = t.load(quick=True); res = fit_task(t, ds, quick=True)
+    d = tmp_path_factory.mktemp(name)
+    save_model(res.model, d/'model', t.runtime)
+    reg = Registry(d/'registry'); reg.register(name, d/'model', make_card(t, ds, {'quick': True}, {}, res.chosen))
+    keys = KeyStore(d/'keys.json'); key = keys.create(user, 'predict')
+    app = create_app([name], registry=reg, keys=keys, audit=AuditLog(d/'audit.jsonl', secret=b'q' * 32) if audit else False)
+    with ThreadServer(app) as s: yield s, key, t, reg.get(name).load(), ds, d
+
 @pytest.fixture(scope='module')
 def molecule_server(tmp_path_factory):
     "A quick molecule-solubility model trained here, registered in a temporary registry, served by a real uvicorn server."
-    from conftest import require_data
-    require_data('esol')
-    from medmaas_nb.tasks import fit_task
-    from medmaas_nb.serving import create_app
-    t = get_task(MOL); ds = t.load(quick=True); res = fit_task(t, ds, quick=True)
-    d = tmp_path_factory.mktemp('molecules')
-    save_model(res.model, d/'model')
-    reg = Registry(d/'registry'); reg.register(MOL, d/'model', make_card(t, ds, {'quick': True}, {}, res.chosen))
-    keys = KeyStore(d/'keys.json'); key = keys.create('chemist', 'predict')
-    app = create_app([MOL], registry=reg, keys=keys, audit=AuditLog(d/'audit.jsonl', secret=b'm' * 32))
-    with ThreadServer(app) as s: yield s, key, t, res.model, ds, d
+    yield from _quick_service(tmp_path_factory, MOL, 'chemist')
 
-def _mol_post(s, key, body, path=f'/api/v1/models/{MOL}/predict'):
-    return httpx.post(s.url + path, json=body, headers=H(key), timeout=120)
+_mol_post = _api_post(MOL)
 
 def test_molecule_prediction_has_an_interval_and_a_domain_flag(molecule_server):
     s, key, t, model, ds, d = molecule_server
@@ -520,7 +527,7 @@ def test_molecule_bad_smiles_is_a_400_naming_the_field(molecule_server, smiles, 
 def test_molecule_explanation_is_atom_contributions_drawn_as_png(molecule_server):
     import base64
     s, key, t, model, ds, d = molecule_server
-    r = _mol_post(s, key, {'instance': {'smiles': 'Oc1ccccc1Cl'}}, f'/api/v1/models/{MOL}/explain')
+    r = _mol_post(s, key, {'instance': {'smiles': 'Oc1ccccc1Cl'}}, 'explain')
     assert r.status_code == 200, r.text
     e = r.json()['explanations'][0]
     assert e['method'] == 'leave-one-atom-out' and [a['symbol'] for a in e['atom_contributions']] == ['O', 'C', 'C', 'C', 'C', 'C', 'C', 'Cl']
@@ -533,20 +540,9 @@ DET = 'blood-cell-detection'
 @pytest.fixture(scope='module')
 def detection_server(tmp_path_factory):
     "A quick blood-cell-detection model trained here, registered in a temporary registry, served by a real uvicorn server."
-    from conftest import require_data
-    require_data('bccd')
-    from medmaas_nb.tasks import fit_task
-    from medmaas_nb.serving import create_app
-    t = get_task(DET); ds = t.load(quick=True); res = fit_task(t, ds, quick=True)
-    d = tmp_path_factory.mktemp('detection')
-    save_model(res.model, d/'model', t.runtime)
-    reg = Registry(d/'registry'); reg.register(DET, d/'model', make_card(t, ds, {'quick': True}, {}, res.chosen))
-    keys = KeyStore(d/'keys.json'); key = keys.create('lab', 'predict')
-    app = create_app([DET], registry=reg, keys=keys, audit=AuditLog(d/'audit.jsonl', secret=b'd' * 32))
-    with ThreadServer(app) as s: yield s, key, t, reg.get(DET).load(), ds, d
+    yield from _quick_service(tmp_path_factory, DET, 'lab')
 
-def _det_post(s, key, body, path=f'/api/v1/models/{DET}/predict'):
-    return httpx.post(s.url + path, json=body, headers=H(key), timeout=120)
+_det_post = _api_post(DET)
 
 def test_detection_image_gets_boxes_and_counts(detection_server):
     import base64
@@ -617,7 +613,7 @@ def test_detection_explanation_is_the_image_with_boxes(detection_server):
     import base64, io
     from PIL import Image
     s, key, t, model, ds, d = detection_server
-    r = _det_post(s, key, {'instance': {'image': {'b64': base64.b64encode(ds['test'][0][0]).decode()}}}, f'/api/v1/models/{DET}/explain')
+    r = _det_post(s, key, {'instance': {'image': {'b64': base64.b64encode(ds['test'][0][0]).decode()}}}, 'explain')
     assert r.status_code == 200, r.text
     e = r.json()['explanations'][0]
     png = base64.b64decode(e['image_png_base64'])
@@ -649,7 +645,7 @@ def test_molecule_graph_network_average_is_registered_and_served(tmp_path):
         p = r.json()['predictions']
         assert [q['prediction'] for q in p] == pytest.approx(list(want), rel=1e-6)
         assert all(q['interval']['high'] - q['interval']['low'] == pytest.approx(2 * model.q_) for q in p)
-        r = _mol_post(s, key, {'instance': {'smiles': 'Oc1ccccc1Cl'}}, f'/api/v1/models/{MOL}/explain')
+        r = _mol_post(s, key, {'instance': {'smiles': 'Oc1ccccc1Cl'}}, 'explain')
         assert r.status_code == 200 and len(r.json()['explanations'][0]['atom_contributions']) == 8, r.text
 
 def test_detection_playground_picks_a_smear_or_reads_a_file(detection_server, tmp_path):
@@ -676,20 +672,10 @@ TE = 'colon-treatment-effect'
 @pytest.fixture(scope='module')
 def effect_server(tmp_path_factory):
     "A quick colon-treatment-effect model trained here, registered in a temporary registry, served by a real uvicorn server."
-    from conftest import require_data
-    require_data('colon')
-    from medmaas_nb.tasks import fit_task
-    from medmaas_nb.serving import create_app
-    t = get_task(TE); ds = t.load(quick=True); res = fit_task(t, ds, quick=True)
-    d = tmp_path_factory.mktemp('effects')
-    save_model(res.model, d/'model')
-    reg = Registry(d/'registry'); reg.register(TE, d/'model', make_card(t, ds, {'quick': True}, {}, res.chosen))
-    keys = KeyStore(d/'keys.json'); key = keys.create('oncologist', 'predict')
-    app = create_app([TE], registry=reg, keys=keys, audit=False)
-    with ThreadServer(app) as s: yield s, key, t, res.model, ds
+    yield from _quick_service(tmp_path_factory, TE, 'oncologist', audit=False)
 
 def test_effect_prediction_has_both_arms_an_interval_and_a_recommendation(effect_server):
-    s, key, t, model, ds = effect_server
+    s, key, t, model, ds, _ = effect_server
     recs = t.input_spec.to_records(ds['test'][0].iloc[:4])
     r = httpx.post(s.url + f'/api/v1/models/{TE}/predict', json={'instances': recs}, headers=H(key), timeout=60)
     assert r.status_code == 200, r.text
@@ -709,7 +695,7 @@ def test_effect_prediction_has_both_arms_an_interval_and_a_recommendation(effect
 @pytest.mark.parametrize('field,value,fragment', [('age', 150, 'out of range'), ('nodes', 'many', 'must be a number'), ('extent', 2.5, 'whole number'),
                                                   ('differ', None, 'missing'), ('arm', 'Lev+5FU', 'unknown field')])
 def test_effect_bad_covariate_is_a_400_naming_it(effect_server, field, value, fragment):
-    s, key, t, model, ds = effect_server
+    s, key, t, model, ds, _ = effect_server
     rec = t.input_spec.to_records(ds['test'][0].iloc[:1])[0]; rec[field] = value
     r = httpx.post(s.url + f'/api/v1/models/{TE}/predict', json={'instances': [rec]}, headers=H(key), timeout=60)
     assert r.status_code == 400, r.text
@@ -722,20 +708,9 @@ FUS = 'metabric-fusion'
 @pytest.fixture(scope='module')
 def fusion_server(tmp_path_factory):
     "A quick metabric-fusion model trained here, registered in a temporary registry, served by a real uvicorn server."
-    from conftest import require_data
-    require_data('metabric')
-    from medmaas_nb.tasks import fit_task
-    from medmaas_nb.serving import create_app
-    t = get_task(FUS); ds = t.load(quick=True); res = fit_task(t, ds, quick=True)
-    d = tmp_path_factory.mktemp('fusion')
-    save_model(res.model, d/'model')
-    reg = Registry(d/'registry'); reg.register(FUS, d/'model', make_card(t, ds, {'quick': True}, {}, res.chosen))
-    keys = KeyStore(d/'keys.json'); key = keys.create('oncologist', 'predict')
-    app = create_app([FUS], registry=reg, keys=keys, audit=AuditLog(d/'audit.jsonl', secret=b'f' * 32))
-    with ThreadServer(app) as s: yield s, key, t, res.model, ds, d
+    yield from _quick_service(tmp_path_factory, FUS, 'oncologist')
 
-def _fus_post(s, key, body, path=f'/api/v1/models/{FUS}/predict'):
-    return httpx.post(s.url + path, json=body, headers=H(key), timeout=120)
+_fus_post = _api_post(FUS)
 
 def test_fusion_prediction_has_the_parts_of_each_modality(fusion_server):
     s, key, t, model, ds, d = fusion_server
