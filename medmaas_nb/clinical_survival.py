@@ -15,7 +15,7 @@ from .clinical import ClinicalTask, train_candidates, register_clinical, age_ban
 from .survival import RankAverage
 
 # %% auto #0
-__all__ = ['YEAR', 'GBSG2_FEATURES', 'breast_cancer_survival', 'WHAS500_FEATURES', 'heart_attack_survival', 'load_survival_task',
+__all__ = ['GBSG2_FEATURES', 'breast_cancer_survival', 'WHAS500_FEATURES', 'heart_attack_survival', 'load_survival_task',
            'gbsg_fp_terms', 'published_cox', 'survival_candidates', 'survival_metrics', 'bootstrap_survival_metrics',
            'plot_risk_groups', 'plot_patient_curves', 'SurvivalTask', 'show_survival', 'survival_task']
 
@@ -85,35 +85,14 @@ def survival_candidates(features:list, # the input spec's features
     return out
 
 # %% ../nbs/10a_clinical_survival.ipynb #fa8d709d
-YEAR = 365.25
-
-def _grid(y_train, y_test, n:int=50)->np.ndarray:
-    ev, t = survival_fields(y_test)
-    lo, hi = np.percentile(y_test[t], [10, 80])
-    return np.linspace(lo, min(hi, y_train[t].max() - 1), n)
+from .survival import YEAR, survival_figures
 
 def survival_metrics(model, X_test:pd.DataFrame, y_train, y_test, years:tuple=(1, 3, 5),
                      predictions:tuple|None=None # (risk, survival functions) of `X_test`, if already computed
                     )->dict:
-    "Harrell's and Uno's C, time-dependent AUC at the horizons, integrated Brier score of the model and of Kaplan-Meier."
-    from sksurv.metrics import concordance_index_ipcw, cumulative_dynamic_auc, integrated_brier_score
-    from sksurv.nonparametric import kaplan_meier_estimator
-    ev, t = survival_fields(y_test)
+    "Harrell's and Uno's C, time-dependent AUC at the horizons, integrated Brier score of the model and of Kaplan-Meier (`survival_figures`)."
     risk, fs = predictions or (np.asarray(model.predict(X_test)), model.predict_survival_function(X_test))
-    out = compute_metrics('survival', y_test, risk)
-    tmax = min(y_test[t][y_test[ev]].max(), y_train[t].max())
-    hs = [h for h in years if h * YEAR < tmax]
-    out['uno_c'] = float(concordance_index_ipcw(y_train, y_test, risk, tau=tmax - 1)[0])
-    if hs:
-        auc, _ = cumulative_dynamic_auc(y_train, y_test, risk, [h * YEAR for h in hs])
-        out.update({f'auc_{h}y': float(a) for h, a in zip(hs, auc)})
-    grid = _grid(y_train, y_test)
-    surv = np.vstack([f(grid) for f in fs])
-    out['ibs'] = float(integrated_brier_score(y_train, y_test, surv, grid))
-    kt, ks = kaplan_meier_estimator(y_train[ev], y_train[t])
-    km = np.interp(grid, kt, ks, left=1.0)
-    out['ibs_km'] = float(integrated_brier_score(y_train, y_test, np.tile(km, (len(y_test), 1)), grid))
-    return out
+    return survival_figures(risk, lambda days: np.vstack([f(days) for f in fs]), y_train, y_test, years)
 
 # %% ../nbs/10a_clinical_survival.ipynb #dc0b4143
 def bootstrap_survival_metrics(model, X_test, y_train, y_test, n_boot:int=200, seed:int=0)->dict:

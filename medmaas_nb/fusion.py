@@ -19,12 +19,12 @@ from .fusion_networks import fit_branches, branch_forward, CoxNetwork
 
 # %% auto #0
 __all__ = ['CLINICAL', 'NOT_RECORDED', 'CATEGORIES', 'GENES', 'PATHWAYS', 'NUMERIC', 'CLINICAL_NAMES', 'MUTATION_NAMES', 'MODES',
-           'YEAR', 'MODALITIES', 'DEEPSURV_COVARIATES', 'AVERAGED', 'metabric_fusion', 'metabric_tables', 'gene_list',
+           'MODALITIES', 'DEEPSURV_COVARIATES', 'AVERAGED', 'metabric_fusion', 'metabric_tables', 'gene_list',
            'metabric_frame', 'survival_target', 'load_metabric', 'split_genes', 'clinical_matrix',
            'fit_clinical_encoding', 'mutation_features', 'cox_weights', 'breslow', 'FusionSurvival', 'FusionInputSpec',
-           'fusion_spec', 'harrell_c', 'survival_figures', 'paired_bootstrap', 'grouped_permutation_importance',
-           'fusion_candidates', 'fusion_train', 'deepsurv_split', 'deepsurv_models', 'rank_average_of',
-           'deepsurv_comparison', 'show_metabric_data', 'show_fusion', 'show_deepsurv', 'FusionTask', 'explain_fusion']
+           'fusion_spec', 'harrell_c', 'paired_bootstrap', 'grouped_permutation_importance', 'fusion_candidates',
+           'fusion_train', 'deepsurv_split', 'deepsurv_models', 'rank_average_of', 'deepsurv_comparison',
+           'show_metabric_data', 'show_fusion', 'show_deepsurv', 'FusionTask', 'explain_fusion']
 
 # %% ../nbs/17_fusion.ipynb #e1fc49d2
 CLINICAL = {  # source column -> (feature name, description, unit, kind)
@@ -389,7 +389,7 @@ def fusion_spec(categories:dict|None=None, # {feature: accepted categories}; def
     return FusionInputSpec('tabular', feats, 'One breast-cancer patient at diagnosis: clinical record and the mutated genes of the tumour.', genes=list(genes))
 
 # %% ../nbs/17_fusion.ipynb #21a4ea9d
-YEAR = 365.25 # days
+from .survival import YEAR, survival_figures
 
 def harrell_c(event, time, risk)->float:
     "Harrell's C in NumPy (all pairs at once), as scikit-survival counts it: pairs where the earlier time is an event (or an event and a censoring at the same time), ranked right by risk; ties in risk (within 1e-8) count half."
@@ -399,26 +399,6 @@ def harrell_c(event, time, risk)->float:
     conc = ((risk[:, None] > risk[None, :]) & ~tie) + 0.5 * tie
     n = comp.sum()
     return float((conc * comp).sum() / n) if n else float('nan')
-
-# %% ../nbs/17_fusion.ipynb #5d008368
-def survival_figures(risk, # risk of each test patient
-                     surv_at, # (days) -> survival probabilities (patients x days), or None
-                     y_train, y_test, years:tuple=(5, 10))->dict:
-    "Harrell's and Uno's C, time-dependent AUC at the horizons, integrated Brier score of the model and of Kaplan-Meier (scikit-survival)."
-    from sksurv.metrics import concordance_index_ipcw, cumulative_dynamic_auc, integrated_brier_score
-    from sksurv.nonparametric import kaplan_meier_estimator
-    ev, t = survival_fields(y_test); risk = np.asarray(risk, float)
-    out = {'c_index': float(compute_metrics('survival', y_test, risk)['c_index'])}
-    tmax = min(y_test[t][y_test[ev]].max(), y_train[t].max())
-    out['uno_c'] = float(concordance_index_ipcw(y_train, y_test, risk, tau=tmax - 1)[0])
-    hs = [h for h in years if h * YEAR < tmax]
-    if hs: out.update({f'auc_{h}y': float(a) for h, a in zip(hs, cumulative_dynamic_auc(y_train, y_test, risk, [h * YEAR for h in hs])[0])})
-    if surv_at is not None:
-        lo, hi = np.percentile(y_test[t], [10, 80]); grid = np.linspace(lo, min(hi, y_train[t].max() - 1), 50)
-        out['ibs'] = float(integrated_brier_score(y_train, y_test, surv_at(grid), grid))
-        kt, ks = kaplan_meier_estimator(y_train[ev], y_train[t])
-        out['ibs_km'] = float(integrated_brier_score(y_train, y_test, np.tile(np.interp(grid, kt, ks, left=1.0), (len(y_test), 1)), grid))
-    return out
 
 # %% ../nbs/17_fusion.ipynb #61810c02
 def paired_bootstrap(y, # test truth
@@ -570,7 +550,7 @@ def show_fusion(run:Run, ds:Dataset, model):
     cands = fusion_candidates(quick=quick, seed=seed, **run.task.task_params(run.params))
     fitted = {m: model if m == chosen else clone(c).fit(Xtr, ytr) for m, c in cands.items()}
     risks = {m: f.predict(Xte) for m, f in fitted.items()}
-    figs = {m: survival_figures(risks[m], lambda d, f=f: f.survival_at(Xte, d), ytr, yte) for m, f in fitted.items()}
+    figs = {m: survival_figures(risks[m], lambda d, f=f: f.survival_at(Xte, d), ytr, yte, years=(5, 10)) for m, f in fitted.items()}
     best_single = max(('clinical', 'mutations'), key=lambda m: cv[m]['c_index']['value'])
     fusions = [m for m in ('early_fusion', 'late_fusion', 'network') if m in fitted]
     boot = paired_bootstrap(yte, risks, [(m, best_single) for m in fusions], n_boot=100 if quick else 1000, seed=seed)

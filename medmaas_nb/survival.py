@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 
 # %% auto #0
-__all__ = ['RankAverage']
+__all__ = ['YEAR', 'RankAverage', 'survival_grid', 'survival_figures']
 
 # %% ../nbs/02b_survival.ipynb #8ea170da
 class RankAverage(BaseEstimator):
@@ -26,3 +26,35 @@ class RankAverage(BaseEstimator):
             x = curves[0].x
             out.append(StepFunction(x, np.mean([c(np.clip(x, c.x[0], c.x[-1])) for c in curves], 0)))
         return np.array(out)
+
+# %% ../nbs/02b_survival.ipynb #b1c635fe
+YEAR = 365.25 # days
+
+def survival_grid(y_train, y_test, n:int=50)->np.ndarray:
+    "Days from the 10th to the 80th percentile of the test times (within the training follow-up): where the Brier score is integrated."
+    from medmaas_nb.evaluate import survival_fields
+    _, t = survival_fields(y_test)
+    lo, hi = np.percentile(y_test[t], [10, 80])
+    return np.linspace(lo, min(hi, y_train[t].max() - 1), n)
+
+def survival_figures(risk, # risk score of each test patient (higher: earlier event)
+                     surv_at, # days -> survival probabilities (test patients x days); None: no Brier scores
+                     y_train, y_test, # scikit-survival structured arrays
+                     years:tuple=(1, 3, 5) # horizons of the time-dependent AUC (those the follow-up covers)
+                    )->dict:
+    "Harrell's and Uno's C, time-dependent AUC at the horizons, integrated Brier score of the model and of Kaplan-Meier."
+    from sksurv.metrics import concordance_index_ipcw, cumulative_dynamic_auc, integrated_brier_score
+    from sksurv.nonparametric import kaplan_meier_estimator
+    from medmaas_nb.evaluate import compute_metrics, survival_fields
+    ev, t = survival_fields(y_test); risk = np.asarray(risk, float)
+    out = {k: float(v) for k, v in compute_metrics('survival', y_test, risk).items()}
+    tmax = min(y_test[t][y_test[ev]].max(), y_train[t].max())
+    out['uno_c'] = float(concordance_index_ipcw(y_train, y_test, risk, tau=tmax - 1)[0])
+    hs = [h for h in years if h * YEAR < tmax]
+    if hs: out.update({f'auc_{h}y': float(a) for h, a in zip(hs, cumulative_dynamic_auc(y_train, y_test, risk, [h * YEAR for h in hs])[0])})
+    if surv_at is not None:
+        grid = survival_grid(y_train, y_test)
+        out['ibs'] = float(integrated_brier_score(y_train, y_test, surv_at(grid), grid))
+        kt, ks = kaplan_meier_estimator(y_train[ev], y_train[t])
+        out['ibs_km'] = float(integrated_brier_score(y_train, y_test, np.tile(np.interp(grid, kt, ks, left=1.0), (len(y_test), 1)), grid))
+    return out
