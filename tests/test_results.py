@@ -44,3 +44,9 @@ def test_the_readme_holds_the_markers_and_the_command_leaves_it_alone_without_fu
     assert readme.count(results.BEGIN) == 1 and readme.count(results.END) == 1
     p = subprocess.run([sys.executable, str(ROOT/'tools'/'results.py'), '--runs', str(tmp_path), '--readme'], capture_output=True, text=True)
     assert p.returncode == 0 and 'no full runs' in p.stderr and (ROOT/'README.md').read_text() == readme
+
+def test_tasks_without_a_run_here_keep_their_readme_row():
+    old = (f"# x\n{results.BEGIN}\n| task | metric |\n|---|---|\n| `a-task` | old a |\n| `b-task` | old b |\n{results.END}\nafter\n")
+    new = results.merged_table('| task | metric |\n|---|---|\n| `b-task` | new b |\n| `c-task` | new c |', old)
+    assert new.splitlines() == ['| task | metric |', '|---|---|', '| `a-task` | old a |', '| `b-task` | new b |', '| `c-task` | new c |']
+    assert results.table_rows('no markers') == {}

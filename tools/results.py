@@ -3,7 +3,7 @@
 Reads `runs/<task>/<run_id>/metrics.json` (per task the newest run that was not `--quick`) and makes one Markdown table:
 the task's primary metric on the held-out test split and in cross-validation on the training split, both with their 95 %
 intervals, and the anchors measured with the same metric. `make docs` runs it: the table goes into README.md between the
-`<!-- results:begin -->` and `<!-- results:end -->` markers and onto the docs site's Results page, so no figure there is
+`<!-- results:begin -->` and `<!-- results:end -->` markers (a task without a run under `runs/` keeps its row there) and onto the docs site's Results page, so no figure there is
 copied by hand.
 
     python tools/results.py [--runs DIR] [--readme] [--page FILE]
@@ -57,6 +57,18 @@ def replace_between_markers(text:str, table:str, where:str='README.md')->str:
     a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
     return text[:a] + '\n' + table + '\n' + text[b:]
 
+def table_rows(text:str)->dict:
+    "{task: row} of the table between the markers of `text` (none if it has no table there)."
+    if text.count(BEGIN) != 1 or text.count(END) != 1: return {}
+    inner = text[text.index(BEGIN) + len(BEGIN):text.index(END)]
+    return {l.split('`')[1]: l for l in inner.splitlines() if l.startswith('| `')}
+
+def merged_table(table:str, old_text:str)->str:
+    "`table` plus the rows of `old_text`'s table for tasks it has no run of: a machine with some runs never drops the others' results."
+    new = table_rows(f'{BEGIN}\n{table}\n{END}'); old = table_rows(old_text)
+    head = [l for l in table.splitlines() if not l.startswith('| `')]
+    return '\n'.join(head + [r for t, r in sorted({**old, **new}.items())])
+
 def write_atomic(path:Path, text:str):
     "Write then rename: a reader never sees half a file."
     tmp = path.with_name(f'.{path.name}.tmp'); tmp.write_text(text, encoding='utf-8'); os.replace(tmp, path)
@@ -93,7 +105,8 @@ def main(argv=None)->int:
         return 0
     print(table)
     if a.readme:
-        p = ROOT/'README.md'; write_atomic(p, replace_between_markers(p.read_text(encoding='utf-8'), table))
+        p = ROOT/'README.md'; old = p.read_text(encoding='utf-8')
+        write_atomic(p, replace_between_markers(old, merged_table(table, old)))  # tasks without a run here keep their row
     return 0
 
 if __name__ == '__main__': sys.exit(main())
