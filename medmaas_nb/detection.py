@@ -25,7 +25,7 @@ __all__ = ['log', 'CLASSES', 'IMAGE_SIZE', 'STRIDE', 'MAX_IMAGE_BYTES', 'COUNT_G
            'build_detector', 'logit_view', 'encode_targets', 'detection_loss', 'decode_detections', 'predict_raw',
            'coco_scores', 'count_boxes', 'choose_count_thresholds', 'fold_thresholds', 'detection_train',
            'DetectionTask', 'draw_boxes', 'explain_detection', 'detection_data', 'detection_evaluate',
-           'read_smear_file']
+           'read_smear_file', 'BoxViewer']
 
 # %% ../nbs/15_detection.ipynb #5a91aa10
 CLASSES = ['RBC', 'WBC', 'Platelets'] # class index = position
@@ -535,3 +535,48 @@ def editor(self:SmearImageInputSpec, ds, # the task's `Dataset` (the examples co
     y = np.asarray(ds['test'][1])
     labelled = [(f'#{i}: ' + ', '.join(f'{int(y[i, k])} {n}' for k, n in enumerate(CLASSES)), i) for _, i in examples]
     return ExampleEditor(self, ds, labelled, label='file', read_file=read_smear_file, accept='.jpg,.jpeg,.png')
+
+# %% ../nbs/15_detection.ipynb #3bbeed9b
+class BoxViewer:
+    "A held-out smear with the detector's boxes at the score threshold a slider sets, beside the annotated boxes."
+    def __init__(self, model, # the detector (served form: the count thresholds folded in)
+                 ds:Dataset, # the task's `Dataset`: images and their annotated boxes
+                 split:str='test', # the split to show
+                 n:int=20 # images offered
+                ):
+        import ipywidgets as W
+        X = ds[split][0][:n]; self.model, self.truth = model, ds.meta['boxes'][split][:n]
+        self.images, self._dets = [decode_image(bytes(b)) for b in X], {}
+        self.image_w = W.Dropdown(options=[(f'#{i}: {len(b)} annotated cells', i) for i, b in enumerate(self.truth)], description='smear')
+        self.threshold_w = W.FloatSlider(value=SERVED_THRESHOLD, min=0.05, max=0.95, step=0.05, description='score >=', readout_format='.2f')
+        self.out_w = W.HTML()
+        for w in (self.image_w, self.threshold_w): w.observe(lambda _: self.update(), 'value')
+        self.widget = W.VBox([W.HBox([self.image_w, self.threshold_w]), self.out_w]); self.update()
+
+    def detections(self, i:int)->np.ndarray:
+        "All boxes (k, 6) of image `i` with a score of at least 0.05, computed once per image."
+        if i not in self._dets: self._dets[i] = decode_detections(predict_raw(self.model, self.images[i][None]), min_score=0.05)[0]
+        return self._dets[i]
+
+    def shown(self)->np.ndarray:
+        "The boxes of the current image at the current threshold."
+        d = self.detections(self.image_w.value); return d[d[:, 4] >= self.threshold_w.value]
+
+    def counts(self)->dict:
+        "{class: (found at the threshold, annotated)} for the current image."
+        d, t = self.shown(), self.truth[self.image_w.value]
+        return {n: (int((d[:, 5] == k).sum()), int((t[:, 4] == k).sum())) for k, n in enumerate(CLASSES)}
+
+    def update(self):
+        "Redraw the boxes and the counts."
+        i = self.image_w.value; img = self.images[i]
+        png = lambda a: base64.b64encode(encode_image(a)).decode('ascii')
+        rows = ''.join(f'<tr><td>{n}</td><td>{f}</td><td>{a}</td></tr>' for n, (f, a) in self.counts().items())
+        self.out_w.value = (f"<table><tr><th>cells</th><th>found (score >= {self.threshold_w.value:.2f})</th><th>annotated</th></tr>{rows}</table>"
+                            f"<div style='display:flex;gap:8px'><figure><img alt='detected cells' style='width:420px' src='data:image/png;base64,{png(draw_boxes(img, self.shown()))}'>"
+                            f"<figcaption>detected</figcaption></figure><figure><img alt='annotated cells' style='width:420px' "
+                            f"src='data:image/png;base64,{png(draw_boxes(img, self.truth[i], scores=False))}'><figcaption>annotated</figcaption></figure></div>")
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.widget)
