@@ -499,7 +499,7 @@ _HOW = 'mAP@0.5 on their own BCCD split (splits differ by paper)'
 blood_cell_detection = register_task(DetectionTask(
     name='blood-cell-detection', family='detection', kind='regression', dataset='bccd', runtime='keras',
     description='Red and white blood cells and platelets found (boxes) and counted in a stained blood-smear photograph (BCCD).',
-    load=load_bccd_task, train=detection_train, primary_metric='mae',
+    load=load_bccd_task, train=detection_train, primary_metric='mae', headline='map50',
     score_fn=lambda model, X: count_boxes(blood_cell_detection.detections(model, X), SERVED_THRESHOLD),
     input_spec=SmearImageInputSpec(description='One 640 x 480 RGB JPEG or PNG photograph of a stained blood smear (BCCD microscope frame).'),
     output_names=list(CLASSES), explain=explain_detection,

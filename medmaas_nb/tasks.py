@@ -353,6 +353,7 @@ class Task:
     intended_use:str='Research and teaching. Not a medical device; not for diagnosis or treatment decisions.'
     limitations:str='' # what the model does not do, who it may serve worse
     cpus:int|None=None # CPUs one run keeps busy (what Ray reserves for it); None: 2 for a Keras task, else 1
+    headline:str|None=None # the figure results tables lead with (a `metrics.json` key under `test`); None: `primary_metric`
 
     def __post_init__(self):
         if self.kind not in KINDS: raise ValueError(f'Task {self.name!r}: kind {self.kind!r} is not one of {KINDS}.')

@@ -236,7 +236,7 @@ _OOS = "sqrt(PEHE) out of sample, 1,000 NPCI realizations (not econml's)"
 ihdp_treatment_effect = register_task(EffectTask(
     name='ihdp-treatment-effect', family='treatment_effects', kind='regression', dataset='ihdp',
     description="Effect of intensive early intervention on a low-birth-weight infant's (simulated) cognitive score, per child (IHDP surface B).",
-    load=load_ihdp_task, train=ihdp_train, primary_metric='rmse', input_spec=_ihdp_spec(),
+    load=load_ihdp_task, train=ihdp_train, primary_metric='rmse', headline='sqrt_pehe', input_spec=_ihdp_spec(),
     output_names=['effect on the score (treated - control)'], arms=('control', 'intervention'), outcome='simulated cognitive test score (surface B units)',
     anchors=[Anchor('BART', 'sqrt_pehe', 2.3, _OOS, _SHALIT), Anchor('causal forest', 'sqrt_pehe', 3.8, _OOS, _SHALIT),
              Anchor('TARNet', 'sqrt_pehe', 0.95, _OOS, _SHALIT), Anchor('CFR-Wass', 'sqrt_pehe', 0.76, _OOS, _SHALIT)],
@@ -427,7 +427,7 @@ _MOERTEL = 'shared/docs/anchors.md (Moertel et al., NEJM 1990;322:352, abstract;
 colon_treatment_effect = register_task(EffectTask(
     name='colon-treatment-effect', family='treatment_effects', kind='regression', dataset='colon',
     description='Risk of recurrence or death within 5 years after resected stage C colon cancer under observation and under levamisole + fluorouracil, and the difference.',
-    load=load_colon_task, train=colon_train, primary_metric='rmse',
+    load=load_colon_task, train=colon_train, primary_metric='rmse', headline='c_for_benefit',
     input_spec=InputSpec(features=[Feature(k, d, u, lo, hi, dtype=ty) for k, (d, u, lo, hi, ty) in _COLON.items()],
                          description='One patient after resection of stage C colon cancer (covariates of the Moertel trial).'),
     output_names=['5-year risk difference (Lev+5FU - Obs)'], arms=('Obs', 'Lev+5FU'),

@@ -50,3 +50,13 @@ def test_tasks_without_a_run_here_keep_their_readme_row():
     new = results.merged_table('| task | metric |\n|---|---|\n| `b-task` | new b |\n| `c-task` | new c |', old)
     assert new.splitlines() == ['| task | metric |', '|---|---|', '| `a-task` | old a |', '| `b-task` | new b |', '| `c-task` | new c |']
     assert results.table_rows('no markers') == {}
+
+def test_a_newer_run_with_another_seed_does_not_replace_seed_0(tmp_path):
+    runs = tmp_path/'runs'
+    _run(runs, 'breast-cancer-diagnosis', '20261201-100000-aaaa', False, 0.990)
+    _run(runs, 'breast-cancer-diagnosis', '20261202-100000-bbbb', False, 0.950)
+    m = json.loads((runs/'breast-cancer-diagnosis'/'20261202-100000-bbbb'/'metrics.json').read_text()); m['params']['seed'] = 1
+    (runs/'breast-cancer-diagnosis'/'20261202-100000-bbbb'/'metrics.json').write_text(json.dumps(m))
+    assert results.latest_full_runs(runs)['breast-cancer-diagnosis'][0].name == '20261201-100000-aaaa'
+    (runs/'breast-cancer-diagnosis'/'20261201-100000-aaaa'/'metrics.json').unlink()  # only the seed-1 run left: it is shown
+    assert results.latest_full_runs(runs)['breast-cancer-diagnosis'][0].name == '20261202-100000-bbbb'

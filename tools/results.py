@@ -1,7 +1,7 @@
 """The results table: each task's headline figure from its latest full run, beside the published anchors.
 
-Reads `runs/<task>/<run_id>/metrics.json` (per task the newest run that was not `--quick`) and makes one Markdown table:
-the task's primary metric on the held-out test split and in cross-validation on the training split, both with their 95 %
+Reads `runs/<task>/<run_id>/metrics.json` (per task the newest run that was not `--quick`, with seed 0 where there is one) and
+makes one Markdown table: the task's headline metric (its primary metric unless the task names another) on the held-out test split and in cross-validation on the training split, both with their 95 %
 intervals, and the anchors measured with the same metric. `make docs` runs it: the table goes into README.md between the
 `<!-- results:begin -->` and `<!-- results:end -->` markers (a task without a run under `runs/` keeps its row there) and onto the docs site's Results page, so no figure there is
 copied by hand.
@@ -16,16 +16,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = '<!-- results:begin -->', '<!-- results:end -->'
 NAMES = {'roc_auc': 'AUC', 'r2': 'R²', 'c_index': "Harrell's C", 'accuracy': 'accuracy', 'mrr': 'MRR', 'roc_auc_ovr': 'AUC (one vs rest)',
-         'f1_macro': 'macro-F1', 'balanced_accuracy': 'balanced accuracy'}
+         'f1_macro': 'macro-F1', 'balanced_accuracy': 'balanced accuracy', 'rmse': 'RMSE', 'map50': 'mAP@0.5',
+         'sqrt_pehe': 'sqrt(PEHE)', 'c_for_benefit': 'C-for-benefit'}
 
 def latest_full_runs(runs_dir:Path)->dict:
-    "{task: (run folder, metrics)} of each task's newest run that was not quick (run ids sort by time)."
+    "{task: (run folder, metrics)} of each task's newest run that was not quick, with seed 0 where there is one (run ids sort by time)."
     out = {}
     for task in sorted(p for p in Path(runs_dir).glob('*') if p.is_dir()):
+        full = []
         for run in sorted((r for r in task.iterdir() if (r/'metrics.json').is_file()), reverse=True):
             try: m = json.loads((run/'metrics.json').read_text())
             except (OSError, ValueError): continue  # a run being written, or a damaged file: not a result
-            if not m.get('params', {}).get('quick', False): out[task.name] = (run, m); break
+            if not m.get('params', {}).get('quick', False): full.append((run, m))
+        if full: out[task.name] = next((rm for rm in full if rm[1].get('params', {}).get('seed', 0) == 0), full[0])
     return out
 
 def figure(f:dict|None)->str:
@@ -84,7 +87,7 @@ def table_for(runs_dir:Path)->str|None:
     if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
     from medmaas_nb.tasks import all_tasks
     tasks = all_tasks()
-    return results_table(runs, lambda t: tasks[t].primary_metric if t in tasks else 'roc_auc')
+    return results_table(runs, lambda t: (tasks[t].headline or tasks[t].primary_metric) if t in tasks else 'roc_auc')
 
 def write_page(path:Path, runs_dir:Path)->bool:
     "The docs site's Results page; without full runs it says how to make them. True when it holds a table."
