@@ -392,14 +392,14 @@ class DetectionTask(Task):
                         'score_threshold': SERVED_THRESHOLD, 'box_units': 'pixels of the 640 x 480 image, origin top left'})
         return out
 
-    def v2_extra(self, model, X, scores)->dict:
-        "The boxes as v2 tensors, in the TensorFlow Object Detection API's layout: padded to `MAX_BOXES` per image (class -1, score 0)."
+    def v2_tensors(self, model, X)->tuple:
+        "The counts (the scores) and the boxes as v2 tensors, from one pass of the network; the boxes in the TensorFlow Object Detection API's layout, padded to `MAX_BOXES` per image (class -1, score 0)."
         dets = self.detections(model, X); n = len(dets)
         boxes, sc, cl = np.zeros((n, MAX_BOXES, 4), np.float32), np.zeros((n, MAX_BOXES), np.float32), np.full((n, MAX_BOXES), -1, np.int64)
         for i, d in enumerate(dets):
             k = min(len(d), MAX_BOXES); boxes[i, :k], sc[i, :k], cl[i, :k] = d[:k, :4], d[:k, 4], d[:k, 5]
-        return {'num_detections': np.array([min(len(d), MAX_BOXES) for d in dets], np.int64), 'detection_boxes': boxes,
-                'detection_scores': sc, 'detection_classes': cl}
+        return count_boxes(dets, SERVED_THRESHOLD), {'num_detections': np.array([min(len(d), MAX_BOXES) for d in dets], np.int64),
+                                                     'detection_boxes': boxes, 'detection_scores': sc, 'detection_classes': cl}
 
 # %% ../nbs/15_detection.ipynb #60ee586a
 _COLOURS = {0: (220, 30, 30), 1: (30, 60, 230), 2: (20, 160, 40)}

@@ -279,10 +279,10 @@ class MoleculeTask(Task):
                                           'cutoff': float(model.ad_cutoff), 'nearest_training_smiles': str(model.train_smiles_[j])}}
                 for v, a, b, s, j in zip(p, lo, hi, sim, idx)]
 
-    def v2_extra(self, model, X, scores)->dict:
-        "The v2 output tensors beside the prediction: the interval's ends, the nearest training similarity and the domain flag."
-        lo, hi = model.predict_interval(X, np.asarray(scores, float)); sim, _ = model.nearest(X)
-        return {'interval_low': lo, 'interval_high': hi, 'nearest_similarity': sim, 'in_domain': sim >= model.ad_cutoff}
+    def v2_tensors(self, model, X)->tuple:
+        "The prediction (the scores) and the v2 tensors beside it: the interval's ends, the nearest training similarity and the domain flag."
+        p = np.asarray(self.scores(model, X), float); lo, hi = model.predict_interval(X, p); sim, _ = model.nearest(X)
+        return p, {'interval_low': lo, 'interval_high': hi, 'nearest_similarity': sim, 'in_domain': sim >= model.ad_cutoff}
 
 # %% ../nbs/14_molecules.ipynb #a3fe5a2a
 def _without_atom(mol, i:int)->str|None:

@@ -224,7 +224,7 @@ class ModelRuntime:
 
 # %% ../nbs/03a_runtimes.ipynb #dd2488a7
 class ServedModel:
-    "One served model version: `load()` (then `ready`), `scores()`, `predict()`, `explain()`; the runtime classes derive from it."
+    "One served model version: `load()` (then `ready`), `scores()`, `predict()`, `infer_v2()`, `explain()`; the runtime classes derive from it."
     platform = 'medmaas' # the v2 metadata's platform
     def __init__(self, task, # the `Task` the model belongs to
                  mv # the registered `ModelVersion`; its card describes the served model
@@ -249,6 +249,10 @@ class ServedModel:
     async def predict(self, X)->list[dict]:
         "What a caller sees, one dict per input."
         self._check(); return await self.offload(self._predict, X)
+
+    async def infer_v2(self, X)->dict:
+        "The v2 output tensors (the scores, then any the task adds) from one run of the model."
+        self._check(); return await self.offload(self._v2, X)
 
     async def explain(self, X)->list:
         "The task's explanation of each input (attributions, maps, saliency, words)."
@@ -275,12 +279,10 @@ def warm_up(self:ServedModel):
     spec = self.task.input_spec
     try: X = spec.validate([spec.example()])
     except Exception as e: log.warning('%s: no warm-up example (%s)', self.name, e); return
-    s = np.asarray(self._scores(X)); self._predict(X)
-    self.output_meta[0]['shape'] = [-1, *s.shape[1:]]
-    if getattr(self.task, 'v2_extra', None) is not None:
-        from medmaas_nb.protocol import v2_datatype
-        self.output_meta[1:] = [{'name': k, 'datatype': v2_datatype(np.asarray(v)), 'shape': [-1, *np.shape(v)[1:]]}
-                                for k, v in list(self.v2_outputs(s, X).items())[1:]]
+    outs = list(self._v2(X).items()); self._predict(X)
+    self.output_meta[0]['shape'] = [-1, *np.shape(outs[0][1])[1:]]
+    from medmaas_nb.protocol import v2_datatype
+    self.output_meta[1:] = [{'name': k, 'datatype': v2_datatype(np.asarray(v)), 'shape': [-1, *np.shape(v)[1:]]} for k, v in outs[1:]]
 
 # %% ../nbs/03a_runtimes.ipynb #8fd4c3eb
 @patch
@@ -288,6 +290,11 @@ def _scores(self:ServedModel, X): return np.asarray(self.task.scores(self.model,
 
 @patch
 def _predict(self:ServedModel, X)->list: return self.task.predict(self.model, X)
+
+@patch
+def _v2(self:ServedModel, X)->dict:
+    s, extra = self.task.v2_tensors(self.model, X)
+    return self.v2_outputs(np.asarray(s, dtype=float), extra)
 
 @patch
 def _explain(self:ServedModel, X)->list: return self.task.explain(self.model, X, self.served)  # what the card says: views, background
@@ -309,12 +316,10 @@ def _check(self:ServedModel):
     if not self.ready: raise ModelNotReady(f'{self.name} v{self.version} is still loading; retry shortly.')
 
 @patch
-def v2_outputs(self:ServedModel, scores:np.ndarray, X=None)->dict:
-    "The v2 output tensors: the scores, then any the task adds for the inputs `X` (a task's optional `v2_extra(model, X, scores)`)."
-    out = {self.output_meta[0]['name']: scores}
-    extra = getattr(self.task, 'v2_extra', None)
-    if extra is not None and X is not None: out.update(extra(self.model, X, scores))
-    return out
+def v2_outputs(self:ServedModel, scores:np.ndarray, extra:dict|None=None # the tensors the task adds (`Task.v2_tensors`)
+              )->dict:
+    "The v2 output tensors by name: the scores under the kind's output name, then `extra`."
+    return {self.output_meta[0]['name']: scores, **(extra or {})}
 
 # %% ../nbs/03a_runtimes.ipynb #d040f551
 @patch
@@ -361,6 +366,7 @@ class SklearnRuntime(ModelRuntime, ServedModel):
 
     def _scores(self, X): return self._checked(super()._scores, X)
     def _predict(self, X)->list: return self._checked(super()._predict, X)
+    def _v2(self, X)->dict: return self._checked(super()._v2, X)
 
 # %% ../nbs/03a_runtimes.ipynb #de93bb62
 @patch(cls_method=True)
@@ -433,6 +439,10 @@ def _checked(self:SklearnRuntime, fn, X):
     with sklearn.config_context(assume_finite=True): return fn(X)  # the input spec has checked every value
 
 # %% ../nbs/03a_runtimes.ipynb #5406db07
+def _rows(r, i:int, j:int):
+    "Rows `i` to `j` of a result: of each tensor, for a dict of them."
+    return {k: v[i:j] for k, v in r.items()} if isinstance(r, dict) else r[i:j]
+
 def _concat(xs:list):
     if len(xs) == 1: return xs[0]
     x0 = xs[0]
@@ -477,7 +487,7 @@ class DynamicBatcher:
                 out = await loop.run_in_executor(None, self.fn, _concat([x for x, _, _ in batch]))
                 i = 0
                 for _, k, f in batch:
-                    if not f.done(): f.set_result(out[i:i+k])
+                    if not f.done(): f.set_result(_rows(out, i, i + k))
                     i += k
             except Exception as e:
                 for *_, f in batch:
@@ -499,8 +509,9 @@ def fixed_batches(fn, # (inputs) -> one result per input (array or list)
     for i in range(0, n, size):
         idx = list(range(i, min(i + size, n))); k = len(idx)
         r = fn(_take(X, idx + [i] * (size - k)))
-        out.append(r[:k])
+        out.append(_rows(r, 0, k))
     if not out: return fn(X)
+    if isinstance(out[0], dict): return _concat(out)
     return [v for r in out for v in r] if isinstance(out[0], list) else np.concatenate([np.asarray(r) for r in out])
 
 # %% ../nbs/03a_runtimes.ipynb #362dfe49
@@ -516,14 +527,17 @@ class KerasRuntime(ModelRuntime, ServedModel):
         super().__init__(task, mv); self.max_batch = self.network_batch = max_batch
         self._b_scores = DynamicBatcher(self._scores, max_batch, max_wait_ms, observe)
         self._b_predict = DynamicBatcher(self._predict, max_batch, max_wait_ms, observe)
+        self._b_v2 = DynamicBatcher(self._v2, max_batch, max_wait_ms, observe)
 
     # float32 kernels may sum in another order for another batch size; one fixed size makes each input's answer
     # independent of what it was batched with (and equal to `fixed_batches(task.predict, X, max_batch)` in process)
     def _scores(self, X): return fixed_batches(super()._scores, X, self.max_batch)
     def _predict(self, X)->list: return fixed_batches(super()._predict, X, self.max_batch)
+    def _v2(self, X)->dict: return fixed_batches(super()._v2, X, self.max_batch)
 
     async def scores(self, X)->np.ndarray: self._check(); return await self._b_scores(X)
     async def predict(self, X)->list[dict]: self._check(); return await self._b_predict(X)
+    async def infer_v2(self, X)->dict: self._check(); return await self._b_v2(X)
 
 # %% ../nbs/03a_runtimes.ipynb #4c05bdd0
 @patch(cls_method=True)
@@ -579,7 +593,7 @@ def describe(cls:KerasRuntime, model)->dict:
 def loaded(self:KerasRuntime):
     "A model that scores several views of each input (test-time augmentation; the card's `served.views`) gets fewer inputs per call."
     views = max(1, int(self.served.get('views', 1)))
-    self.max_batch = self._b_scores.max_batch = self._b_predict.max_batch = max(1, self.network_batch // views)
+    self.max_batch = self._b_scores.max_batch = self._b_predict.max_batch = self._b_v2.max_batch = max(1, self.network_batch // views)
     if views > 1: log.info('%s: %d views per input, %d inputs per model call', self.name, views, self.max_batch)
 
 # %% ../nbs/03a_runtimes.ipynb #2184fda5

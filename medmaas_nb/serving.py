@@ -317,8 +317,7 @@ def _v2_routes(app, g:_Gate)->Callable:
             return req, _guard_input(rt.inputs_v2, check_inputs(req.inputs, rt.task.input_spec.v2_inputs()))
         req, X = await rt.offload(decode)
         g.count_rows(request, X)
-        s = await rt.scores(X)  # a task that adds output tensors (`v2_extra`) computes them on the worker threads
-        outs = await rt.offload(rt.v2_outputs, s, X) if getattr(rt.task, 'v2_extra', None) else rt.v2_outputs(s)
+        outs = await rt.infer_v2(X)  # one run of the model on the worker threads: the scores and any tensors the task adds
         data, n = response_body(infer_response(rt.name, rt.version, outs, req.id, req.outputs, req.binary_all or req.binary), outs)
         if n is None: return Response(data, 200, media_type='application/json')
         return Response(data, 200, {'Inference-Header-Content-Length': str(n)}, media_type='application/octet-stream')

@@ -389,6 +389,12 @@ def scores(self:Task, model, X):
     "The model's scores for the metrics of this task's kind."
     return (self.score_fn or (lambda m, x: default_scores(self.kind, m, x)))(model, X)
 
+# %% ../nbs/03_tasks.ipynb #34a2a03a
+@patch
+def v2_tensors(self:Task, model, X)->tuple:
+    "The scores and the extra v2 output tensors (`{name: array}`, one row per input) from one run of `model` on `X`."
+    return self.scores(model, X), {}
+
 # %% ../nbs/03_tasks.ipynb #0a22cc4a
 @patch
 def predict(self:Task, model, X)->list[dict]:

@@ -48,10 +48,10 @@ class EffectTask(Task):
                         'recommendation': rec})
         return out
 
-    def v2_extra(self, model, X, scores)->dict:
-        "The v2 output tensors beside the effect: the outcome under each arm and the interval's ends."
+    def v2_tensors(self, model, X)->tuple:
+        "The effect (the scores) and the v2 tensors beside it, from one prediction per arm: the outcome under each arm and the interval's ends."
         A = model.predict_arms(X); lo, hi = model.predict_interval(X)
-        return {'outcome_control': A[:, 0], 'outcome_treated': A[:, 1], 'effect_low': lo, 'effect_high': hi}
+        return A[:, 1] - A[:, 0], {'outcome_control': A[:, 0], 'outcome_treated': A[:, 1], 'effect_low': lo, 'effect_high': hi}
 
 # %% ../nbs/16a_treatment_tasks.ipynb #9caa8051
 _CONT = {'bw': 'birth weight', 'b.head': 'head circumference at birth', 'preterm': 'weeks born preterm', 'birth.o': 'birth order',

@@ -701,6 +701,33 @@ def test_effect_bad_covariate_is_a_400_naming_it(effect_server, field, value, fr
     assert r.status_code == 400, r.text
     e = r.json(); assert e['field'] == field and fragment in e['error'], e
 
+# --- v2 answers with extra tensors: the model runs once per request ---
+
+class Counted:
+    "A served model that counts the inputs each of `methods` is run on; otherwise it is the model."
+    def __init__(self, model, *methods): self.model, self.methods, self.rows = model, methods, {}
+    def __getattr__(self, k):
+        v = getattr(self.model, k)
+        if k not in self.methods: return v
+        def counted(X, *a, **kw): self.rows[k] = self.rows.get(k, 0) + len(X); return v(X, *a, **kw)
+        return counted
+
+@pytest.mark.parametrize('fixture,name,methods', [('molecule_server', MOL, ('predict', 'nearest')),
+                                                  ('detection_server', DET, ('predict_on_batch',)),
+                                                  ('effect_server', TE, ('predict', 'predict_arms', 'predict_interval'))])
+def test_v2_request_runs_the_model_once(request, fixture, name, methods):
+    "The scores and the tensors a task adds to them come from one run of the model (a Keras model: one padded batch)."
+    s, key, t, model, ds, _ = request.getfixturevalue(fixture)
+    rt = s.server.config.app.state.models.get(name); spec = t.input_spec
+    rt.model = counted = Counted(rt.model, *methods)
+    try:
+        with Client(s.url, key) as c: outs = c.v2_infer(name, spec.to_v2(spec.validate([spec.example()])))
+    finally: rt.model = counted.model
+    assert len(outs) > 1 and all(len(v) == 1 for v in outs.values()), outs
+    want = {'molecule_server': {'predict': 1, 'nearest': 1}, 'detection_server': {'predict_on_batch': getattr(rt, 'max_batch', 1)},
+            'effect_server': {'predict_arms': 1, 'predict_interval': 1}}[fixture]
+    assert counted.rows == want
+
 # --- metabric-fusion: a clinical record and a list of mutated genes in; the risk with each modality's part out ---
 
 FUS = 'metabric-fusion'
