@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_detection.ipynb #127b3577
 from __future__ import annotations
-import base64, binascii, io, math, time
+import base64, binascii, html, io, math, time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -391,6 +391,10 @@ class DetectionTask(Task):
             out.append({'boxes': boxes, 'counts': {n: int((d[:, 5] == k).sum()) for k, n in enumerate(CLASSES)},
                         'score_threshold': SERVED_THRESHOLD, 'box_units': 'pixels of the 640 x 480 image, origin top left'})
         return out
+
+    def prediction_html(self, pred:dict)->str:
+        "The count of each class, for the playground (`explain` draws the boxes)."
+        return 'counted: ' + ', '.join(f'{html.escape(str(k))} <b class="medmaas-value">{v}</b>' for k, v in pred['counts'].items())
 
     def v2_tensors(self, model, X)->tuple:
         "The counts (the scores) and the boxes as v2 tensors, from one pass of the network; the boxes in the TensorFlow Object Detection API's layout, padded to `MAX_BOXES` per image (class -1, score 0)."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_tasks.ipynb #5348d16b
 from __future__ import annotations
-import importlib, json, math
+import html, importlib, json, math
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -410,6 +410,18 @@ def predict(self:Task, model, X)->list[dict]:
         names = self.output_names or [str(i) for i in range(s.shape[1])]
         return [{'prediction': names[int(r.argmax())], 'probabilities': dict(zip(names, map(float, r)))} for r in s]
     raise NotImplementedError(f'predict for kind {self.kind!r}')
+
+# %% ../nbs/03_tasks.ipynb #962f1366
+@patch
+def prediction_html(self:Task, pred:dict # one prediction, as `predict` returns it
+                   )->str:
+    "The prediction as HTML for the playground: the value, and a classifier's class probabilities."
+    if self.kind == 'regression':
+        name = self.output_names[0] if self.output_names else 'prediction'
+        return f'{name}: <b class="medmaas-value">{pred["prediction"]:.1f}</b>'
+    if self.kind == 'survival': return f'risk score: <b class="medmaas-value">{pred["risk"]:.3f}</b>'
+    ps = ', '.join(f'{html.escape(str(k))} {v:.1%}' for k, v in pred.get('probabilities', {}).items())
+    return f'prediction: <b class="medmaas-value">{html.escape(str(pred["prediction"]))}</b> ({ps})'
 
 # %% ../nbs/03_tasks.ipynb #16bdccb0
 @patch

@@ -48,6 +48,15 @@ class EffectTask(Task):
                         'recommendation': rec})
         return out
 
+    def prediction_html(self, pred:dict)->str:
+        "The outcome under each arm side by side, the effect with its interval, and the recommendation."
+        import html
+        esc, e, (c, t) = lambda x: html.escape(str(x)), pred['effect'], (pred['outcomes'][a] for a in self.arms)
+        return (f'<table class="medmaas-arms"><tr><th>{esc(self.arms[0])}</th><th>{esc(self.arms[1])}</th><th>effect ({esc(e.get("meaning", ""))})</th></tr>'
+                f'<tr><td>{c:.3g}</td><td>{t:.3g}</td><td><b class="medmaas-value">{e["value"]:.3g}</b> '
+                f'[{e["low"]:.3g}, {e["high"]:.3g}] ({e.get("level", 0):.0%})</td></tr></table>'
+                f'<p>{esc(pred.get("outcome", ""))}; recommendation: <b>{esc(pred.get("recommendation", ""))}</b></p>')
+
     def v2_tensors(self, model, X)->tuple:
         "The effect (the scores) and the v2 tensors beside it, from one prediction per arm: the outcome under each arm and the interval's ends."
         A = model.predict_arms(X); lo, hi = model.predict_interval(X)

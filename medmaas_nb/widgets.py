@@ -263,24 +263,6 @@ def _service_errors()->tuple:
     return tuple(errs)
 
 
-# %% ../nbs/09_widgets.ipynb #1174a3ca
-def _fmt_pred(pred:dict, task:Task)->str:
-    if isinstance(pred.get('outcomes'), dict) and isinstance(pred.get('effect'), dict):  # a treatment-effect task: both arms side by side
-        (a0, v0), (a1, v1) = list(pred['outcomes'].items())[:2]; e = pred['effect']; esc = lambda x: html.escape(str(x))
-        return (f'<table class="medmaas-arms"><tr><th>{esc(a0)}</th><th>{esc(a1)}</th><th>effect ({esc(e.get("meaning", ""))})</th></tr>'
-                f'<tr><td>{v0:.3g}</td><td>{v1:.3g}</td><td><b class="medmaas-value">{e["value"]:.3g}</b> '
-                f'[{e["low"]:.3g}, {e["high"]:.3g}] ({e.get("level", 0):.0%})</td></tr></table>'
-                f'<p>{esc(pred.get("outcome", ""))}; recommendation: <b>{esc(pred.get("recommendation", ""))}</b></p>')
-    if task.kind == 'regression':
-        if isinstance(pred.get('counts'), dict):  # a detection task: the cells counted, per class (the boxes are drawn below)
-            return 'counted: ' + ', '.join(f'{html.escape(str(k))} <b class="medmaas-value">{v}</b>' for k, v in pred['counts'].items())
-        name = task.output_names[0] if task.output_names else 'prediction'
-        return f'{name}: <b class="medmaas-value">{pred["prediction"]:.1f}</b>'
-    if task.kind == 'survival': return f'risk score: <b class="medmaas-value">{pred["risk"]:.3f}</b>'
-    probs = pred.get('probabilities', {})
-    ps = ', '.join(f'{html.escape(str(k))} {v:.1%}' for k, v in probs.items())
-    return f'prediction: <b class="medmaas-value">{html.escape(str(pred["prediction"]))}</b> ({ps})'
-
 # %% ../nbs/09_widgets.ipynb #4a1be1e7
 class Playground:
     "Edit one input and watch the prediction, probability and explanation update, from a model in process or from a service."
@@ -336,7 +318,7 @@ class Playground:
             self.error_w.value = f'<span class="medmaas-error" style="color:#c0392b">{html.escape(str(e), quote=False)}</span>'
             self.last_prediction = None; return
         self.error_w.value = ''; self.last_prediction = pred
-        self.out_w.value = _fmt_pred(pred, self.task)
+        self.out_w.value = self.task.prediction_html(pred)
         if sync_text: self.editor.show(records)
         self.last_explanation = self._explain(records)
         self.explain_w.value = self._explanation_html()

@@ -661,6 +661,7 @@ def test_detection_playground_picks_a_smear_or_reads_a_file(detection_server, tm
     (tmp_path/'smear.png').write_bytes(encode_image(img))
     pg.editor.text_w.value = str(tmp_path/'smear.png')
     assert pg.last_prediction['counts'] == t.predict(model, img[None])[0]['counts'] and pg.error_w.value == ''
+    assert pg.out_w.value == t.prediction_html(pg.last_prediction) and pg.out_w.value.startswith('counted: RBC <b class="medmaas-value">')
     (tmp_path/'small.png').write_bytes(encode_image(img[:100, :100]))
     pg.editor.text_w.value = str(tmp_path/'small.png')
     assert 'expected 640 x 480' in pg.error_w.value and pg.last_prediction is None
@@ -691,6 +692,20 @@ def test_effect_prediction_has_both_arms_an_interval_and_a_recommendation(effect
     outs = {o['name']: o['data'][0] for o in r.json()['outputs']}
     assert list(outs)[1:] == ['outcome_control', 'outcome_treated', 'effect_low', 'effect_high']
     assert outs['outcome_control'] == pytest.approx(p[0]['outcomes']['Obs'], rel=1e-9) and next(iter(outs.values())) == pytest.approx(p[0]['prediction'], rel=1e-9)
+
+def test_effect_prediction_html_puts_the_arms_side_by_side():
+    t = get_task(TE)
+    h = t.prediction_html({'prediction': -0.2, 'outcomes': {'Lev+5FU': 0.4, 'Obs': 0.6}, 'recommendation': 'Lev+5FU <now>', 'outcome': 'risk',
+                           'effect': {'value': -0.2, 'low': -0.3, 'high': -0.1, 'level': 0.9, 'meaning': 'Lev+5FU minus Obs'}})
+    assert '<th>Obs</th><th>Lev+5FU</th><th>effect (Lev+5FU minus Obs)</th>' in h and '<td>0.6</td><td>0.4</td>' in h  # control first
+    assert '<b class="medmaas-value">-0.2</b> [-0.3, -0.1] (90%)' in h and '<b>Lev+5FU &lt;now&gt;</b>' in h and h.count('<tr>') == 2
+
+def test_effect_playground_shows_both_arms(effect_server):
+    from medmaas_nb.widgets import Playground
+    s, key, t, model, ds, _ = effect_server
+    pg = Playground(t, model=model, ds=ds); p = pg.last_prediction
+    assert pg.out_w.value == t.prediction_html(p) and 'class="medmaas-arms"' in pg.out_w.value
+    assert f"<td>{p['outcomes']['Obs']:.3g}</td><td>{p['outcomes']['Lev+5FU']:.3g}</td>" in pg.out_w.value
 
 @pytest.mark.parametrize('field,value,fragment', [('age', 150, 'out of range'), ('nodes', 'many', 'must be a number'), ('extent', 2.5, 'whole number'),
                                                   ('differ', None, 'missing'), ('arm', 'Lev+5FU', 'unknown field')])
