@@ -22,9 +22,9 @@ __all__ = ['CLINICAL', 'NOT_RECORDED', 'CATEGORIES', 'GENES', 'PATHWAYS', 'NUMER
            'MODALITIES', 'DEEPSURV_COVARIATES', 'AVERAGED', 'metabric_fusion', 'metabric_tables', 'gene_list',
            'metabric_frame', 'survival_target', 'load_metabric', 'split_genes', 'clinical_matrix',
            'fit_clinical_encoding', 'mutation_features', 'cox_weights', 'breslow', 'FusionSurvival', 'FusionInputSpec',
-           'fusion_spec', 'harrell_c', 'paired_bootstrap', 'grouped_permutation_importance', 'fusion_candidates',
-           'fusion_train', 'deepsurv_split', 'deepsurv_models', 'rank_average_of', 'deepsurv_comparison',
-           'show_metabric_data', 'show_fusion', 'show_deepsurv', 'FusionTask', 'explain_fusion']
+           'fusion_spec', 'grouped_permutation_importance', 'fusion_candidates', 'fusion_train', 'deepsurv_split',
+           'deepsurv_models', 'rank_average_of', 'deepsurv_comparison', 'show_metabric_data', 'show_fusion',
+           'show_deepsurv', 'FusionTask', 'explain_fusion']
 
 # %% ../nbs/17_fusion.ipynb #e1fc49d2
 CLINICAL = {  # source column -> (feature name, description, unit, kind)
@@ -389,37 +389,7 @@ def fusion_spec(categories:dict|None=None, # {feature: accepted categories}; def
     return FusionInputSpec('tabular', feats, 'One breast-cancer patient at diagnosis: clinical record and the mutated genes of the tumour.', genes=list(genes))
 
 # %% ../nbs/17_fusion.ipynb #21a4ea9d
-from .survival import YEAR, survival_figures
-
-def harrell_c(event, time, risk)->float:
-    "Harrell's C in NumPy (all pairs at once), as scikit-survival counts it: pairs where the earlier time is an event (or an event and a censoring at the same time), ranked right by risk; ties in risk (within 1e-8) count half."
-    event, time, risk = np.asarray(event, bool), np.asarray(time, float), np.asarray(risk, float)
-    comp = event[:, None] & ((time[:, None] < time[None, :]) | ((time[:, None] == time[None, :]) & ~event[None, :]))
-    tie = np.abs(risk[:, None] - risk[None, :]) <= 1e-8
-    conc = ((risk[:, None] > risk[None, :]) & ~tie) + 0.5 * tie
-    n = comp.sum()
-    return float((conc * comp).sum() / n) if n else float('nan')
-
-# %% ../nbs/17_fusion.ipynb #61810c02
-def paired_bootstrap(y, # test truth
-                     risks:dict, # {model: risk of each test patient}
-                     pairs:list, # [(model a, model b)]: a's C minus b's, on the same resamples
-                     n_boot:int=500, seed:int=0)->dict:
-    "Harrell's C of each model and the differences of the pairs, with 95 % percentile intervals from the same patient resamples."
-    ev, t = survival_fields(y); e, tt = np.asarray(y[ev]), np.asarray(y[t], float)
-    R = {k: np.asarray(v, float) for k, v in risks.items()}; rng = np.random.default_rng(seed)
-    point = {k: harrell_c(e, tt, r) for k, r in R.items()}; samples = {k: [] for k in R}
-    for _ in range(n_boot):
-        i = rng.integers(0, len(e), len(e))
-        for k, r in R.items(): samples[k].append(harrell_c(e[i], tt[i], r[i]))
-    S = {k: np.array(v) for k, v in samples.items()}
-    ci = lambda v: (float(np.nanquantile(v, .025)), float(np.nanquantile(v, .975)))
-    out = {k: {'value': point[k], 'ci_low': ci(S[k])[0], 'ci_high': ci(S[k])[1]} for k in R}
-    for a, b in pairs:
-        d = S[a] - S[b]
-        out[f'{a} - {b}'] = {'value': point[a] - point[b], 'ci_low': ci(d)[0], 'ci_high': ci(d)[1],
-                             'share_of_resamples_a_better': float(np.mean(d > 0)), 'n_boot': n_boot}
-    return out
+from .survival import YEAR, harrell_c, paired_bootstrap, survival_figures
 
 # %% ../nbs/17_fusion.ipynb #963f475a
 MODALITIES = {'clinical': CLINICAL_NAMES, 'mutations': list(MUTATION_NAMES)} # input columns of each modality
