@@ -23,9 +23,9 @@ log = get_logger(__name__)
 __all__ = ['log', 'CLASSES', 'IMAGE_SIZE', 'STRIDE', 'MAX_IMAGE_BYTES', 'COUNT_GRID', 'SERVED_THRESHOLD', 'MAX_BOXES',
            'blood_cell_detection', 'read_voc', 'load_bccd_task', 'decode_image', 'encode_image', 'SmearImageInputSpec',
            'build_detector', 'logit_view', 'encode_targets', 'detection_loss', 'decode_detections', 'predict_raw',
-           'coco_scores', 'count_boxes', 'choose_count_thresholds', 'fold_thresholds', 'detection_train',
-           'DetectionTask', 'draw_boxes', 'explain_detection', 'detection_data', 'detection_evaluate',
-           'read_smear_file', 'BoxViewer']
+           'coco_scores', 'count_boxes', 'choose_count_thresholds', 'fold_thresholds', 'detection_train', 'box_tensors',
+           'DetectionTask', 'draw_boxes', 'explain_detection', 'detection_data', 'detection_test_figures',
+           'detection_evaluate', 'read_smear_file', 'BoxViewer']
 
 # %% ../nbs/15_detection.ipynb #5a91aa10
 CLASSES = ['RBC', 'WBC', 'Platelets'] # class index = position
@@ -373,6 +373,17 @@ def detection_train(task, ds, quick:bool=False, seed:int=0, epochs:int=60, width
                         'history': hist, 'count_thresholds': dict(zip(CLASSES, map(float, thr))), 'width': width,
                         'train_seconds': time.perf_counter() - t0})
 
+# %% ../nbs/15_detection.ipynb #d99a2a95
+def box_tensors(dets:list # per image (k, 6): x_min, y_min, x_max, y_max, score, class
+               )->dict:
+    "The boxes as v2 tensors: their number, corners, scores and classes, padded to `MAX_BOXES` per image (class -1, score 0)."
+    n = len(dets)
+    boxes, sc, cl = np.zeros((n, MAX_BOXES, 4), np.float32), np.zeros((n, MAX_BOXES), np.float32), np.full((n, MAX_BOXES), -1, np.int64)
+    for i, d in enumerate(dets):
+        k = min(len(d), MAX_BOXES); boxes[i, :k], sc[i, :k], cl[i, :k] = d[:k, :4], d[:k, 4], d[:k, 5]
+    return {'num_detections': np.array([min(len(d), MAX_BOXES) for d in dets], np.int64), 'detection_boxes': boxes,
+            'detection_scores': sc, 'detection_classes': cl}
+
 # %% ../nbs/15_detection.ipynb #6f9bd18f
 @dataclass
 class DetectionTask(Task):
@@ -397,13 +408,8 @@ class DetectionTask(Task):
         return 'counted: ' + ', '.join(f'{html.escape(str(k))} <b class="medmaas-value">{v}</b>' for k, v in pred['counts'].items())
 
     def v2_tensors(self, model, X)->tuple:
-        "The counts (the scores) and the boxes as v2 tensors, from one pass of the network; the boxes in the TensorFlow Object Detection API's layout, padded to `MAX_BOXES` per image (class -1, score 0)."
-        dets = self.detections(model, X); n = len(dets)
-        boxes, sc, cl = np.zeros((n, MAX_BOXES, 4), np.float32), np.zeros((n, MAX_BOXES), np.float32), np.full((n, MAX_BOXES), -1, np.int64)
-        for i, d in enumerate(dets):
-            k = min(len(d), MAX_BOXES); boxes[i, :k], sc[i, :k], cl[i, :k] = d[:k, :4], d[:k, 4], d[:k, 5]
-        return count_boxes(dets, SERVED_THRESHOLD), {'num_detections': np.array([min(len(d), MAX_BOXES) for d in dets], np.int64),
-                                                     'detection_boxes': boxes, 'detection_scores': sc, 'detection_classes': cl}
+        "The counts (the scores) and the boxes as v2 tensors (`box_tensors`), from one pass of the network."
+        dets = self.detections(model, X); return count_boxes(dets, SERVED_THRESHOLD), box_tensors(dets)
 
 # %% ../nbs/15_detection.ipynb #60ee586a
 _COLOURS = {0: (220, 30, 30), 1: (30, 60, 230), 2: (20, 160, 40)}
@@ -435,11 +441,13 @@ def explanation_html(self:SmearImageInputSpec, X, record:dict, explanation:dict)
     if not (isinstance(explanation, dict) and 'image_png_base64' in explanation): return InputSpec.explanation_html(self, X, record, explanation)
     return picture_html(explanation, str(explanation.get('counts', '')), 'detected cells')
 
-# %% ../nbs/15_detection.ipynb #d78b1acd
+# %% ../nbs/15_detection.ipynb #84787cc0
 def _md(text:str):
+    "Show `text` as Markdown in the report."
     from IPython.display import display, Markdown
     display(Markdown(text))
 
+# %% ../nbs/15_detection.ipynb #ca77a495
 def detection_data(run:Run, ds:Dataset):
     "Data section: box counts per split, and two training images with their annotated boxes."
     import matplotlib.pyplot as plt
@@ -452,6 +460,7 @@ def detection_data(run:Run, ds:Dataset):
         a.set_title(f"{ds.meta['ids']['train'][i]}: annotated (RBC red, WBC blue, platelets green)")
     plt.tight_layout(); plt.show()
 
+# %% ../nbs/15_detection.ipynb #02a6f6a5
 def _bootstrap_coco(gt, dets, n_boot:int, seed:int)->dict:
     "Percentile intervals of `coco_scores` over images resampled with replacement."
     rng = np.random.default_rng(seed); n = len(gt); S = []
@@ -459,39 +468,66 @@ def _bootstrap_coco(gt, dets, n_boot:int, seed:int)->dict:
         idx = rng.integers(0, n, n); S.append(coco_scores([gt[i] for i in idx], [dets[i] for i in idx]))
     return {k: (float(np.nanquantile([s[k] for s in S], 0.025)), float(np.nanquantile([s[k] for s in S], 0.975))) for k in (S[0] if S else {})}
 
-def detection_evaluate(run:Run, ds:Dataset, model):
-    "Evaluation section: COCO figures and count errors on the test list, anchors beside them, good and bad images drawn."
-    import matplotlib.pyplot as plt
-    from medmaas_nb.core import write_json
-    Xte, yte = ds['test']; gt = ds.meta['boxes']['test']; imgs = np.stack([decode_image(bytes(b)) for b in Xte])
-    raw = predict_raw(model, imgs); dets = decode_detections(raw, min_score=0.001)
-    coco = coco_scores(gt, dets); ci = _bootstrap_coco(gt, dets, 0 if run.quick else 200, run.seed)
-    counts = count_boxes(dets, SERVED_THRESHOLD); err = np.abs(counts - yte)
+# %% ../nbs/15_detection.ipynb #f28bec95
+def detection_test_figures(gt:list, # per test image (n, 5): the annotated boxes
+                           dets:list, # per test image (k, 6): the detections, all scores
+                           y:np.ndarray, # annotated counts per image (N, 3)
+                           n_boot:int=200, # bootstrap resamples of the test images (0: no intervals)
+                           seed:int=0)->tuple[dict, np.ndarray]:
+    "The test figures `{name: {value, ci_low, ci_high, n_images, n_folds}}`, and the counts (N, 3) at the served threshold."
+    coco = coco_scores(gt, dets); ci = _bootstrap_coco(gt, dets, n_boot, seed)
+    counts = count_boxes(dets, SERVED_THRESHOLD); err = np.abs(counts - y)
     nan = float('nan')
     test = {k: {'value': v, 'ci_low': ci.get(k, (nan, nan))[0], 'ci_high': ci.get(k, (nan, nan))[1], 'n_images': len(gt), 'n_folds': 1}
             for k, v in coco.items()}
-    boot = np.random.default_rng(run.seed).integers(0, len(gt), (0 if run.quick else 200, len(gt)))  # images resampled, as for AP
+    boot = np.random.default_rng(seed).integers(0, len(gt), (n_boot, len(gt)))  # images resampled, as for AP
     for k, n in enumerate(CLASSES):
         lo, hi = np.quantile(err[boot, k].mean(1), [0.025, 0.975]) if len(boot) else (nan, nan)
         test[f'count_mae_{n.lower()}'] = {'value': float(err[:, k].mean()), 'ci_low': float(lo), 'ci_high': float(hi), 'n_images': len(gt), 'n_folds': 1}
+    return test, counts
+
+# %% ../nbs/15_detection.ipynb #1b4fb8b8
+def _detection_table(test:dict, # `detection_test_figures`' figures
+                     y:np.ndarray, # annotated counts per test image (N, 3)
+                     quick:bool=False)->str:
+    "The test figures beside the anchors and goals, as Markdown."
     f = lambda k: f"{test[k]['value']:.3f}" + (f" [{test[k]['ci_low']:.3f}, {test[k]['ci_high']:.3f}]" if not math.isnan(test[k]['ci_low']) else '')
-    _md(f"### Detection on the test list ({len(gt)} images; {int(yte.sum())} annotated boxes: "
-        + ', '.join(f'{int(v)} {n}' for n, v in zip(CLASSES, yte.sum(0))) + ")\n| figure | ours | anchor / goal |\n|---|---|---|\n"
+    return (f"### Detection on the test list ({len(y)} images; {int(y.sum())} annotated boxes: "
+        + ', '.join(f'{int(v)} {n}' for n, v in zip(CLASSES, y.sum(0))) + ")\n| figure | ours | anchor / goal |\n|---|---|---|\n"
         f"| mean AP@0.5 over the three classes | **{f('map50')}** | NBCDC-YOLOv8 0.947, YOLOv8n-Ghost 0.904, Joshi et al. 2022 0.854 (splits differ); goal >= 0.85 |\n"
         f"| AP@0.5 WBC | **{f('ap50_wbc')}** | goal >= 0.97 |\n| AP@0.5 RBC | {f('ap50_rbc')} | RBCs under-annotated: understated |\n"
         f"| AP@0.5 platelets | {f('ap50_platelets')} | - |\n| AP@[.5:.95], mean over classes | {f('map50_95')} | - |\n"
-        + ''.join(f"| count MAE per image, {n} | {test[f'count_mae_{n.lower()}']['value']:.3f} (mean annotated {yte[:, k].mean():.2f}) | - |\n" for k, n in enumerate(CLASSES))
+        + ''.join(f"| count MAE per image, {n} | {test[f'count_mae_{n.lower()}']['value']:.3f} (mean annotated {y[:, k].mean():.2f}) | - |\n" for k, n in enumerate(CLASSES))
         + '\nIntervals: 2.5-97.5 % percentiles over 200 bootstrap resamples of the test images.'
-        + ('\n\nQuick run: a few images and two epochs; the figures check the plumbing and are not comparable with the anchors.' if run.quick else ''))
-    per_img = err.sum(1); order = np.argsort(per_img, kind='stable'); show = list(order[:2]) + list(order[::-1][:2])
+        + ('\n\nQuick run: a few images and two epochs; the figures check the plumbing and are not comparable with the anchors.' if quick else ''))
+
+# %% ../nbs/15_detection.ipynb #8d54074b
+def _draw_best_worst(imgs:np.ndarray, # test images (N, H, W, 3)
+                     dets:list, gt:list, # detections (all scores) and annotated boxes per image
+                     counts:np.ndarray, y:np.ndarray, # predicted and annotated counts (N, 3)
+                     ids:list # image ids
+                    ):
+    "Draw the best and the worst images by count error: predicted boxes (served threshold) left, annotated right."
+    import matplotlib.pyplot as plt
+    per_img = np.abs(counts - y).sum(1); order = np.argsort(per_img, kind='stable'); show = list(order[:2]) + list(order[::-1][:2])
     fig, ax = plt.subplots(len(show), 2, figsize=(12, 4.4 * len(show)))
     for r, i in enumerate(show):
         d = dets[i][dets[i][:, 4] >= SERVED_THRESHOLD]
         ax[r, 0].imshow(draw_boxes(imgs[i], d)); ax[r, 1].imshow(draw_boxes(imgs[i], gt[i], scores=False))
-        ax[r, 0].set_title(f"{ds.meta['ids']['test'][i]} predicted: " + ', '.join(f'{int(v)} {n}' for n, v in zip(CLASSES, counts[i])))
-        ax[r, 1].set_title(('best' if r < 2 else 'worst') + ' count error; annotated: ' + ', '.join(f'{int(v)} {n}' for n, v in zip(CLASSES, yte[i])))
+        ax[r, 0].set_title(f"{ids[i]} predicted: " + ', '.join(f'{int(v)} {n}' for n, v in zip(CLASSES, counts[i])))
+        ax[r, 1].set_title(('best' if r < 2 else 'worst') + ' count error; annotated: ' + ', '.join(f'{int(v)} {n}' for n, v in zip(CLASSES, y[i])))
         ax[r, 0].set_axis_off(); ax[r, 1].set_axis_off()
     plt.tight_layout(); plt.show()
+
+# %% ../nbs/15_detection.ipynb #f42c9d40
+def detection_evaluate(run:Run, ds:Dataset, model):
+    "Evaluation section: COCO figures and count errors on the test list, anchors beside them, good and bad images drawn."
+    from medmaas_nb.core import write_json
+    Xte, yte = ds['test']; gt = ds.meta['boxes']['test']; imgs = np.stack([decode_image(bytes(b)) for b in Xte])
+    dets = decode_detections(predict_raw(model, imgs), min_score=0.001)
+    test, counts = detection_test_figures(gt, dets, yte, 0 if run.quick else 200, run.seed)
+    _md(_detection_table(test, yte, run.quick))
+    _draw_best_worst(imgs, dets, gt, counts, yte, ds.meta['ids']['test'])
     write_json(run.folder/'test_metrics.json', test)
     write_json(run.folder/'detection.json', {'test': test, 'per_image': [{'id': ds.meta['ids']['test'][i], 'predicted': counts[i].tolist(),
                                              'annotated': yte[i].tolist()} for i in range(len(gt))], 'served_threshold': SERVED_THRESHOLD})
@@ -566,21 +602,25 @@ class BoxViewer:
         "The boxes of the current image at the current threshold."
         d = self.detections(self.image_w.value); return d[d[:, 4] >= self.threshold_w.value]
 
-    def counts(self)->dict:
-        "{class: (found at the threshold, annotated)} for the current image."
-        d, t = self.shown(), self.truth[self.image_w.value]
-        return {n: (int((d[:, 5] == k).sum()), int((t[:, 4] == k).sum())) for k, n in enumerate(CLASSES)}
-
-    def update(self):
-        "Redraw the boxes and the counts."
-        i = self.image_w.value; img = self.images[i]
-        png = lambda a: base64.b64encode(encode_image(a)).decode('ascii')
-        rows = ''.join(f'<tr><td>{n}</td><td>{f}</td><td>{a}</td></tr>' for n, (f, a) in self.counts().items())
-        self.out_w.value = (f"<table><tr><th>cells</th><th>found (score >= {self.threshold_w.value:.2f})</th><th>annotated</th></tr>{rows}</table>"
-                            f"<div style='display:flex;gap:8px'><figure><img alt='detected cells' style='width:420px' src='data:image/png;base64,{png(draw_boxes(img, self.shown()))}'>"
-                            f"<figcaption>detected</figcaption></figure><figure><img alt='annotated cells' style='width:420px' "
-                            f"src='data:image/png;base64,{png(draw_boxes(img, self.truth[i], scores=False))}'><figcaption>annotated</figcaption></figure></div>")
-
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
+
+# %% ../nbs/15_detection.ipynb #40897212
+@patch
+def counts(self:BoxViewer)->dict:
+    "{class: (found at the threshold, annotated)} for the current image."
+    d, t = self.shown(), self.truth[self.image_w.value]
+    return {n: (int((d[:, 5] == k).sum()), int((t[:, 4] == k).sum())) for k, n in enumerate(CLASSES)}
+
+# %% ../nbs/15_detection.ipynb #020b5472
+@patch
+def update(self:BoxViewer):
+    "Redraw the boxes and the counts."
+    i = self.image_w.value; img = self.images[i]
+    png = lambda a: base64.b64encode(encode_image(a)).decode('ascii')
+    rows = ''.join(f'<tr><td>{n}</td><td>{f}</td><td>{a}</td></tr>' for n, (f, a) in self.counts().items())
+    self.out_w.value = (f"<table><tr><th>cells</th><th>found (score >= {self.threshold_w.value:.2f})</th><th>annotated</th></tr>{rows}</table>"
+                        f"<div style='display:flex;gap:8px'><figure><img alt='detected cells' style='width:420px' src='data:image/png;base64,{png(draw_boxes(img, self.shown()))}'>"
+                        f"<figcaption>detected</figcaption></figure><figure><img alt='annotated cells' style='width:420px' "
+                        f"src='data:image/png;base64,{png(draw_boxes(img, self.truth[i], scores=False))}'><figcaption>annotated</figcaption></figure></div>")
