@@ -21,10 +21,12 @@ from .fusion_networks import fit_branches, branch_forward, CoxNetwork
 __all__ = ['CLINICAL', 'NOT_RECORDED', 'CATEGORIES', 'GENES', 'PATHWAYS', 'NUMERIC', 'CLINICAL_NAMES', 'MUTATION_NAMES', 'MODES',
            'MODALITIES', 'DEEPSURV_COVARIATES', 'AVERAGED', 'metabric_fusion', 'metabric_tables', 'gene_list',
            'metabric_frame', 'survival_target', 'load_metabric', 'split_genes', 'clinical_matrix',
-           'fit_clinical_encoding', 'mutation_features', 'cox_weights', 'breslow', 'FusionSurvival', 'FusionInputSpec',
-           'fusion_spec', 'grouped_permutation_importance', 'fusion_candidates', 'fusion_train', 'deepsurv_split',
-           'deepsurv_models', 'rank_average_of', 'deepsurv_comparison', 'show_metabric_data', 'show_fusion',
-           'show_deepsurv', 'FusionTask', 'explain_fusion']
+           'fit_clinical_encoding', 'mutation_features', 'cox_weights', 'breslow', 'FusionSurvival',
+           'cumulative_hazard_at', 'FusionInputSpec', 'mutated_gene_symbols', 'fusion_spec',
+           'grouped_permutation_importance', 'fusion_candidates', 'fusion_train', 'deepsurv_split', 'deepsurv_models',
+           'rank_average_of', 'deepsurv_comparison', 'show_metabric_data', 'fit_every_mode', 'best_single_modality',
+           'fusion_test_figures', 'fusion_table', 'risk_thirds', 'plot_incidence_by_risk_third', 'fusion_test_metrics',
+           'show_fusion', 'show_deepsurv', 'FusionTask', 'explain_fusion']
 
 # %% ../nbs/17_fusion.ipynb #e1fc49d2
 CLINICAL = {  # source column -> (feature name, description, unit, kind)
@@ -199,9 +201,10 @@ def breslow(risk:np.ndarray, time:np.ndarray, event:np.ndarray)->tuple:
     at_risk = np.array([er[time >= s].sum() for s in t]); d = np.array([(time[event] == s).sum() for s in t])
     return t, np.cumsum(d / at_risk)
 
-# %% ../nbs/17_fusion.ipynb #19a9fb29
+# %% ../nbs/17_fusion.ipynb #e006e567
 MODES = ('clinical', 'mutations', 'early_fusion', 'late_fusion', 'network') # what `FusionSurvival` can be
 
+# %% ../nbs/17_fusion.ipynb #961dd198
 class FusionSurvival(BaseEstimator):
     "Risk of death from breast cancer as the sum of a clinical and a mutation part (either may be zero): Cox models, their early or late fusion, or a two-branch Cox network; predicts in NumPy."
     def __init__(self, mode:str='late_fusion', # one of `MODES`
@@ -215,37 +218,58 @@ class FusionSurvival(BaseEstimator):
         self.l2_clinical, self.l2_mutations = l2_clinical, l2_mutations
         self.folds, self.random_state = folds, random_state
 
-    def blocks(self, X:pd.DataFrame)->tuple:
-        "The clinical and the mutation block of `X`, encoded and scaled as in training."
-        M = mutation_features(X, self.genes_).to_numpy(float)
-        return clinical_matrix(X, self.encoding_), (M - self.mut_mean_) / self.mut_sd_
+# %% ../nbs/17_fusion.ipynb #d4746c72
+@patch
+def blocks(self:FusionSurvival, X:pd.DataFrame)->tuple:
+    "The clinical and the mutation block of `X`, encoded and scaled as in training."
+    M = mutation_features(X, self.genes_).to_numpy(float)
+    return clinical_matrix(X, self.encoding_), (M - self.mut_mean_) / self.mut_sd_
 
-    def _parts(self, X)->np.ndarray:
-        C, M = self.blocks(X)
-        if self.mode == 'network':
-            parts = [np.mean([branch_forward(B, m[j]) for m in self.weights_], 0) for j, B in enumerate((C, M))]
-        else: parts = [C @ self.weights_[0], M @ self.weights_[1]]
-        return np.column_stack(parts) - self.offsets_
+# %% ../nbs/17_fusion.ipynb #d8f3382e
+@patch
+def _parts(self:FusionSurvival, X)->np.ndarray:
+    "The clinical and the mutation part of each patient's risk (columns), each relative to the average training patient."
+    C, M = self.blocks(X)
+    if self.mode == 'network':
+        parts = [np.mean([branch_forward(B, m[j]) for m in self.weights_], 0) for j, B in enumerate((C, M))]
+    else: parts = [C @ self.weights_[0], M @ self.weights_[1]]
+    return np.column_stack(parts) - self.offsets_
 
-    def contributions(self, X:pd.DataFrame)->pd.DataFrame:
-        "Each modality's part of the risk, relative to the average training patient (the parts add up to `predict`)."
-        return pd.DataFrame(self._parts(X), columns=['clinical', 'mutations'], index=getattr(X, 'index', None))
+# %% ../nbs/17_fusion.ipynb #700f9dbd
+@patch
+def contributions(self:FusionSurvival, X:pd.DataFrame)->pd.DataFrame:
+    "Each modality's part of the risk, relative to the average training patient (the parts add up to `predict`)."
+    return pd.DataFrame(self._parts(X), columns=['clinical', 'mutations'], index=getattr(X, 'index', None))
 
-    def predict(self, X:pd.DataFrame)->np.ndarray:
-        "Risk (log relative hazard against the average training patient): higher means earlier death from breast cancer."
-        return self._parts(X).sum(1)
+# %% ../nbs/17_fusion.ipynb #ca619d2e
+@patch
+def predict(self:FusionSurvival, X:pd.DataFrame)->np.ndarray:
+    "Risk (log relative hazard against the average training patient): higher means earlier death from breast cancer."
+    return self._parts(X).sum(1)
 
-    def survival_at(self, X:pd.DataFrame, days)->np.ndarray:
-        "Probability of no death from breast cancer by each of `days` (rows: patients), from Breslow's baseline hazard."
-        i = np.searchsorted(self.times_, np.atleast_1d(np.asarray(days, float)), side='right') - 1  # a step function: the last event time at or before
-        H = np.where(i >= 0, np.concatenate([[0.0], self.cumhaz_])[i + 1], 0.0)
-        return np.exp(-np.exp(self.predict(X))[:, None] * H[None, :])
+# %% ../nbs/17_fusion.ipynb #37d595be
+def cumulative_hazard_at(times:np.ndarray, # the event times, ascending (`breslow`)
+                         cumhaz:np.ndarray, # the cumulative hazard at each of them
+                         days # when to read it
+                        )->np.ndarray:
+    "The step function `cumhaz` over `times` read at each of `days`: its value at the last event time at or before, 0 before the first."
+    i = np.searchsorted(times, np.atleast_1d(np.asarray(days, float)), side='right') - 1
+    return np.where(i >= 0, np.concatenate([[0.0], cumhaz])[i + 1], 0.0)
 
-    def predict_survival_function(self, X:pd.DataFrame)->np.ndarray:
-        "Each patient's predicted survival curve (scikit-survival step functions)."
-        from sksurv.functions import StepFunction
-        x = np.concatenate([[0.0], self.times_]); r = np.exp(self.predict(X))
-        return np.array([StepFunction(x, np.exp(-ri * np.concatenate([[0.0], self.cumhaz_]))) for ri in r])
+# %% ../nbs/17_fusion.ipynb #b787554e
+@patch
+def survival_at(self:FusionSurvival, X:pd.DataFrame, days)->np.ndarray:
+    "Probability of no death from breast cancer by each of `days` (rows: patients), from Breslow's baseline hazard."
+    H = cumulative_hazard_at(self.times_, self.cumhaz_, days)
+    return np.exp(-np.exp(self.predict(X))[:, None] * H[None, :])
+
+# %% ../nbs/17_fusion.ipynb #24c9f30f
+@patch
+def predict_survival_function(self:FusionSurvival, X:pd.DataFrame)->np.ndarray:
+    "Each patient's predicted survival curve (scikit-survival step functions)."
+    from sksurv.functions import StepFunction
+    x = np.concatenate([[0.0], self.times_]); r = np.exp(self.predict(X))
+    return np.array([StepFunction(x, np.exp(-ri * np.concatenate([[0.0], self.cumhaz_]))) for ri in r])
 
 # %% ../nbs/17_fusion.ipynb #8cb2ba14
 @patch
@@ -288,21 +312,30 @@ def _late_fusion(C, M, time, event, ac:float, am:float, folds:int, seed:int)->tu
     b = cox_weights(oof / sd, time, event, 1e-3) / sd
     return [cox_weights(C, time, event, ac) * b[0], cox_weights(M, time, event, am) * b[1]], b.tolist()
 
-# %% ../nbs/17_fusion.ipynb #e492a6f1
+# %% ../nbs/17_fusion.ipynb #6e27b6f4
 @dataclass
 class FusionInputSpec(InputSpec):
     "One patient: the clinical features, whether the tumour was sequenced, and the list of its mutated genes (of the sequenced ones)."
     genes:list|None=None # the gene symbols accepted in `mutated_genes`
 
-@patch
-def _genes(self:FusionInputSpec, value, i:int, sequenced)->str:
-    "A record's `mutated_genes` checked: a list of known symbols (or one comma-separated string); returned comma-joined, sorted."
+# %% ../nbs/17_fusion.ipynb #56553a4c
+def mutated_gene_symbols(value, # a record's `mutated_genes`: a list of symbols, or one comma-separated text (or bytes)
+                         i:int # the record's position, for the message
+                        )->list:
+    "The symbols upper-cased, without duplicates, sorted; `InvalidInput` when `value` is not a list of texts."
     f = f'instances[{i}].mutated_genes'
     if isinstance(value, bytes): value = value.decode('utf-8', 'replace')
     if isinstance(value, str): value = [g for g in value.split(',') if g.strip()]
     if not isinstance(value, (list, tuple)) or not all(isinstance(g, str) for g in value):
         raise InvalidInput(f"Record {i}: 'mutated_genes' must be a list of gene symbols, got {type(value).__name__}.", f)
-    gs = sorted({g.strip().upper() for g in value}); known = set(self.genes or [])
+    return sorted({g.strip().upper() for g in value})
+
+# %% ../nbs/17_fusion.ipynb #e7959298
+@patch
+def _genes(self:FusionInputSpec, value, i:int, sequenced)->str:
+    "A record's `mutated_genes` checked: a list of known symbols (or one comma-separated string); returned comma-joined, sorted."
+    f = f'instances[{i}].mutated_genes'
+    gs = mutated_gene_symbols(value, i); known = set(self.genes or [])
     if unknown := [g for g in gs if g not in known]:
         raise InvalidInput(f"Record {i}: unknown gene(s) {unknown[:5]} in 'mutated_genes'; expected symbols of the {len(known)} "
                            f"sequenced genes, e.g. {', '.join(sorted(known)[:4])}, TP53.", f)
@@ -310,6 +343,7 @@ def _genes(self:FusionInputSpec, value, i:int, sequenced)->str:
                                                     "give an empty list for a tumour that was not sequenced.", f)
     return ','.join(gs)
 
+# %% ../nbs/17_fusion.ipynb #bf3f81f7
 @patch
 def validate(self:FusionInputSpec, records # one record {feature: value, ..., 'mutated_genes': [...]} or a list of them
             )->pd.DataFrame:
@@ -506,54 +540,119 @@ def show_metabric_data(run:Run, ds:Dataset):
     ax[1].barh(top.index, top.values / len(Xtr)); ax[1].set(xlabel='share of training patients', title='Most often mutated genes')
     fig.tight_layout(); plt.show()
 
-# %% ../nbs/17_fusion.ipynb #a6adcaf6
-def _f(d:dict)->str: return f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
+# %% ../nbs/17_fusion.ipynb #5d590f2d
+def _value_and_interval(d:dict # a figure: `value`, `ci_low`, `ci_high`
+                       )->str:
+    "The figure with its interval, to three decimals: `0.693 [0.647, 0.736]`."
+    return f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
 
+# %% ../nbs/17_fusion.ipynb #8dd1ed96
+def fit_every_mode(candidates:dict, # {mode: an unfitted `FusionSurvival`}, as `fusion_candidates` gives them
+                   chosen:str, # the served mode
+                   served, # its model, fitted already
+                   X:pd.DataFrame, y # the training patients
+                  )->dict:
+    "{mode: fitted model}: the served one as it is, every other mode fitted on `X`, `y`."
+    from sklearn.base import clone
+    return {m: served if m == chosen else clone(c).fit(X, y) for m, c in candidates.items()}
+
+# %% ../nbs/17_fusion.ipynb #1cd23f24
+def best_single_modality(cv:dict # {mode: {'c_index': {'value': CV C on the training split}}}, as in train.json
+                        )->str:
+    "'clinical' or 'mutations', whichever has the higher CV C."
+    return max(('clinical', 'mutations'), key=lambda m: cv[m]['c_index']['value'])
+
+# %% ../nbs/17_fusion.ipynb #6a1d06da
+def fusion_test_figures(fitted:dict, # {mode: fitted model}
+                        ytr, # the training target (the reference of Uno's C and the Brier scores)
+                        Xte:pd.DataFrame, yte, # the test patients
+                        best_single:str, # the single modality each fusion is compared with
+                        n_boot:int=1000, # paired bootstrap resamples of the test patients
+                        n_repeats:int=20, # shuffles per modality (permutation importance)
+                        seed:int=0)->dict:
+    "{'risks', 'figures', 'fusions', 'bootstrap', 'importance'}: each mode's test risks and figures, the fusions scored, the paired bootstrap, and each mode's drop in C per shuffled modality."
+    risks = {m: f.predict(Xte) for m, f in fitted.items()}
+    figs = {m: survival_figures(risks[m], lambda d, f=f: f.survival_at(Xte, d), ytr, yte, years=(5, 10)) for m, f in fitted.items()}
+    fusions = [m for m in ('early_fusion', 'late_fusion', 'network') if m in fitted]
+    boot = paired_bootstrap(yte, risks, [(m, best_single) for m in fusions], n_boot=n_boot, seed=seed)
+    imp = {m: grouped_permutation_importance(f, Xte, yte, n_repeats=n_repeats, seed=seed).set_index('modality')['c_index_drop']
+           for m, f in fitted.items()}
+    return {'risks': risks, 'figures': figs, 'fusions': fusions, 'bootstrap': boot, 'importance': imp}
+
+# %% ../nbs/17_fusion.ipynb #e21e901c
+def fusion_table(cv:dict, # {mode: {'c_index': {'value': CV C}}}
+                 scores:dict # `fusion_test_figures` output
+                )->pd.DataFrame:
+    "Per mode: CV C, test C with its interval, the other test figures, and the drop in test C when each modality is shuffled."
+    boot, figs, imp = scores['bootstrap'], scores['figures'], scores['importance']
+    rows = {m: {'CV C (train)': cv[m]['c_index']['value'], "Harrell's C (test)": _value_and_interval(boot[m]),
+                **{k: v for k, v in figs[m].items() if k != 'c_index'},
+                'C drop, clinical shuffled': imp[m]['clinical'], 'C drop, mutations shuffled': imp[m]['mutations']} for m in figs}
+    return pd.DataFrame(rows).T.infer_objects().round(3)
+
+# %% ../nbs/17_fusion.ipynb #0a7e7b9e
+def risk_thirds(risk:np.ndarray, # the patients' risks
+                reference:np.ndarray # the training patients' risks: their tertiles cut the thirds
+               )->np.ndarray:
+    "0 (low), 1 (middle) or 2 (high) per patient."
+    return np.digitize(risk, np.quantile(reference, [1 / 3, 2 / 3]))
+
+# %% ../nbs/17_fusion.ipynb #1404d4d3
+def plot_incidence_by_risk_third(thirds:np.ndarray, # `risk_thirds` of the test patients
+                                 event_type:np.ndarray, # 0 alive, 1 death from breast cancer, 2 death of another cause
+                                 y, # the test patients' survival target
+                                 model_name:str # the mode whose risks cut the thirds, for the title
+                                ):
+    "Cumulative incidence of each cause per third of predicted risk (a third of fewer than 5 patients left out)."
+    import matplotlib.pyplot as plt
+    from sksurv.nonparametric import cumulative_incidence_competing_risks
+    ev, t = survival_fields(y)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for k, (name, c) in enumerate(zip(['low', 'middle', 'high'], ['tab:green', 'tab:orange', 'tab:red'])):
+        m = thirds == k
+        if m.sum() < 5: continue
+        x, ci = cumulative_incidence_competing_risks(event_type[m], y[t][m])
+        ax.step(x / YEAR, ci[1], where='post', color=c, label=f'{name} risk (n={m.sum()}): breast cancer')
+        ax.step(x / YEAR, ci[2], where='post', color=c, ls='--', label=f'{name} risk: other causes')
+    ax.set(xlabel='years', ylabel='cumulative incidence (Aalen-Johansen)', title=f'Test patients by predicted risk third ({model_name})')
+    ax.legend(fontsize=7); fig.tight_layout(); plt.show()
+
+# %% ../nbs/17_fusion.ipynb #c1a3bcc5
+def fusion_test_metrics(scores:dict, # `fusion_test_figures` output
+                        chosen:str # the served mode
+                       )->dict:
+    "{metric: {'value', ...}}, for test_metrics.json."
+    boot, figs, imp = scores['bootstrap'], scores['figures'], scores['importance']
+    test = {f'{m}.{k}': (boot[m] if k == 'c_index' else {'value': v}) for m in figs for k, v in figs[m].items()}
+    test.update({f'{m}.importance_{g}': {'value': float(imp[m][g])} for m in figs for g in ('clinical', 'mutations')})
+    test.update({f'{k}.c_index_difference': v for k, v in boot.items() if ' - ' in k})
+    test.update({k: {'value': v} for k, v in figs[chosen].items() if k != 'c_index'})
+    return test
+
+# %% ../nbs/17_fusion.ipynb #f0f7c0eb
 def show_fusion(run:Run, ds:Dataset, model):
     "Evaluation section: every modality and fusion on the test split, each fusion against the best single modality (paired bootstrap), what each modality contributes, and cumulative incidence by risk group."
-    import matplotlib.pyplot as plt
-    from sklearn.base import clone
-    from sksurv.nonparametric import cumulative_incidence_competing_risks
+    from IPython.display import display
     from medmaas_nb.core import write_json
     quick, seed = run.quick, run.seed; (Xtr, ytr), (Xte, yte) = ds['train'], ds['test']
     info = run.read('train.json'); chosen, cv = info['chosen'], info['cv']
     cands = fusion_candidates(quick=quick, seed=seed, **run.task.task_params(run.params))
-    fitted = {m: model if m == chosen else clone(c).fit(Xtr, ytr) for m, c in cands.items()}
-    risks = {m: f.predict(Xte) for m, f in fitted.items()}
-    figs = {m: survival_figures(risks[m], lambda d, f=f: f.survival_at(Xte, d), ytr, yte, years=(5, 10)) for m, f in fitted.items()}
-    best_single = max(('clinical', 'mutations'), key=lambda m: cv[m]['c_index']['value'])
-    fusions = [m for m in ('early_fusion', 'late_fusion', 'network') if m in fitted]
-    boot = paired_bootstrap(yte, risks, [(m, best_single) for m in fusions], n_boot=100 if quick else 1000, seed=seed)
-    imp = {m: grouped_permutation_importance(f, Xte, yte, n_repeats=5 if quick else 20, seed=seed).set_index('modality')['c_index_drop']
-           for m, f in fitted.items()}
-    rows = {m: {'CV C (train)': cv[m]['c_index']['value'], "Harrell's C (test)": _f(boot[m]), **{k: v for k, v in figs[m].items() if k != 'c_index'},
-                'C drop, clinical shuffled': imp[m]['clinical'], 'C drop, mutations shuffled': imp[m]['mutations']} for m in fitted}
+    fitted = fit_every_mode(cands, chosen, model, Xtr, ytr); best_single = best_single_modality(cv)
+    scores = fusion_test_figures(fitted, ytr, Xte, yte, best_single, n_boot=100 if quick else 1000, n_repeats=5 if quick else 20, seed=seed)
+    boot, fusions = scores['bootstrap'], scores['fusions']
     _md(f"Every mode fitted on the {len(ytr)} training patients and scored once on the {len(yte)} test patients. Served: **{chosen}** "
         f"(best 5-fold CV on the training split). `uno_c`: Uno's C; `auc_Ny`: cumulative/dynamic AUC at N years; `ibs`: integrated "
         "Brier score (`ibs_km`: Kaplan-Meier's). The last two columns: grouped permutation importance, the drop in test C when one "
         "modality's inputs are shuffled together across patients.")
-    from IPython.display import display
-    display(pd.DataFrame(rows).T.infer_objects().round(3))
+    display(fusion_table(cv, scores))
     _md(f"**Each fusion against the best single modality** (`{best_single}`, chosen by CV on the training split): difference in "
         f"Harrell's C on the same {boot[fusions[0] + ' - ' + best_single]['n_boot'] if fusions else 0} bootstrap resamples of the test patients.")
     display(pd.DataFrame({k: v for k, v in boot.items() if ' - ' in k}).T.round(3))
-    et = np.asarray(ds.meta['event_type']['test']); ev, t = survival_fields(yte)
-    g = np.digitize(risks[chosen], np.quantile(fitted[chosen].predict(Xtr), [1 / 3, 2 / 3]))
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for k, (name, c) in enumerate(zip(['low', 'middle', 'high'], ['tab:green', 'tab:orange', 'tab:red'])):
-        m = g == k
-        if m.sum() < 5: continue
-        x, ci = cumulative_incidence_competing_risks(et[m], yte[t][m])
-        ax.step(x / YEAR, ci[1], where='post', color=c, label=f'{name} risk (n={m.sum()}): breast cancer')
-        ax.step(x / YEAR, ci[2], where='post', color=c, ls='--', label=f'{name} risk: other causes')
-    ax.set(xlabel='years', ylabel='cumulative incidence (Aalen-Johansen)', title=f'Test patients by predicted risk third ({chosen})')
-    ax.legend(fontsize=7); fig.tight_layout(); plt.show()
-    test = {f'{m}.{k}': (boot[m] if k == 'c_index' else {'value': v}) for m in fitted for k, v in figs[m].items()}
-    test.update({f'{m}.importance_{g_}': {'value': float(imp[m][g_])} for m in fitted for g_ in ('clinical', 'mutations')})
-    test.update({f'{k}.c_index_difference': v for k, v in boot.items() if ' - ' in k})
-    test.update({k: {'value': v} for k, v in figs[chosen].items() if k != 'c_index'})
-    write_json(run.folder/'fusion.json', {'chosen': chosen, 'best_single_modality': best_single, 'figures': figs, 'bootstrap': boot,
-                                          'importance': {m: v.to_dict() for m, v in imp.items()}})
+    plot_incidence_by_risk_third(risk_thirds(scores['risks'][chosen], fitted[chosen].predict(Xtr)),
+                                 np.asarray(ds.meta['event_type']['test']), yte, chosen)
+    test = fusion_test_metrics(scores, chosen)
+    write_json(run.folder/'fusion.json', {'chosen': chosen, 'best_single_modality': best_single, 'figures': scores['figures'], 'bootstrap': boot,
+                                          'importance': {m: v.to_dict() for m, v in scores['importance'].items()}})
     run.update_json('test_metrics.json', test)
     return test
 
