@@ -27,7 +27,7 @@ MODEL_TYPES = frozenset({
     'medmaas_nb.molecules.AveragedRegressor',
     'medmaas_nb.fusion.FusionSurvival', 'medmaas_nb.fusion_networks.CoxNetwork',
     'medmaas_nb.molecules.SolubilityModel', 'sklearn.ensemble._forest.ExtraTreesRegressor',
-    'medmaas_nb.treatment_effects.TwoArmModel', 'medmaas_nb.treatment_effects.ExpLinearRegressor',
+    'medmaas_nb.treatment_effects.TwoArmModel', 'medmaas_nb.effect_networks.TwoHeadedNetwork', 'medmaas_nb.treatment_effects.ExpLinearRegressor',
     'sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor',
     'sklearn.tree._classes.ExtraTreeRegressor', 'medmaas_nb.retrieval.BM25Retriever',
     'medmaas_nb.retrieval.DualEncoderRetriever', 'medmaas_nb.text.EvidenceCues', 'medmaas_nb.retrieval.FusionRetriever',

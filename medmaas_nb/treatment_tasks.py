@@ -15,15 +15,19 @@ from .tasks import Task, InputSpec, Feature, Param, TrainResult, Run, Section, r
 from .treatment_effects import (TwoArmModel, ExpLinearRegressor, econml_learners, sqrt_pehe, ate_error, difference_in_means,
                                           transformed_outcome, policy_value, uplift_curves, qini_coefficient, auuc, c_for_benefit,
                                           benefit_calibration)
+from .effect_networks import TwoHeadedNetwork, bootstrap_columns, fit_two_headed, two_headed_forward
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'IHDP_FEATURES', 'QUICK_LEARNERS', 'ihdp_treatment_effect', 'COLON_HORIZON', 'COLON_P', 'COLON_FEATURES',
-           'colon_treatment_effect', 'EffectTask', 'ihdp_realization', 'ihdp_split', 'load_ihdp_task',
-           'ihdp_candidates', 'ihdp_fit_all', 'effect_of', 'ihdp_train', 'ihdp_realizations', 'summarise_realizations',
-           'ihdp_evaluate', 'ihdp_data', 'colon_patients', 'load_colon_task', 'colon_candidates', 'colon_fit_all',
-           'benefit_figures', 'colon_train', 'trial_hazard_ratios', 'colon_evaluate', 'colon_data']
+__all__ = ['log', 'IHDP_FEATURES', 'QUICK_LEARNERS', 'IHDP_SERVED', 'ihdp_treatment_effect', 'COLON_HORIZON', 'COLON_P',
+           'COLON_FEATURES', 'COLON_NETWORK', 'colon_treatment_effect', 'EffectTask', 'ihdp_realization', 'ihdp_split',
+           'load_ihdp_task', 'ihdp_candidates', 'effect_network', 'ihdp_fit_all', 'effect_of', 'effect_train_result',
+           'ihdp_train', 'ihdp_realizations', 'summarise_realizations', 'ihdp_network_effects', 'realizations_table',
+           'plot_realizations', 'ihdp_test_metrics', 'ihdp_evaluate', 'ihdp_data', 'colon_patients', 'load_colon_task',
+           'colon_candidates', 'colon_fit_all', 'benefit_figures', 'colon_train', 'trial_hazard_ratios',
+           'average_effect_table', 'who_benefits_table', 'plot_benefit', 'colon_test_metrics', 'colon_evaluate',
+           'colon_data']
 
 # %% ../nbs/16a_treatment_tasks.ipynb #72d7fce9
 @dataclass
@@ -115,60 +119,81 @@ def ihdp_candidates(quick:bool=False, seed:int=0)->dict:
             'boosting': HistGradientBoostingRegressor(max_iter=40 if quick else 150, learning_rate=0.05, max_leaf_nodes=8, min_samples_leaf=10, random_state=seed)}
 
 QUICK_LEARNERS = ['s_learner', 't_learner'] # the econml learners of a quick run (the others cost seconds)
+IHDP_SERVED = 'two_headed_net' # the learner the IHDP task serves
+
+def effect_network(quick:bool=False, seed:int=0, binary:bool=False, **kw)->TwoHeadedNetwork:
+    "The two-headed network of the treatment-effect tasks (quick: two small members, few steps)."
+    size = dict(members=2, hidden=16, head=8, steps=30) if quick else dict(members=10, hidden=64, head=32, steps=600, learning_rate=2e-3)
+    return TwoHeadedNetwork(binary=binary, random_state=seed, **{**size, **kw})
 
 def ihdp_fit_all(X, y, t, quick:bool=False, seed:int=0, n_boot:int=0, learners:list|None=None)->dict:
-    "{name: fitted learner}: the served T-learner (`two_arm`) and the econml learners (quick: S and T only), on factual (X, y, t)."
+    "{name: fitted learner}: the two-headed network (`two_headed_net`, served), the T-learner `two_arm` and the econml learners (quick: S and T only), on factual (X, y, t)."
     import warnings
-    if learners is None and quick: learners = QUICK_LEARNERS
+    if learners is None and quick: learners = QUICK_LEARNERS + [IHDP_SERVED]
     with one_thread(), warnings.catch_warnings():  # OpenMP threads of boosting on a busy 2-core machine cost more than they give
         warnings.simplefilter('ignore')
         generic = {k: v for k, v in ihdp_candidates(quick, seed).items() if k != 'exp_linear'}  # no knowledge of surface B's form
-        out = {'two_arm': TwoArmModel(generic, n_boot=n_boot, random_state=seed).fit(X, y, t)}
+        out = {'two_arm': TwoArmModel(generic, n_boot=0, random_state=seed).fit(X, y, t)}  # not served: no bootstrap refits
         if learners is None or 'two_arm_surface_form' in learners:  # a reference, not a fair learner: one candidate has surface B's form
             out['two_arm_surface_form'] = TwoArmModel(ihdp_candidates(quick, seed), random_state=seed).fit(X, y, t)
         for name, make in econml_learners('continuous', quick, seed).items():
             if learners is None or name in learners: out[name] = make().fit(y, t, X=np.asarray(X, float))
+    if learners is None or 'two_headed_net' in learners:
+        out['two_headed_net'] = effect_network(quick, seed, **({'members': n_boot} if n_boot >= 2 else {})).fit(X, y, t)  # members: bootstrap resamples
     return out
 
 def effect_of(m, X)->np.ndarray:
-    "Estimated effects of a fitted learner: `TwoArmModel.predict` or econml's `effect`."
+    "Estimated effects of a fitted learner: the served models' `predict` or econml's `effect`."
     X = np.asarray(X, float)
-    return np.asarray(m.predict(X) if isinstance(m, TwoArmModel) else m.effect(X), float).reshape(-1)
+    return np.asarray(m.predict(X) if isinstance(m, (TwoArmModel, TwoHeadedNetwork)) else m.effect(X), float).reshape(-1)
 
 # %% ../nbs/16a_treatment_tasks.ipynb #4289136d
 def _one(v:float)->dict: return {'value': float(v), 'sd': float('nan'), 'ci_low': float('nan'), 'ci_high': float('nan'), 'n_folds': 1}
 
+def effect_train_result(fits:dict, # {name: fitted learner}
+                        served:str, # the name of the served one
+                        rows:list, summ:dict, # each learner's validation figures: table rows, and {name: {metric: entry}}
+                        t0:float, # `time.perf_counter()` at the start of training
+                        arms:tuple, # the arms' names, control first
+                        **details)->TrainResult:
+    "The `TrainResult` of a treatment-effect task: the served learner, every learner's validation figures, and what the served model chose."
+    m = fits[served]
+    if isinstance(m, TwoArmModel): chosen = {'arm_choice': dict(zip(arms, m.arm_choice_)), 'arm_cv_score': dict(zip(arms, m.arm_scores_)), 'n_boot': m.n_boot}
+    else: chosen = {'members': m.members, 'kept_step': [int(s) for s in m.best_step_]}
+    return TrainResult(m, served, pd.DataFrame(rows), summ, {**details, **chosen, 'train_seconds': time.perf_counter() - t0})
+
 def ihdp_train(task, ds, quick:bool=False, seed:int=0, n_boot:int=20, **_)->TrainResult:
-    "Fit the served T-learner and the econml learners on the training split; sqrt(PEHE) and ATE error on the validation split."
+    "Fit the served network, the T-learner and the econml learners on the training split; sqrt(PEHE) and ATE error on the validation split."
     (Xtr, _), (Xva, tva) = ds['train'], ds['val']; ytr, ttr = ds.meta['y_factual']['train'], ds.meta['t']['train']
     t0 = time.perf_counter(); fits = ihdp_fit_all(Xtr, ytr, ttr, quick, seed, n_boot=2 if quick else int(n_boot)); summ, rows = {}, []
     for name, m in fits.items():
         p = effect_of(m, Xva); summ[name] = {'rmse': _one(sqrt_pehe(tva, p)), 'ate_error': _one(ate_error(tva, p))}
         rows.append({'model': name, 'fold': 0, 'rmse': summ[name]['rmse']['value'], 'ate_error': summ[name]['ate_error']['value'],
                      'n_train': len(ytr), 'n_test': len(tva)})
-    served = fits['two_arm']
-    return TrainResult(served, 'two_arm', pd.DataFrame(rows), summ,
-                       {'cv_label': 'validation split, true effects (sqrt PEHE)', 'arm_choice': dict(zip(['control', 'treated'], served.arm_choice_)),
-                        'arm_cv_mse': dict(zip(['control', 'treated'], served.arm_scores_)), 'n_boot': served.n_boot,
-                        'protocol': 'learners fitted on the factual outcomes of the training split; the served model is the per-arm-chosen T-learner',
-                        'train_seconds': time.perf_counter() - t0})
+    return effect_train_result(fits, IHDP_SERVED, rows, summ, t0, ('control', 'treated'), cv_label='validation split, true effects (sqrt PEHE)',
+                               protocol='learners fitted on the factual outcomes of the training split; the served model is the bagged two-headed network')
 
 # %% ../nbs/16a_treatment_tasks.ipynb #14a52487
+def _realization_row(r:int, name:str, effect:np.ndarray)->dict:
+    "sqrt(PEHE) and ATE error of `effect` (all 747 children) within sample (training + validation children) and out of sample (test)."
+    tau = ihdp_realization(r)[3]; tr, va, te = ihdp_split(len(tau), r); fit_on = np.r_[tr, va]
+    return {'realization': r, 'learner': name, 'pehe_in': sqrt_pehe(tau[fit_on], effect[fit_on]), 'pehe_out': sqrt_pehe(tau[te], effect[te]),
+            'ate_error_in': ate_error(tau[fit_on], effect[fit_on]), 'ate_error_out': ate_error(tau[te], effect[te])}
+
 def _ihdp_one(r:int, quick:bool, learners:list|None)->list[dict]:
-    X, Y, T, tau = ihdp_realization(r); tr, va, te = ihdp_split(len(X), r); rows = []
+    X, Y, T, tau = ihdp_realization(r); tr, va, te = ihdp_split(len(X), r)
     fit_on = np.r_[tr, va]  # the learners choose nothing on the validation children here: they train on train + validation
-    for name, m in ihdp_fit_all(X.iloc[fit_on], Y[fit_on], T[fit_on], quick, r, learners=learners).items():
-        pin, pout = effect_of(m, X.iloc[fit_on]), effect_of(m, X.iloc[te])
-        rows.append({'realization': r, 'learner': name, 'pehe_in': sqrt_pehe(tau[fit_on], pin), 'pehe_out': sqrt_pehe(tau[te], pout),
-                     'ate_error_in': ate_error(tau[fit_on], pin), 'ate_error_out': ate_error(tau[te], pout)})
-    return rows
+    return [_realization_row(r, name, effect_of(m, X)) for name, m in ihdp_fit_all(X.iloc[fit_on], Y[fit_on], T[fit_on], quick, r, learners=learners).items()]
 
 def ihdp_realizations(R:int=100, quick:bool=False, n_jobs:int=2, learners:list|None=None)->pd.DataFrame:
     "One row per (realization, learner): sqrt(PEHE) and ATE error within and out of sample."
     from joblib import Parallel, delayed
-    rows = []
-    for rs in Parallel(n_jobs=n_jobs, return_as='generator_unordered')(delayed(_ihdp_one)(r, quick, learners) for r in range(R)):
+    if learners is None: learners = QUICK_LEARNERS + ['two_headed_net'] if quick else ['two_arm_surface_form', *econml_learners('continuous'), 'two_headed_net']
+    rows, per_one = [], [l for l in learners if l != 'two_headed_net']  # the T-learner `two_arm` is always fitted
+    for rs in Parallel(n_jobs=n_jobs, return_as='generator_unordered')(delayed(_ihdp_one)(r, quick, per_one) for r in range(R)):
         rows += rs; report_progress('realization', len(rows) // len(rs), R)
+    if 'two_headed_net' in learners:
+        rows += [_realization_row(r, 'two_headed_net', e) for r, e in ihdp_network_effects(list(range(R)), quick).items()]
     return pd.DataFrame(rows).sort_values(['realization', 'learner'], kind='stable').reset_index(drop=True)
 
 def summarise_realizations(df:pd.DataFrame)->pd.DataFrame:
@@ -177,56 +202,95 @@ def summarise_realizations(df:pd.DataFrame)->pd.DataFrame:
     out = pd.concat({'mean': m, 'sd': s, 'se': s.div(np.sqrt(n), axis=0)}, axis=1).swaplevel(axis=1).sort_index(axis=1)
     out['n'] = n; return out.sort_values(('pehe_out', 'mean'))
 
-# %% ../nbs/16a_treatment_tasks.ipynb #72909031
+# %% ../nbs/16a_treatment_tasks.ipynb #6223de91
+def ihdp_network_effects(realizations:list, # realization numbers
+                         quick:bool=False, members:int=3 # bootstrap members per realization (quick: 2)
+                        )->dict:
+    "{realization: effects on all 747 children}: the two-headed networks of many realizations, trained side by side."
+    net = effect_network(quick); M = 2 if quick else int(members); R = len(realizations)
+    X = ihdp_realization(realizations[0])[0].to_numpy(float); n = len(X); x = (X - X.mean(0)) / (X.std(0) + 1e-9)
+    Z, T, W, V, scale = np.zeros((n, R * M)), np.zeros((n, R * M)), np.zeros((n, R * M)), np.zeros((n, R * M)), np.zeros(R)
+    for j, r in enumerate(realizations):
+        _, Y, t, _ = ihdp_realization(r); tr, va, _ = ihdp_split(n, r); fit_on = np.r_[tr, va]; c = slice(j * M, (j + 1) * M)
+        mu, scale[j] = Y[fit_on].mean(), Y[fit_on].std() + 1e-9; Z[:, c], T[:, c] = ((Y - mu) / scale[j])[:, None], t[:, None]
+        W[fit_on, c], V[fit_on, c] = bootstrap_columns(t[fit_on], M, seed=r)
+    w, _, _ = fit_two_headed(x, Z, T, W, V, False, net.hidden, net.head, net.steps, net.learning_rate, net.l2, seed=0)
+    P = two_headed_forward(w, x); E = (P[:, :, 1] - P[:, :, 0]).reshape(n, R, M).mean(-1) * scale
+    return {r: E[:, j] for j, r in enumerate(realizations)}
+
+# %% ../nbs/16a_treatment_tasks.ipynb #aa667f5e
 def _md(text:str):
     from IPython.display import display, Markdown
     display(Markdown(text))
 
 def _mean_entry(v, how:str)->dict:
+    "A metrics entry of a figure averaged over realizations: mean, sd, and the normal 95 % interval of the mean."
     v = np.asarray(v, float); se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float('nan')
     return {'value': float(v.mean()), 'sd': float(v.std(ddof=1)) if len(v) > 1 else float('nan'), 'ci_low': float(v.mean() - 1.96 * se),
             'ci_high': float(v.mean() + 1.96 * se), 'n_realizations': len(v), 'n_folds': len(v), 'how': how}
 
-_LEARNER_LABELS = {'two_arm': '**two_arm** (served)', 'two_arm_surface_form': "two_arm_surface_form (reference, not a fair learner: a candidate has surface B's form)"}
+# %% ../nbs/16a_treatment_tasks.ipynb #bbee8582
+_LEARNER_LABELS = {IHDP_SERVED: f'**{IHDP_SERVED}** (served)', 'two_arm_surface_form': "two_arm_surface_form (reference, not a fair learner: a candidate has surface B's form)"}
 
+def realizations_table(s:pd.DataFrame, # `summarise_realizations` of the realizations
+                       seconds:float, quick:bool=False)->str:
+    "Markdown: each learner's sqrt(PEHE) and ATE error over realizations (mean +- sd, standard error), then the anchors and the goal."
+    f = lambda l, k: f"{s.loc[l, (k, 'mean')]:.2f} +- {s.loc[l, (k, 'sd')]:.2f} (se {s.loc[l, (k, 'se')]:.2f})"
+    return (f"### {int(s['n'].max())} realizations ({seconds:.0f} s)\nEach learner fitted on the training and validation children (90 %) of each realization, "
+            "scored on them (within sample) and on the 10 % test children (out of sample); mean +- sd over realizations (standard error).\n\n"
+            "| learner | sqrt(PEHE) out of sample | within sample | ATE error out of sample | within sample |\n|---|---|---|---|---|\n"
+            + ''.join(f"| {_LEARNER_LABELS.get(l, l)} | {f(l, 'pehe_out')} | {f(l, 'pehe_in')} | {f(l, 'ate_error_out')} | {f(l, 'ate_error_in')} |\n" for l in s.index)
+            + "\n**Anchors** (Shalit et al., ICML 2017, Table 1; 1,000 NPCI realizations, not econml's: orientation only), sqrt(PEHE) "
+            "within / out of sample: BART 2.1 / 2.3, causal forest 3.8 / 3.8, BNN 2.2 / 2.1, TARNet 0.88 / 0.95, CFR-MMD 0.73 / 0.78, "
+            "CFR-Wass 0.71 / 0.76 (eps_ATE CFR-Wass 0.25 / 0.27). **Goal**: out-of-sample sqrt(PEHE) <= 1.0, ahead of the S- and T-learner."
+            + ('\n\nQuick run: 3 realizations and small models; the figures check the plumbing.' if quick else ''))
+
+# %% ../nbs/16a_treatment_tasks.ipynb #e2276b78
+def plot_realizations(df:pd.DataFrame, s:pd.DataFrame, # the realizations and their summary
+                      tau:np.ndarray, p:np.ndarray, lo:np.ndarray, hi:np.ndarray, # served realization's test children: true and predicted effects, interval
+                      seed:int):
+    "Boxplot of each learner's out-of-sample sqrt(PEHE) over realizations; true against predicted effects of the served realization."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    piv = df.pivot(index='realization', columns='learner', values='pehe_out')[list(s.index)]
+    ax[0].boxplot([piv[c] for c in piv], showfliers=True); ax[0].set_xticks(range(1, len(piv.columns) + 1), piv.columns, rotation=30)
+    ax[0].set(yscale='log', ylabel='sqrt(PEHE), out of sample', title=f'{piv.shape[0]} realizations')
+    ax[1].errorbar(tau, p, yerr=[np.clip(p - lo, 0, None), np.clip(hi - p, 0, None)], fmt='o', ms=3, alpha=.6); m = [min(tau.min(), p.min()), max(tau.max(), p.max())]
+    ax[1].plot(m, m, 'k--', lw=1); ax[1].set(xlabel='true effect', ylabel='predicted effect (interval of the members)',
+                                            title=f'served realization {seed}, test children: sqrt(PEHE) {sqrt_pehe(tau, p):.2f}')
+    plt.tight_layout(); plt.show()
+
+# %% ../nbs/16a_treatment_tasks.ipynb #8f10b3c4
+def ihdp_test_metrics(df:pd.DataFrame, # one row per (realization, learner)
+                      cover:float, n_test:int, level:float # interval coverage on the served realization's test children
+                     )->tuple[dict, dict]:
+    "(test, train) metrics entries of the IHDP report."
+    served, R = df[df.learner == IHDP_SERVED], df.realization.nunique()
+    how = f'mean over {R} realizations of econml ihdp_surface_B (0..{R - 1}), each its own 63/27/10 split'
+    test = {'sqrt_pehe': _mean_entry(served.pehe_out, how + '; out of sample (test children)'),
+            'ate_error': _mean_entry(served.ate_error_out, how + '; out of sample'), 'interval_coverage': {'value': cover, 'n_test': n_test, 'level': level},
+            **{f'sqrt_pehe_{l}': _mean_entry(g.pehe_out, how) for l, g in df.groupby('learner')}}
+    train = {'sqrt_pehe': _mean_entry(served.pehe_in, how + '; within sample (training + validation children)'),
+             'ate_error': _mean_entry(served.ate_error_in, how + '; within sample')}
+    return test, train
+
+# %% ../nbs/16a_treatment_tasks.ipynb #0b04135f
 def ihdp_evaluate(run:Run, ds:Dataset, model):
     "Evaluation section: every learner over realizations, beside the anchors; true against predicted effects of the served realization."
-    import matplotlib.pyplot as plt
     from medmaas_nb.core import write_json
     R = 3 if run.quick else int(run.params.get('realizations', 100)); t0 = time.perf_counter()
     df = ihdp_realizations(R, run.quick, 1 if run.quick else int(run.params.get('n_jobs', 2))); secs = time.perf_counter() - t0  # quick: no worker start-up
     df.to_csv(run.folder/'realizations.csv', index=False); s = summarise_realizations(df)
-    f = lambda l, k: f"{s.loc[l, (k, 'mean')]:.2f} +- {s.loc[l, (k, 'sd')]:.2f} (se {s.loc[l, (k, 'se')]:.2f})"
-    _md(f"### {R} realizations ({secs:.0f} s)\nEach learner fitted on the training and validation children (90 %) of each realization, "
-        "scored on them (within sample) and on the 10 % test children (out of sample); mean +- sd over realizations (standard error).\n\n"
-        "| learner | sqrt(PEHE) out of sample | within sample | ATE error out of sample | within sample |\n|---|---|---|---|---|\n"
-        + ''.join(f"| {_LEARNER_LABELS.get(l, l)} | {f(l, 'pehe_out')} | {f(l, 'pehe_in')} | {f(l, 'ate_error_out')} | {f(l, 'ate_error_in')} |\n" for l in s.index)
-        + "\n**Anchors** (Shalit et al., ICML 2017, Table 1; 1,000 NPCI realizations, not econml's: orientation only), sqrt(PEHE) "
-        "within / out of sample: BART 2.1 / 2.3, causal forest 3.8 / 3.8, BNN 2.2 / 2.1, TARNet 0.88 / 0.95, CFR-MMD 0.73 / 0.78, "
-        "CFR-Wass 0.71 / 0.76 (eps_ATE CFR-Wass 0.25 / 0.27). **Goal**: out-of-sample sqrt(PEHE) <= 1.0, ahead of the S- and T-learner."
-        + ('\n\nQuick run: 3 realizations and small models; the figures check the plumbing.' if run.quick else ''))
-    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
-    piv = df.pivot(index='realization', columns='learner', values='pehe_out')[list(s.index)]
-    ax[0].boxplot([piv[c] for c in piv], showfliers=True); ax[0].set_xticks(range(1, len(piv.columns) + 1), piv.columns, rotation=30)
-    ax[0].set(yscale='log', ylabel='sqrt(PEHE), out of sample', title=f'{R} realizations')
-    X, tau = ds['test']; p = model.predict(X); lo, hi = model.predict_interval(X)
-    ax[1].errorbar(tau, p, yerr=[np.clip(p - lo, 0, None), np.clip(hi - p, 0, None)], fmt='o', ms=3, alpha=.6); m = [min(tau.min(), p.min()), max(tau.max(), p.max())]
-    ax[1].plot(m, m, 'k--', lw=1); ax[1].set(xlabel='true effect', ylabel='predicted effect (bootstrap interval)',
-                                            title=f'served realization {run.seed}, test children: sqrt(PEHE) {sqrt_pehe(tau, p):.2f}')
-    plt.tight_layout(); plt.show()
+    _md(realizations_table(s, secs, run.quick))
+    X, tau = ds['test']; p = model.predict(X); lo, hi = model.predict_interval(X); plot_realizations(df, s, tau, p, lo, hi, run.seed)
     cover = float(((lo <= tau) & (tau <= hi)).mean())
-    _md(f"The served model's {model.level:.0%} bootstrap intervals cover {cover:.0%} of the {len(tau)} test children's true effects "
-        "(bootstrap of the arm models only: they leave out the choice of model and understate the uncertainty).")
-    served = df[df.learner == 'two_arm']; how = f'mean over {R} realizations of econml ihdp_surface_B (0..{R - 1}), each its own 63/27/10 split'
-    test = {'sqrt_pehe': _mean_entry(served.pehe_out, how + '; out of sample (test children)'),
-            'ate_error': _mean_entry(served.ate_error_out, how + '; out of sample'), 'interval_coverage': {'value': cover, 'n_test': len(tau), 'level': model.level}}
-    for l in s.index:
-        test[f'sqrt_pehe_{l}'] = _mean_entry(df[df.learner == l].pehe_out, how)
-    write_json(run.folder/'test_metrics.json', test)
-    write_json(run.folder/'train_metrics.json', {'sqrt_pehe': _mean_entry(served.pehe_in, how + '; within sample (training + validation children)'),
-                                                'ate_error': _mean_entry(served.ate_error_in, how + '; within sample')})
+    _md(f"The served model's {model.level:.0%} intervals cover {cover:.0%} of the {len(tau)} test children's true effects "
+        "(percentiles over the bootstrap members: they leave out the choice of the network's shape and understate the uncertainty).")
+    test, train = ihdp_test_metrics(df, cover, len(tau), model.level)
+    write_json(run.folder/'test_metrics.json', test); write_json(run.folder/'train_metrics.json', train)
     return test
 
+# %% ../nbs/16a_treatment_tasks.ipynb #19d313bb
 def ihdp_data(run:Run, ds:Dataset):
     "Data section: arms and their covariate balance, and the true effects."
     import matplotlib.pyplot as plt
@@ -250,7 +314,7 @@ ihdp_treatment_effect = register_task(EffectTask(
     anchors=[Anchor('BART', 'sqrt_pehe', 2.3, _OOS, _SHALIT), Anchor('causal forest', 'sqrt_pehe', 3.8, _OOS, _SHALIT),
              Anchor('TARNet', 'sqrt_pehe', 0.95, _OOS, _SHALIT), Anchor('CFR-Wass', 'sqrt_pehe', 0.76, _OOS, _SHALIT)],
     params={'realizations': Param(100, 'IHDP realizations (0 .. R-1) the report averages over (quick: 3)', low=2, high=1000),
-            'n_boot': Param(20, 'bootstrap refits of the served model, for its effect interval (quick: 2)', low=0, high=500),
+            'n_boot': Param(20, 'bootstrap members of the served network: its prediction is their mean, its interval their percentiles (quick: 2)', low=2, high=200),
             'n_jobs': Param(2, 'processes for the realizations', low=1, high=64)},
     sections=[Section('data', 'Arms, balance and the true effects', ihdp_data),
               Section('evaluate', 'sqrt(PEHE) and ATE error over realizations, beside the anchors', ihdp_evaluate,
@@ -302,7 +366,7 @@ def load_colon_task(quick:bool=False, # unused: the trial is small already (quic
     return Dataset('colon', splits, dataset_checksum('colon'), feature_names=COLON_FEATURES,
                    target_name='transformed outcome 2 event (2T - 1): its conditional mean is the effect on the 5-year risk', meta=meta)
 
-# %% ../nbs/16a_treatment_tasks.ipynb #1a68f22d
+# %% ../nbs/16a_treatment_tasks.ipynb #b6d8dc05
 def colon_candidates(quick:bool=False, seed:int=0)->dict:
     "Per-arm classifiers of the served T-learner: logistic regression and gradient boosting."
     from sklearn.pipeline import make_pipeline
@@ -312,16 +376,23 @@ def colon_candidates(quick:bool=False, seed:int=0)->dict:
     return {'logistic': make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=2000)),
             'boosting': HistGradientBoostingClassifier(max_iter=30 if quick else 100, learning_rate=0.05, max_leaf_nodes=4, min_samples_leaf=20, random_state=seed)}
 
-def colon_fit_all(X, e, t, quick:bool=False, seed:int=0, n_boot:int=0)->dict:
-    "{name: fitted learner}: the served T-learner (`two_arm`) and the econml learners (quick: S and T only), on (X, 5-year event, arm)."
+COLON_NETWORK = dict(hidden=32, head=16, steps=400, learning_rate=1e-3) # the network for the colon trial: smaller, about 300 patients train it
+
+# %% ../nbs/16a_treatment_tasks.ipynb #b97689d1
+def colon_fit_all(X, e, t, quick:bool=False, seed:int=0, n_boot:int=0,
+                  network:bool=True # fit the two-headed network too
+                 )->dict:
+    "{name: fitted learner}: the served T-learner (`two_arm`), the two-headed network and the econml learners (quick: S and T only), on (X, 5-year event, arm)."
     import warnings
     with one_thread(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         out = {'two_arm': TwoArmModel(colon_candidates(quick, seed), binary=True, n_boot=n_boot, random_state=seed).fit(X, e, t)}
         for name, make in econml_learners('binary', quick, seed, propensity=COLON_P).items():
             if not quick or name in QUICK_LEARNERS: out[name] = make().fit(np.asarray(e, float), t, X=np.asarray(X, float))
+    if network: out['two_headed_net'] = effect_network(quick, seed, binary=True, **({} if quick else COLON_NETWORK)).fit(X, e, t)
     return out
 
+# %% ../nbs/16a_treatment_tasks.ipynb #d5b76593
 def benefit_figures(effect, e, t, n_boot:int=0, seed:int=0)->dict:
     "Transformed-outcome RMSE, Qini, AUUC, C-for-benefit and policy values of predicted effects (risk differences) on (event, arm); bootstrap intervals with `n_boot`."
     effect, e, t = np.asarray(effect, float), np.asarray(e, float), np.asarray(t, int); b = -effect
@@ -348,12 +419,8 @@ def colon_train(task, ds, quick:bool=False, seed:int=0, n_boot:int=20, **_)->Tra
         b = benefit_figures(effect_of(f, Xva), m['event']['val'], m['t']['val'])
         summ[name] = {k: {**v, 'sd': float('nan')} for k, v in b.items() if k in ('rmse', 'qini', 'auuc', 'c_for_benefit', 'mean_effect')}
         rows.append({'model': name, 'fold': 0, **{k: v['value'] for k, v in summ[name].items()}, 'n_train': len(Xtr), 'n_test': len(Xva)})
-    served = fits['two_arm']
-    return TrainResult(served, 'two_arm', pd.DataFrame(rows), summ,
-                       {'cv_label': 'validation split', 'arm_choice': dict(zip(['Obs', 'Lev+5FU'], served.arm_choice_)),
-                        'arm_cv_log_loss': dict(zip(['Obs', 'Lev+5FU'], served.arm_scores_)), 'n_boot': served.n_boot,
-                        'protocol': 'fitted on the training split; rmse = transformed-outcome RMSE on the validation split',
-                        'train_seconds': time.perf_counter() - t0})
+    return effect_train_result(fits, 'two_arm', rows, summ, t0, ('Obs', 'Lev+5FU'), cv_label='validation split', arm_cv_metric='log loss',
+                               protocol='fitted on the training split; rmse = transformed-outcome RMSE on the validation split')
 
 # %% ../nbs/16a_treatment_tasks.ipynb #4c66cc4c
 def trial_hazard_ratios(n_boot:int=200, seed:int=0)->dict:
@@ -370,10 +437,61 @@ def trial_hazard_ratios(n_boot:int=200, seed:int=0)->dict:
                                                           'ci_high': float(np.quantile(bs, 0.975)) if bs else float('nan'), 'n': len(t)}
     return out
 
-# %% ../nbs/16a_treatment_tasks.ipynb #2bafc8a7
+# %% ../nbs/16a_treatment_tasks.ipynb #7dbd2101
+def _value_ci(d:dict)->str: return f"{d['value']:.3f}" + (f" [{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if not math.isnan(d['ci_low']) else '')
+
+def average_effect_table(served:dict, obs:dict, hr:dict, n:int, n_treated:int)->str:
+    "Markdown: the model's and the observed average effect on the test patients, beside the trial's hazard ratios and the published reductions."
+    F = _value_ci
+    return (f"### The average effect ({n} test patients: {n_treated} Lev+5FU, {n - n_treated} Obs)\n| figure | ours | trial / anchor |\n|---|---|---|\n"
+            f"| 5-year risk of recurrence or death, Lev+5FU minus Obs: model's mean prediction | **{F(served['mean_effect'])}** | |\n"
+            f"| same, observed on the test patients (difference of event rates, Neyman 95 % interval) | {obs['value']:.3f} [{obs['ci_low']:.3f}, {obs['ci_high']:.3f}] "
+            f"({obs['mean_treated']:.2f} vs {obs['mean_control']:.2f}) | |\n"
+            f"| hazard ratio of recurrence, all 619 patients of the two arms (Cox, bootstrap 95 %) | {hr['recurrence']['hr']:.2f} [{hr['recurrence']['ci_low']:.2f}, {hr['recurrence']['ci_high']:.2f}] "
+            f"({1 - hr['recurrence']['hr']:.0%} fewer) | Moertel 1990: recurrence risk cut by 41 % (P < 0.0001); 1995 final report: 40 % |\n"
+            f"| hazard ratio of death, same patients | {hr['death']['hr']:.2f} [{hr['death']['ci_low']:.2f}, {hr['death']['ci_high']:.2f}] ({1 - hr['death']['hr']:.0%} fewer) "
+            "| Moertel 1990: death rate cut by 33 % (P ~ 0.006); 1995: 33 % |")
+
+def who_benefits_table(served:dict, others:dict, quick:bool=False)->str:
+    "Markdown: C-for-benefit, Qini, AUUC and the policy value of the served model and of every other learner."
+    F = _value_ci
+    return ("### Who benefits: the served model and the other learners on the test patients\nBenefit = the predicted reduction of the 5-year "
+            "risk. C-for-benefit: 0.5 is chance. Qini coefficient and AUUC: 0 is a random ranking. Policy values: the 5-year event rate if "
+            "patients were treated as the rule says (IPW, p = 0.5; lower is better). The other learners (econml's and the two-headed network) "
+            "are refitted on training + validation patients.\n\n"
+            "| learner | C-for-benefit | Qini coefficient | AUUC | event rate, treat if benefit > 0 | treated by the rule | transformed-outcome RMSE |\n|---|---|---|---|---|---|---|\n"
+            + ''.join(f"| {n} | {F(d['c_for_benefit'])} | {F(d['qini'])} | {F(d['auuc'])} | {F(d['policy_model'])} | {d['treated_by_model']['value']:.0%} | {d['rmse']['value']:.3f} |\n"
+                      for n, d in {'**two_arm** (served)': served, **others}.items())
+            + f"\nTreat all: event rate {F(served['policy_all'])}; treat none: {F(served['policy_none'])}."
+            + ('\n\nQuick run: small models and few bootstrap resamples; the figures check the plumbing.' if quick else ''))
+
+# %% ../nbs/16a_treatment_tasks.ipynb #e0fe2300
+def plot_benefit(cal:pd.DataFrame, # `benefit_calibration` of the served model's predicted benefit
+                 benefit:np.ndarray, e:np.ndarray, t:np.ndarray):
+    "Calibration of benefit and the Qini curve of the served model on the test patients."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    ax[0].errorbar(cal.predicted, cal.observed, yerr=[np.clip(cal.observed - cal.ci_low, 0, None), np.clip(cal.ci_high - cal.observed, 0, None)], fmt='o')
+    lim = [min(cal.ci_low.min(), cal.predicted.min(), 0) - 0.05, max(cal.ci_high.max(), cal.predicted.max()) + 0.05]
+    ax[0].plot(lim, lim, 'k--', lw=1); ax[0].set(xlabel='mean predicted benefit (risk reduction)', ylabel='observed benefit (Obs - Lev+5FU event rate)',
+                                                 title='Calibration of benefit, thirds of the test patients')
+    c = uplift_curves(benefit, 1 - e, t); ax[1].plot(c.fraction, c.qini, label='served model'); ax[1].plot(c.fraction, c.random, 'k--', label='random')
+    ax[1].set(xlabel='fraction treated, most predicted benefit first', ylabel='Qini: extra patients free of event at 5 years', title='Qini curve (test)'); ax[1].legend()
+    plt.tight_layout(); plt.show()
+
+# %% ../nbs/16a_treatment_tasks.ipynb #389f1455
+def colon_test_metrics(served:dict, obs:dict, hr:dict)->dict:
+    "The metrics entries of the colon report."
+    return {'ate': {**served['mean_effect'], 'how': "served model's mean predicted 5-year risk difference (Lev+5FU - Obs) on the test patients; bootstrap interval"},
+            'ate_observed': {**{k: obs[k] for k in ('value', 'ci_low', 'ci_high')}, 'n_folds': 1, 'how': 'difference of the arms\' 5-year event rates, test patients, Neyman interval'},
+            **{k: served[k] for k in ('c_for_benefit', 'qini', 'auuc', 'policy_model', 'policy_all', 'policy_none')},
+            **{f'{k}_reduction': {'value': 1 - hr[k]['hr'], 'ci_low': 1 - hr[k]['ci_high'], 'ci_high': 1 - hr[k]['ci_low'], 'n': hr[k]['n'], 'n_folds': 1,
+                                  'how': f'1 - hazard ratio of {k}, Lev+5FU vs Obs, all {hr[k]["n"]} randomized patients (Cox, bootstrap interval)'}
+               for k in ('recurrence', 'death')}}
+
+# %% ../nbs/16a_treatment_tasks.ipynb #0db0041e
 def colon_evaluate(run:Run, ds:Dataset, model):
     "Evaluation section: average effect beside the trial's, benefit calibration, C-for-benefit, Qini, policy values, learners side by side."
-    import matplotlib.pyplot as plt
     from IPython.display import display
     from medmaas_nb.core import write_json
     nb = 20 if run.quick else int(run.params.get('n_boot_eval', 200)); m = ds.meta
@@ -381,45 +499,18 @@ def colon_evaluate(run:Run, ds:Dataset, model):
     eff = model.predict(Xte); served = benefit_figures(eff, e, t, nb, run.seed)
     obs = difference_in_means(e, t); hr = trial_hazard_ratios(20 if run.quick else 200, run.seed)
     Xtv = pd.concat([ds['train'][0], ds['val'][0]], ignore_index=True)
-    fits = colon_fit_all(Xtv, np.r_[m['event']['train'], m['event']['val']], np.r_[m['t']['train'], m['t']['val']], run.quick, run.seed)
+    fits = colon_fit_all(Xtv, np.r_[m['event']['train'], m['event']['val']], np.r_[m['t']['train'], m['t']['val']], run.quick, run.seed,
+                         network=not run.quick)  # quick: no second TensorFlow start-up (the network is checked in training)
     others = {n: benefit_figures(effect_of(f, Xte), e, t, 0, run.seed) for n, f in fits.items() if n != 'two_arm'}
-    F = lambda d: f"{d['value']:.3f}" + (f" [{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if not math.isnan(d['ci_low']) else '')
-    _md(f"### The average effect ({len(e)} test patients: {int(t.sum())} Lev+5FU, {int((1 - t).sum())} Obs)\n| figure | ours | trial / anchor |\n|---|---|---|\n"
-        f"| 5-year risk of recurrence or death, Lev+5FU minus Obs: model's mean prediction | **{F(served['mean_effect'])}** | |\n"
-        f"| same, observed on the test patients (difference of event rates, Neyman 95 % interval) | {obs['value']:.3f} [{obs['ci_low']:.3f}, {obs['ci_high']:.3f}] "
-        f"({obs['mean_treated']:.2f} vs {obs['mean_control']:.2f}) | |\n"
-        f"| hazard ratio of recurrence, all 619 patients of the two arms (Cox, bootstrap 95 %) | {hr['recurrence']['hr']:.2f} [{hr['recurrence']['ci_low']:.2f}, {hr['recurrence']['ci_high']:.2f}] "
-        f"({1 - hr['recurrence']['hr']:.0%} fewer) | Moertel 1990: recurrence risk cut by 41 % (P < 0.0001); 1995 final report: 40 % |\n"
-        f"| hazard ratio of death, same patients | {hr['death']['hr']:.2f} [{hr['death']['ci_low']:.2f}, {hr['death']['ci_high']:.2f}] ({1 - hr['death']['hr']:.0%} fewer) "
-        "| Moertel 1990: death rate cut by 33 % (P ~ 0.006); 1995: 33 % |")
-    _md("### Who benefits: the served model and the econml learners on the test patients\nBenefit = the predicted reduction of the 5-year "
-        "risk. C-for-benefit: 0.5 is chance. Qini coefficient and AUUC: 0 is a random ranking. Policy values: the 5-year event rate if "
-        "patients were treated as the rule says (IPW, p = 0.5; lower is better). The econml learners are refitted on training + validation patients.\n\n"
-        "| learner | C-for-benefit | Qini coefficient | AUUC | event rate, treat if benefit > 0 | treated by the rule | transformed-outcome RMSE |\n|---|---|---|---|---|---|---|\n"
-        + ''.join(f"| {n} | {F(d['c_for_benefit'])} | {F(d['qini'])} | {F(d['auuc'])} | {F(d['policy_model'])} | {d['treated_by_model']['value']:.0%} | {d['rmse']['value']:.3f} |\n"
-                  for n, d in {'**two_arm** (served)': served, **others}.items())
-        + f"\nTreat all: event rate {F(served['policy_all'])}; treat none: {F(served['policy_none'])}."
-        + ('\n\nQuick run: small models and few bootstrap resamples; the figures check the plumbing.' if run.quick else ''))
-    cal = benefit_calibration(-eff, e, t, 3); display(cal.round(3))
-    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
-    ax[0].errorbar(cal.predicted, cal.observed, yerr=[np.clip(cal.observed - cal.ci_low, 0, None), np.clip(cal.ci_high - cal.observed, 0, None)], fmt='o')
-    lim = [min(cal.ci_low.min(), cal.predicted.min(), 0) - 0.05, max(cal.ci_high.max(), cal.predicted.max()) + 0.05]
-    ax[0].plot(lim, lim, 'k--', lw=1); ax[0].set(xlabel='mean predicted benefit (risk reduction)', ylabel='observed benefit (Obs - Lev+5FU event rate)',
-                                                 title='Calibration of benefit, thirds of the test patients')
-    c = uplift_curves(-eff, 1 - e, t); ax[1].plot(c.fraction, c.qini, label='served model'); ax[1].plot(c.fraction, c.random, 'k--', label='random')
-    ax[1].set(xlabel='fraction treated, most predicted benefit first', ylabel='Qini: extra patients free of event at 5 years', title='Qini curve (test)'); ax[1].legend()
-    plt.tight_layout(); plt.show()
-    test = {'ate': {**served['mean_effect'], 'how': "served model's mean predicted 5-year risk difference (Lev+5FU - Obs) on the test patients; bootstrap interval"},
-            'ate_observed': {**{k: obs[k] for k in ('value', 'ci_low', 'ci_high')}, 'n_folds': 1, 'how': 'difference of the arms\' 5-year event rates, test patients, Neyman interval'},
-            **{k: served[k] for k in ('c_for_benefit', 'qini', 'auuc', 'policy_model', 'policy_all', 'policy_none')},
-            **{f'{k}_reduction': {'value': 1 - hr[k]['hr'], 'ci_low': 1 - hr[k]['ci_high'], 'ci_high': 1 - hr[k]['ci_low'], 'n': hr[k]['n'], 'n_folds': 1,
-                                  'how': f'1 - hazard ratio of {k}, Lev+5FU vs Obs, all {hr[k]["n"]} randomized patients (Cox, bootstrap interval)'}
-               for k in ('recurrence', 'death')}}
+    _md(average_effect_table(served, obs, hr, len(e), int(t.sum()))); _md(who_benefits_table(served, others, run.quick))
+    cal = benefit_calibration(-eff, e, t, 3); display(cal.round(3)); plot_benefit(cal, -eff, e, t)
+    test = colon_test_metrics(served, obs, hr)
     write_json(run.folder/'test_metrics.json', test)
     write_json(run.folder/'benefit.json', {'served': served, 'learners': others, 'calibration': cal.reset_index().to_dict('records'), 'hazard_ratios': hr,
                                            'observed_ate_test': obs})
     return test
 
+# %% ../nbs/16a_treatment_tasks.ipynb #42a61466
 def colon_data(run:Run, ds:Dataset):
     "Data section: the arms, their balance (randomization) and the 5-year event rates."
     from IPython.display import display

@@ -716,6 +716,28 @@ def test_effect_bad_covariate_is_a_400_naming_it(effect_server, field, value, fr
     assert r.status_code == 400, r.text
     e = r.json(); assert e['field'] == field and fragment in e['error'], e
 
+IH = 'ihdp-treatment-effect'
+
+@pytest.fixture(scope='module')
+def ihdp_server(tmp_path_factory):
+    "A quick ihdp-treatment-effect model (the bagged two-headed network) trained here, registered, served by a real uvicorn server."
+    yield from _quick_service(tmp_path_factory, IH, 'pediatrician', audit=False)
+
+def test_ihdp_serves_the_two_headed_network_as_numpy(ihdp_server):
+    "The served IHDP model is the Keras-trained network, saved by skops as NumPy weights; both APIs answer with its arms."
+    from medmaas_nb.effect_networks import TwoHeadedNetwork
+    s, key, t, model, ds, _ = ihdp_server
+    assert isinstance(model, TwoHeadedNetwork) and all(type(w) is np.ndarray for w in model.weights_)
+    recs = t.input_spec.to_records(ds['test'][0].iloc[:3])
+    r = httpx.post(s.url + f'/api/v1/models/{IH}/predict', json={'instances': recs}, headers=H(key), timeout=60)
+    assert r.status_code == 200, r.text
+    p = r.json()['predictions']; A = model.predict_arms(t.input_spec.validate(recs))
+    for q, (c, tr) in zip(p, A):
+        assert q['outcomes'] == {'control': pytest.approx(c, rel=1e-9), 'intervention': pytest.approx(tr, rel=1e-9)}
+        assert q['effect']['low'] <= q['effect']['high'] and q['prediction'] == pytest.approx(tr - c, rel=1e-9)
+    with Client(s.url, key) as c2: outs = c2.v2_infer(IH, t.input_spec.to_v2(t.input_spec.validate(recs)))
+    assert np.allclose(np.ravel(outs['outcome_treated']) - np.ravel(outs['outcome_control']), [q['prediction'] for q in p])
+
 # --- v2 answers with extra tensors: the model runs once per request ---
 
 class Counted:
@@ -729,7 +751,8 @@ class Counted:
 
 @pytest.mark.parametrize('fixture,name,methods', [('molecule_server', MOL, ('predict', 'nearest')),
                                                   ('detection_server', DET, ('predict_on_batch',)),
-                                                  ('effect_server', TE, ('predict', 'predict_arms', 'predict_interval'))])
+                                                  ('effect_server', TE, ('predict', 'predict_arms', 'predict_interval')),
+                                                  ('ihdp_server', IH, ('predict', 'predict_arms', 'predict_interval'))])
 def test_v2_request_runs_the_model_once(request, fixture, name, methods):
     "The scores and the tensors a task adds to them come from one run of the model (a Keras model: one padded batch)."
     s, key, t, model, ds, _ = request.getfixturevalue(fixture)
@@ -740,7 +763,7 @@ def test_v2_request_runs_the_model_once(request, fixture, name, methods):
     finally: rt.model = counted.model
     assert len(outs) > 1 and all(len(v) == 1 for v in outs.values()), outs
     want = {'molecule_server': {'predict': 1, 'nearest': 1}, 'detection_server': {'predict_on_batch': getattr(rt, 'max_batch', 1)},
-            'effect_server': {'predict_arms': 1, 'predict_interval': 1}}[fixture]
+            'effect_server': {'predict_arms': 1, 'predict_interval': 1}, 'ihdp_server': {'predict_arms': 1, 'predict_interval': 1}}[fixture]
     assert counted.rows == want
 
 # --- metabric-fusion: a clinical record and a list of mutated genes in; the risk with each modality's part out ---
