@@ -143,9 +143,9 @@ def ihdp_fit_all(X, y, t, quick:bool=False, seed:int=0, n_boot:int=0, learners:l
     return out
 
 def effect_of(m, X)->np.ndarray:
-    "Estimated effects of a fitted learner: the served models' `predict` or econml's `effect`."
+    "Estimated effects of a fitted learner: econml's `effect`, or the `predict` of a served model (`TwoArmModel`, `TwoHeadedNetwork`)."
     X = np.asarray(X, float)
-    return np.asarray(m.predict(X) if isinstance(m, (TwoArmModel, TwoHeadedNetwork)) else m.effect(X), float).reshape(-1)
+    return np.asarray(m.effect(X) if hasattr(m, 'effect') else m.predict(X), float).reshape(-1)
 
 # %% ../nbs/16a_treatment_tasks.ipynb #4289136d
 def _one(v:float)->dict: return {'value': float(v), 'sd': float('nan'), 'ci_low': float('nan'), 'ci_high': float('nan'), 'n_folds': 1}
@@ -174,16 +174,16 @@ def ihdp_train(task, ds, quick:bool=False, seed:int=0, n_boot:int=20, **_)->Trai
                                protocol='learners fitted on the factual outcomes of the training split; the served model is the bagged two-headed network')
 
 # %% ../nbs/16a_treatment_tasks.ipynb #14a52487
-def _realization_row(r:int, name:str, effect:np.ndarray)->dict:
-    "sqrt(PEHE) and ATE error of `effect` (all 747 children) within sample (training + validation children) and out of sample (test)."
-    tau = ihdp_realization(r)[3]; tr, va, te = ihdp_split(len(tau), r); fit_on = np.r_[tr, va]
+def _realization_row(r:int, name:str, effect:np.ndarray, tau:np.ndarray)->dict:
+    "sqrt(PEHE) and ATE error of `effect` against the true effects `tau` (all 747 children of realization `r`) within sample (training + validation children) and out of sample (test)."
+    tr, va, te = ihdp_split(len(tau), r); fit_on = np.r_[tr, va]
     return {'realization': r, 'learner': name, 'pehe_in': sqrt_pehe(tau[fit_on], effect[fit_on]), 'pehe_out': sqrt_pehe(tau[te], effect[te]),
             'ate_error_in': ate_error(tau[fit_on], effect[fit_on]), 'ate_error_out': ate_error(tau[te], effect[te])}
 
 def _ihdp_one(r:int, quick:bool, learners:list|None)->list[dict]:
     X, Y, T, tau = ihdp_realization(r); tr, va, te = ihdp_split(len(X), r)
     fit_on = np.r_[tr, va]  # the learners choose nothing on the validation children here: they train on train + validation
-    return [_realization_row(r, name, effect_of(m, X)) for name, m in ihdp_fit_all(X.iloc[fit_on], Y[fit_on], T[fit_on], quick, r, learners=learners).items()]
+    return [_realization_row(r, name, effect_of(m, X), tau) for name, m in ihdp_fit_all(X.iloc[fit_on], Y[fit_on], T[fit_on], quick, r, learners=learners).items()]
 
 def ihdp_realizations(R:int=100, quick:bool=False, n_jobs:int=2, learners:list|None=None)->pd.DataFrame:
     "One row per (realization, learner): sqrt(PEHE) and ATE error within and out of sample."
@@ -193,7 +193,7 @@ def ihdp_realizations(R:int=100, quick:bool=False, n_jobs:int=2, learners:list|N
     for rs in Parallel(n_jobs=n_jobs, return_as='generator_unordered')(delayed(_ihdp_one)(r, quick, per_one) for r in range(R)):
         rows += rs; report_progress('realization', len(rows) // len(rs), R)
     if 'two_headed_net' in learners:
-        rows += [_realization_row(r, 'two_headed_net', e) for r, e in ihdp_network_effects(list(range(R)), quick).items()]
+        rows += [_realization_row(r, 'two_headed_net', e, ihdp_realization(r)[3]) for r, e in ihdp_network_effects(list(range(R)), quick).items()]
     return pd.DataFrame(rows).sort_values(['realization', 'learner'], kind='stable').reset_index(drop=True)
 
 def summarise_realizations(df:pd.DataFrame)->pd.DataFrame:
